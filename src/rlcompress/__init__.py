@@ -1,0 +1,1 @@
+"""rlcompress: compress trained PyTorch CNNs."""

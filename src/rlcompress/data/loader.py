@@ -1,0 +1,97 @@
+"""Batched, seeded iteration over uint8 image tensors with augmentation in plain torch.
+
+torchvision has no CPU build here, and per-image Python transforms would dominate a CPU
+training step anyway, so crop and flip are done on whole batches with index arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from rlcompress.data.dataset import SplitData
+
+
+def random_crop_flip(
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image, on a uint8 NHWC batch."""
+    n, h, w, _ = images.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
+        oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        rows = (oy[:, None] + torch.arange(h))[:, :, None]
+        cols = (ox[:, None] + torch.arange(w))[:, None, :]
+        images = padded[torch.arange(n)[:, None, None], rows, cols]
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(mask[:, None, None, None], images.flip(2), images)
+    return images
+
+
+def to_model_input(
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """uint8 NHWC -> normalised float32 NCHW (memory in channels_last order if asked)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    # permute keeps NHWC memory order, which is exactly channels_last for an NCHW view
+    x = images.permute(0, 3, 1, 2).float()
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+class BatchLoader:
+    """Iterates (inputs, labels) batches over a SplitData.
+
+    With ``shuffle``/``augment`` the order and the augmentation of epoch ``e`` depend only on
+    ``(seed, e)``, so a resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(
+        self,
+        split: SplitData,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        shuffle: bool = False,
+        augment: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        padding: int = 4,
+        channels_last: bool = True,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.split, self.batch_size = split, batch_size
+        self.mean, self.std = mean, std
+        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.seed, self.padding, self.channels_last = seed, padding, channels_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration produces."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        n = len(self.split)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.split.images[idx]
+            if self.augment:
+                images = random_crop_flip(images, self.padding, True, g)
+            yield (
+                to_model_input(images, self.mean, self.std, self.channels_last),
+                self.split.labels[idx],
+            )

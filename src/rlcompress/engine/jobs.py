@@ -1,0 +1,148 @@
+"""Whole jobs (what the CLI subcommands call): train a model, evaluate a checkpoint, baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlcompress.data import BatchLoader, DataConfig, ImageData, load_data
+from rlcompress.engine.evaluate import evaluate
+from rlcompress.engine.runtime import pick_device, set_threads
+from rlcompress.engine.train import TrainConfig, fit, write_summary
+from rlcompress.models import (
+    build_model,
+    load_checkpoint,
+    load_state_dict_file,
+    load_weights,
+    model_spec,
+)
+from rlcompress.paths import pretrained_path
+
+
+def resolve_model(
+    model: str, init: str | None = None, num_classes: int = 10
+) -> tuple[nn.Module, dict]:
+    """A model and its spec from a registered name or a ``X.safetensors``/``X.json`` checkpoint.
+
+    ``init`` loads weights into a registered model: a path, ``pretrained`` (the shared
+    checkpoint of that name), or None for a random init.
+    """
+    path = Path(model)
+    if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
+        if init:
+            raise ValueError("--init applies to a model name, not to a checkpoint path")
+        return load_checkpoint(path)
+    spec = model_spec(model, num_classes=num_classes)
+    net = build_model(spec)
+    if init:
+        src = pretrained_path(model) if init == "pretrained" else Path(init)
+        load_weights(net, load_state_dict_file(src))
+    return net, spec
+
+
+def split_loader(data: ImageData, split: str, batch_size: int = 512) -> BatchLoader:
+    """An unshuffled, unaugmented loader over ``train``, ``val`` or ``test``."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    return BatchLoader(getattr(data, split), batch_size, data.mean, data.std)
+
+
+def evaluate_model(
+    model: nn.Module,
+    data: ImageData,
+    split: str = "test",
+    precision: str = "bf16",
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, float]:
+    """Top-1 / top-5 of ``model`` on one split of ``data``."""
+    dev = pick_device(device)
+    model.to(dev).to(memory_format=torch.channels_last)
+    return evaluate(model, split_loader(data, split), dev, precision, progress, f"eval {split}")
+
+
+def train(
+    model: str = "resnet20",
+    out: str = "runs/train",
+    init: str | None = None,
+    data: DataConfig | None = None,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    test: bool = True,
+) -> dict:
+    """Train (or fine-tune, with ``init``) a model; select the best epoch on validation.
+
+    Writes the run directory (see :mod:`rlcompress.engine.train`) and ``summary.json`` with
+    the best epoch's validation and, if ``test``, test accuracy.
+    """
+    data_cfg, cfg = data or DataConfig(), cfg or TrainConfig()
+    dataset = load_data(data_cfg, progress=cfg.progress)
+    net, spec = resolve_model(model, init, dataset.num_classes)
+    extra = {"model": model, "init": init, "data": data_cfg.__dict__, "argv": sys.argv}
+    result = fit(net, spec, dataset, cfg, out, resume=resume, extra_config=extra)
+    if (Path(out) / "summary.json").is_file():
+        return result
+    best, _ = load_checkpoint(Path(out) / "best.safetensors")
+    summary = {"model": model, "init": init, **result}
+    summary["val"] = evaluate_model(best, dataset, "val", cfg.precision, cfg.device)
+    if test:
+        summary["test"] = evaluate_model(best, dataset, "test", cfg.precision, cfg.device)
+    write_summary(out, summary)
+    return summary
+
+
+def evaluate_checkpoint(
+    model: str,
+    init: str | None = None,
+    split: str = "test",
+    data: DataConfig | None = None,
+    precision: str = "bf16",
+    limit: int = 0,
+    threads: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Accuracy of a checkpoint (or a registered model with ``init`` weights) on a split."""
+    set_threads(threads)
+    dataset = load_data(data or DataConfig(), progress=progress)
+    net, _ = resolve_model(model, init, dataset.num_classes)
+    if limit:
+        setattr(dataset, split, getattr(dataset, split).subset(limit))
+    result = evaluate_model(net, dataset, split, precision, progress=progress)
+    return {"model": model, "init": init, "split": split, **result}
+
+
+def baseline(
+    model: str = "resnet20",
+    out: str | None = None,
+    results: str = "results/baseline",
+    init: str = "pretrained",
+    data: DataConfig | None = None,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+) -> dict:
+    """Fine-tune a pretrained model on the dataset and write ``results/baseline/<model>.json``.
+
+    This is the reference every compressed row is compared against.
+    """
+    out = out or f"runs/baseline-{model}"
+    summary = train(model, out, init, data, cfg, resume=resume or Path(out, "state.pt").is_file())
+    record = {
+        "model": model,
+        "top1": round(summary["test"]["top1"], 2),
+        "top5": round(summary["test"]["top5"], 2),
+        "val_top1": round(summary["val"]["top1"], 2),
+        "epochs": summary["epochs"],
+        "best_epoch": summary["best_epoch"],
+        "seconds": summary["seconds"],
+        "run_dir": str(out),
+        "command": "rlcompress " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    Path(results).mkdir(parents=True, exist_ok=True)
+    (Path(results) / f"{Path(model).stem}.json").write_text(json.dumps(record, indent=1))
+    return record

@@ -1,0 +1,47 @@
+"""Device, precision and thread choices shared by training, evaluation and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def set_threads(num_threads: int = 0) -> int:
+    """Use ``num_threads`` intra-op threads (0: one per available core); returns the count."""
+    if num_threads <= 0:
+        try:
+            num_threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            num_threads = os.cpu_count() or 1
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast context: ``bf16`` on CPU (AVX-512 bf16), ``bf16``/``fp16`` AMP on CUDA, or none."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in ("bf16", "fp16", "auto"):
+        raise ValueError(f"precision must be fp32, bf16, fp16 or auto, got {precision!r}")
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,267 @@
+"""Resumable supervised training with a run directory.
+
+A run directory holds::
+
+    config.json            resolved training config (and whatever the caller adds)
+    metrics.csv            one row per completed epoch
+    last.safetensors/.json model weights + architecture spec after the last completed epoch
+    best.safetensors/.json the epoch with the best validation top-1
+    state.pt               weights, optimizer state, epoch, best score (loads weights_only)
+    summary.json           written when training ends
+
+Every epoch ends by writing ``last.*`` and ``state.pt`` atomically, so an interrupted run
+resumed with ``resume=True`` loses at most the epoch in flight. The learning rate is a pure
+function of the global step and each epoch's batch order a pure function of (seed, epoch), so a
+resumed run continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from rlcompress.data import BatchLoader, ImageData
+from rlcompress.engine.evaluate import evaluate
+from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
+from rlcompress.models import load_weights, save_checkpoint
+
+StepHook = Callable[[nn.Module], None]
+METRIC_FIELDS = [
+    "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+    "seconds", "img_per_s",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: training batch size.
+        lr: peak learning rate.
+        schedule: ``onecycle`` (cosine warm-up to ``lr`` then cosine decay) or ``cosine``.
+        warmup: fraction of all steps spent warming up.
+        momentum: SGD momentum (Nesterov).
+        weight_decay: L2 weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        seed: seed of batch order, augmentation and any random init.
+        augment: random crop (4-pixel padding) + horizontal flip on training images.
+        precision: ``bf16`` (CPU autocast / CUDA AMP), ``fp16`` (CUDA) or ``fp32``.
+        channels_last: NHWC memory layout (faster convolutions on CPU).
+        compile: wrap the model in ``torch.compile``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: intra-op CPU threads (0: one per core).
+        eval_batch_size: batch size for validation and test.
+        progress: show progress bars.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    schedule: str = "onecycle"
+    warmup: float = 0.15
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    precision: str = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    threads: int = 0
+    eval_batch_size: int = 512
+    progress: bool = True
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate at global ``step`` of ``total`` (a pure function, so resume is exact)."""
+    warm = max(1, int(cfg.warmup * total)) if cfg.warmup > 0 else 0
+    floor = cfg.lr * 1e-4
+    if step < warm:
+        t = step / warm
+        start = cfg.lr / 25 if cfg.schedule == "onecycle" else 0.0
+        return start + (cfg.lr - start) * (1 - math.cos(math.pi * t)) / 2
+    if cfg.schedule not in ("onecycle", "cosine"):
+        raise ValueError(f"schedule must be onecycle or cosine, got {cfg.schedule!r}")
+    t = (step - warm) / max(1, total - warm)
+    return floor + (cfg.lr - floor) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
+
+
+def make_loaders(data: ImageData, cfg: TrainConfig) -> tuple[BatchLoader, BatchLoader]:
+    """Training loader (shuffled, augmented) and validation loader for ``data``."""
+    train = BatchLoader(
+        data.train, cfg.batch_size, data.mean, data.std, shuffle=True, augment=cfg.augment,
+        drop_last=len(data.train) > cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last,
+    )
+    val = BatchLoader(
+        data.val, cfg.eval_batch_size, data.mean, data.std, channels_last=cfg.channels_last
+    )
+    return train, val
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: BatchLoader,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    device: torch.device,
+    step0: int,
+    total_steps: int,
+    step_hooks: list[StepHook],
+    desc: str,
+) -> tuple[float, float, int]:
+    model.train()
+    loss_sum, correct, seen, step = 0.0, 0, 0, step0
+    bar = tqdm(loader, desc=desc, disable=not cfg.progress, leave=False)
+    for x, y in bar:
+        lr = lr_at(step, total_steps, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, cfg.precision):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for hook in step_hooks:
+            hook(model)
+        step += 1
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.4f}")
+    return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), step
+
+
+def fit(
+    model: nn.Module,
+    spec: dict,
+    data: ImageData,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    step_hooks: list[StepHook] | None = None,
+    extra_config: dict | None = None,
+) -> dict:
+    """Train ``model`` on ``data.train``, select on ``data.val``; return the summary dict.
+
+    ``step_hooks`` run after every optimizer step (pruning masks use this). With ``resume``
+    the run continues from ``run_dir``'s last completed epoch; a finished run returns its
+    summary unchanged.
+    """
+    run_dir = Path(run_dir)
+    state_path = run_dir / "state.pt"
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise FileExistsError(f"{run_dir} is not empty; pass resume=True (--resume) to continue it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (run_dir / "summary.json").is_file():
+        return json.loads((run_dir / "summary.json").read_text())
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    train_loader, val_loader = make_loaders(data, cfg)
+    total_steps = cfg.epochs * len(train_loader)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, cfg)
+    start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        load_weights(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        best = {"val_top1": float(state["best_val_top1"]), "epoch": int(state["best_epoch"])}
+        elapsed = float(state["seconds"])
+    config = {"train": asdict(cfg), **(extra_config or {})}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    rows = _read_metrics(run_dir / "metrics.csv", start_epoch - 1)
+    runner = torch.compile(model) if cfg.compile else model
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        loss, acc, _ = _train_epoch(
+            runner, train_loader, opt, cfg, device, (epoch - 1) * len(train_loader),
+            total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}",
+        )
+        train_time = time.perf_counter() - t0
+        val = evaluate(runner, val_loader, device, cfg.precision)
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        rows.append({
+            "epoch": epoch, "lr": round(lr_at(epoch * len(train_loader) - 1, total_steps, cfg), 6),
+            "train_loss": round(loss, 5), "train_top1": round(acc, 3),
+            "val_loss": round(val["loss"], 5), "val_top1": round(val["top1"], 3),
+            "val_top5": round(val["top5"], 3), "seconds": round(seconds, 2),
+            "img_per_s": round(len(train_loader) * cfg.batch_size / train_time, 1),
+        })
+        if val["top1"] > best["val_top1"]:
+            best = {"val_top1": val["top1"], "epoch": epoch}
+            save_checkpoint(model, spec, run_dir, "best")
+        save_checkpoint(model, spec, run_dir, "last")
+        _write_metrics(run_dir / "metrics.csv", rows)
+        tmp = run_dir / "state.tmp"
+        # one file holds weights and optimizer, so they can never be from different epochs
+        torch.save({
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best_val_top1": best["val_top1"],
+            "best_epoch": best["epoch"], "seconds": elapsed,
+        }, tmp)
+        tmp.replace(state_path)
+        if cfg.progress:
+            tqdm.write(
+                f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
+                f"val {val['top1']:.2f}%  ({seconds:.0f}s)"
+            )
+    return {
+        "epochs": cfg.epochs,
+        "best_epoch": best["epoch"],
+        "best_val_top1": best["val_top1"],
+        "final_val_top1": float(rows[-1]["val_top1"]) if rows else None,
+        "seconds": round(elapsed, 1),
+    }
+
+
+def write_summary(run_dir: str | Path, summary: dict) -> Path:
+    """Write ``summary.json``, marking the run as finished."""
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=1))
+    return path

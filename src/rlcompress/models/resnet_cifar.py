@@ -1,0 +1,130 @@
+"""The original CIFAR ResNets (He et al. 2016) with option-A shortcuts, rebuilt from a JSON spec.
+
+Parameter names follow akamaster/pytorch_resnet_cifar10 so its checkpoints load directly:
+``conv1``, ``bn1``, ``layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}``, ``linear``.
+
+Every width is read from the spec, so a physically pruned network (narrower layers, residual
+channels that no longer line up one-to-one) is the same class with another spec. The option-A
+shortcut is expressed as a channel map: input channel ``src[j]`` of the (strided) block input
+is added to output channel ``dst[j]``; the unpruned network's zero padding is the special case
+``dst = arange(in) + planes // 4``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCH = "cifar_resnet"
+
+
+class ChannelMapShortcut(nn.Module):
+    """Parameter-free shortcut: subsample by ``stride``, then scatter channels into ``out``."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, src: list[int], dst: list[int]) -> None:
+        super().__init__()
+        if len(src) != len(dst):
+            raise ValueError("shortcut src and dst must have the same length")
+        if any(not 0 <= s < in_ch for s in src) or any(not 0 <= d < out_ch for d in dst):
+            raise ValueError("shortcut channel index out of range")
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        self.identity = stride == 1 and in_ch == out_ch and src == dst == list(range(in_ch))
+        # Non-persistent: the map belongs to the architecture spec, not to the weights.
+        self.register_buffer("src", torch.tensor(src, dtype=torch.long), persistent=False)
+        self.register_buffer("dst", torch.tensor(dst, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.identity:
+            return x
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        out = x.new_zeros(x.shape[0], self.out_ch, x.shape[2], x.shape[3])
+        out[:, self.dst] = x[:, self.src]
+        return out
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus a channel-map shortcut."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        cin, mid, cout, stride = spec["in"], spec["mid"], spec["out"], spec["stride"]
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        src, dst = shortcut_map(spec)
+        self.shortcut = ChannelMapShortcut(cin, cout, stride, src, dst)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def shortcut_map(block: dict) -> tuple[list[int], list[int]]:
+    """The (src, dst) channel lists of a block's shortcut, explicit or implied by option A."""
+    sc = block.get("shortcut") or {}
+    if "src" in sc:
+        return list(sc["src"]), list(sc["dst"])
+    offset = sc.get("offset", 0)
+    return list(range(block["in"])), [c + offset for c in range(block["in"])]
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet built from a spec (see :func:`resnet_spec`)."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        if spec.get("arch") != ARCH:
+            raise ValueError(f"not a {ARCH} spec: arch={spec.get('arch')!r}")
+        self.spec = spec
+        in_ch = spec.get("in_channels", 3)
+        self.conv1 = nn.Conv2d(in_ch, spec["stem"], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(spec["stem"])
+        blocks = iter(spec["blocks"])
+        for s, n in enumerate(spec["stages"], start=1):
+            setattr(self, f"layer{s}", nn.Sequential(*[BasicBlock(next(blocks)) for _ in range(n)]))
+        self.linear = nn.Linear(spec["blocks"][-1]["out"], spec["num_classes"])
+        self.apply(_kaiming_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = F.relu(self.bn1(self.conv1(x)))
+        for s in range(1, len(self.spec["stages"]) + 1):
+            out = getattr(self, f"layer{s}")(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def _kaiming_init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear | nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight)
+
+
+def resnet_spec(
+    depth: int, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), in_channels: int = 3
+) -> dict:
+    """Architecture spec of the unpruned CIFAR ResNet of ``depth`` = 6n + 2 layers."""
+    if (depth - 2) % 6 != 0 or depth < 8:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+    n = (depth - 2) // 6
+    blocks, cin = [], widths[0]
+    for s, planes in enumerate(widths):
+        for i in range(n):
+            stride = 2 if (s > 0 and i == 0) else 1
+            block = {"in": cin, "mid": planes, "out": planes, "stride": stride}
+            if stride != 1 or cin != planes:
+                # option A: planes // 4 zero channels on each side
+                block["shortcut"] = {"offset": planes // 4}
+            blocks.append(block)
+            cin = planes
+    return {
+        "arch": ARCH,
+        "depth": depth,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "stem": widths[0],
+        "stages": [n] * len(widths),
+        "blocks": blocks,
+    }
