@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, make_tar, write_image_tree
 
+from conftest import CLASSES, make_tar, write_image_tree
 from rlcompress.data import (
     BatchLoader,
     DataConfig,

@@ -104,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress trained PyTorch CNNs: FPGM pruning, RL-chosen weight sharing, "
         "compressed model files.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do")
 
     data = sub.add_parser("data", help="prepare or describe the dataset")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION",
+                                   help="prepare: decode and cache; info: describe")
     for name, text in [("prepare", "find/download, decode and cache the dataset, print its splits"),
                        ("info", "print the dataset's splits and class counts")]:
         p = data_sub.add_parser(name, help=text, description=text)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlcompress.cli import build_parser, main
+
+SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"]]
+
+
+@pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=" ".join)
+def test_help_explains_every_option(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: rlcompress" in out
+    # every option carries an explanation, not just its name
+    parser_opts = [line for line in out.splitlines() if line.strip().startswith("--")]
+    assert parser_opts
+
+
+def test_python_dash_m():
+    res = subprocess.run([sys.executable, "-m", "rlcompress", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "train" in res.stdout and "evaluate" in res.stdout
+
+
+def _check_help(parser, path):
+    for action in parser._actions:
+        if action.dest != "help" and not (isinstance(action.help, str) and action.help.strip()):
+            pytest.fail(f"{path} {action.dest} has no help")
+        choices = getattr(action, "choices", None)
+        for name, sub in (choices.items() if isinstance(choices, dict) else []):
+            if hasattr(sub, "_actions"):
+                _check_help(sub, f"{path} {name}")
+
+
+def test_every_option_has_help():
+    _check_help(build_parser(), "rlcompress")
+
+
+def test_data_info_train_evaluate_on_tiny_data(image_tar: Path, tmp_path: Path, capsys):
+    common = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3",
+              "--quiet"]
+    assert main(["data", "info", *common]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"] == 9 and info["val"] == 3 and info["test"] == 12
+    out = tmp_path / "run"
+    assert main(["train", "--model", "resnet20", "--epochs", "1", "--batch-size", "4",
+                 "--out", str(out), "--precision", "fp32", *common]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 1 and "top1" in summary["test"]
+    assert main(["evaluate", str(out / "best.safetensors"), "--split", "test", *common]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 12
+    # the training run's test number and a fresh evaluation of its file agree
+    assert res["top1"] == pytest.approx(summary["test"]["top1"])
+
+
+def test_errors_are_reported_not_raised(tmp_path: Path, capsys):
+    code = main(["data", "info", "--source", str(tmp_path / "missing"), "--quiet"])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import planted_data
+from rlcompress.engine import TrainConfig, evaluate, fit, lr_at, make_loaders
+from rlcompress.models import build_model, load_checkpoint, resnet_spec
+
+TINY = dict(batch_size=32, lr=0.05, progress=False, precision="fp32", threads=2, eval_batch_size=64)
+
+
+def _model():
+    torch.manual_seed(0)
+    spec = resnet_spec(8, num_classes=4, widths=(8, 16, 32))
+    return build_model(spec), spec
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(run: Path, name: str = "last") -> dict:
+    model, _ = load_checkpoint(run / f"{name}.safetensors")
+    return model.state_dict()
+
+
+def test_short_training_lowers_loss(tmp_path: Path):
+    data = planted_data()
+    model, spec = _model()
+    before = evaluate(model, make_loaders(data, TrainConfig(**TINY))[1], precision="fp32")
+    summary = fit(model, spec, data, TrainConfig(epochs=3, **TINY), tmp_path / "run")
+    rows = (_rows(tmp_path / "run" / "metrics.csv"))
+    assert len(rows) == 3 and summary["best_epoch"] >= 1
+    assert float(rows[-1]["val_loss"]) < before["loss"]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert summary["best_val_top1"] > 50.0  # 4 classes: chance is 25%
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 3
+
+
+def test_same_seed_same_numbers(tmp_path: Path):
+    data = planted_data()
+    for name in ("a", "b"):
+        model, spec = _model()
+        fit(model, spec, data, TrainConfig(epochs=2, **TINY), tmp_path / name)
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "a" / "metrics.csv").read_text() != ""
+    ra = [r["val_loss"] for r in _rows(tmp_path / "a" / "metrics.csv")]
+    rb = [r["val_loss"] for r in _rows(tmp_path / "b" / "metrics.csv")]
+    assert ra == rb
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_continues_where_it_stopped(tmp_path: Path):
+    data = planted_data()
+    cfg = TrainConfig(epochs=3, **TINY)
+    model, spec = _model()
+    fit(model, spec, data, cfg, tmp_path / "full")
+
+    steps = {"n": 0}
+
+    def kill_in_epoch_3(_model):
+        steps["n"] += 1
+        if steps["n"] == 2 * 8 + 3:  # 8 steps per epoch: dies inside epoch 3
+            raise _Kill
+
+    model, spec = _model()
+    with pytest.raises(_Kill):
+        fit(model, spec, data, cfg, tmp_path / "cut", step_hooks=[kill_in_epoch_3])
+    rows = (_rows(tmp_path / "cut" / "metrics.csv"))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    with pytest.raises(FileExistsError):
+        fit(*_model(), data, cfg, tmp_path / "cut")
+    model, spec = _model()
+    fit(model, spec, data, cfg, tmp_path / "cut", resume=True)
+    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    full = (_rows(tmp_path / "full" / "metrics.csv"))
+    cut = (_rows(tmp_path / "cut" / "metrics.csv"))
+    assert [r["val_top1"] for r in full] == [r["val_top1"] for r in cut]
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(lr=0.1, warmup=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs.index(max(lrs)) == 10
+    assert lrs[0] == pytest.approx(0.1 / 25) and lrs[-1] < 0.001
+    cos = TrainConfig(lr=0.1, warmup=0.0, schedule="cosine")
+    assert lr_at(0, 100, cos) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        lr_at(50, 100, TrainConfig(schedule="step"))
+
+
+def test_bf16_training_runs(tmp_path: Path):
+    data = planted_data(n_train=64, n_val=32)
+    model, spec = _model()
+    cfg = TrainConfig(epochs=1, **{**TINY, "precision": "bf16"})
+    summary = fit(model, spec, data, cfg, tmp_path / "bf16")
+    assert summary["epochs"] == 1 and (tmp_path / "bf16" / "best.safetensors").is_file()
