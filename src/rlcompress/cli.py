@@ -18,6 +18,9 @@ from collections.abc import Callable
 from rlcompress.data import DataConfig, DatasetError, describe, load_data
 from rlcompress.engine import TrainConfig, baseline, evaluate_checkpoint, train
 from rlcompress.models import MODEL_SPECS, CheckpointError
+from rlcompress.pruning import CRITERIA, PruneConfig
+from rlcompress.pruning.job import MODES as PRUNE_MODES
+from rlcompress.pruning.job import prune
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -92,6 +95,13 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
                     _train_cfg(args), resume=args.resume))
 
 
+def _cmd_prune(args: argparse.Namespace) -> None:
+    pcfg = PruneConfig(rate=args.rate, criterion=args.criterion, skip=args.skip or [],
+                       soft=args.soft)
+    _print(prune(args.model, args.out, pcfg, args.mode, config_from_args(DataConfig, args),
+                 _train_cfg(args), resume=args.resume, results=args.results))
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
 
@@ -145,6 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, DataConfig)
     _common(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("prune", help="filter-prune a trained model (FPGM by default) and fine-tune",
+                       description="Prune filters of every conv layer by a criterion, fine-tune, "
+                       "and report accuracy, sizes, FLOPs and latency.")
+    p.add_argument("--model", required=True,
+                   help=f"checkpoint X.safetensors (with X.json) or a model name ({models})")
+    p.add_argument("--out", default="runs/prune", help="run directory")
+    p.add_argument("--rate", type=float, default=0.4,
+                   help="fraction of filters pruned per conv layer; round(rate*n) filters go")
+    p.add_argument("--criterion", default="fpgm", choices=sorted(CRITERIA),
+                   help="filter importance: fpgm (geometric median), l1 or l2 norm")
+    p.add_argument("--mode", default="physical", choices=PRUNE_MODES,
+                   help="physical: remove channels for real (smaller, faster model); "
+                   "mask: keep the shape and zero pruned filters (the paper's soft pruning)")
+    p.add_argument("--soft", action="store_true",
+                   help="mask mode: recompute the masks every epoch, as FPGM does")
+    p.add_argument("--skip", nargs="*", default=[], help="conv layer names to leave whole")
+    p.add_argument("--results", default=None, help="also write the summary JSON to this path")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_config_args(p, TrainConfig)
+    add_config_args(p, DataConfig)
+    _common(p)
+    p.set_defaults(func=_cmd_prune)
 
     for name, text in [
         ("baseline", "fine-tune a pretrained model and write results/baseline/<model>.json"),

@@ -36,6 +36,7 @@ from rlcompress.engine.runtime import autocast, pick_device, seed_everything, se
 from rlcompress.models import load_weights, save_checkpoint
 
 StepHook = Callable[[nn.Module], None]
+EpochHook = Callable[[nn.Module, int], None]
 METRIC_FIELDS = [
     "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
     "seconds", "img_per_s",
@@ -181,10 +182,13 @@ def fit(
     resume: bool = False,
     step_hooks: list[StepHook] | None = None,
     extra_config: dict | None = None,
+    epoch_hooks: list[EpochHook] | None = None,
 ) -> dict:
     """Train ``model`` on ``data.train``, select on ``data.val``; return the summary dict.
 
-    ``step_hooks`` run after every optimizer step (pruning masks use this). With ``resume``
+    ``step_hooks`` run after every optimizer step (pruning masks use this); ``epoch_hooks``
+    run before every epoch with its number, and must depend only on the weights so that a
+    resumed run repeats them exactly (soft pruning recomputes masks there). With ``resume``
     the run continues from ``run_dir``'s last completed epoch; a finished run returns its
     summary unchanged.
     """
@@ -219,6 +223,8 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
+        for hook in epoch_hooks or []:
+            hook(model, epoch)
         loss, acc, _ = _train_epoch(
             runner, train_loader, opt, cfg, device, (epoch - 1) * len(train_loader),
             total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}",

@@ -40,8 +40,8 @@ class ChannelMapShortcut(nn.Module):
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         out = x.new_zeros(x.shape[0], self.out_ch, x.shape[2], x.shape[3])
-        out[:, self.dst] = x[:, self.src]
-        return out
+        # functional index_copy (not item assignment) keeps the model fx-traceable
+        return out.index_copy(1, self.dst, x.index_select(1, self.src))
 
 
 class BasicBlock(nn.Module):
@@ -52,14 +52,23 @@ class BasicBlock(nn.Module):
         cin, mid, cout, stride = spec["in"], spec["mid"], spec["out"], spec["stride"]
         self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        # after pruning, conv2 may keep fewer filters than the residual width: filter j then
+        # feeds residual channel conv2_dst[j]
+        dst2 = list(spec.get("conv2_dst", range(cout)))
+        if any(not 0 <= d < cout for d in dst2) or len(set(dst2)) != len(dst2):
+            raise ValueError("conv2_dst must be distinct residual channel indices")
+        self.conv2 = nn.Conv2d(mid, len(dst2), 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(len(dst2))
+        self.scatter = dst2 != list(range(cout))
+        self.register_buffer("conv2_dst", torch.tensor(dst2, dtype=torch.long), persistent=False)
         src, dst = shortcut_map(spec)
         self.shortcut = ChannelMapShortcut(cin, cout, stride, src, dst)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.scatter:
+            return F.relu(torch.index_add(self.shortcut(x), 1, self.conv2_dst, out))
         return F.relu(out + self.shortcut(x))
 
 
