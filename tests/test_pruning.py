@@ -239,3 +239,34 @@ def test_all_kept_filters_combinations_small():
         assert torch.allclose(m(x), small.eval()(x), atol=1e-4)
         if drop[0] > 2:
             break
+
+
+def test_prune_job_end_to_end(image_tar: Path, tmp_path: Path, capsys):
+    from rlcompress.cli import main
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    common = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3",
+              "--epochs", "1", "--batch-size", "4", "--precision", "fp32", "--quiet"]
+    out = tmp_path / "p"
+    res_file = tmp_path / "res" / "fpgm.json"
+    assert main(["prune", "--model", str(tmp_path / "dense.safetensors"), "--out", str(out),
+                 "--results", str(res_file), *common]) == 0
+    import json
+
+    summary = json.loads(res_file.read_text())
+    for key in ("top1", "top5", "val_top1", "paper_ratio", "params", "params_dense", "flops",
+                "flops_dense", "latency_ms", "epochs", "seconds", "command"):
+        assert key in summary
+    assert summary["params"] < summary["params_dense"] and summary["flops"] < summary["flops_dense"]
+    assert 1.6 < summary["paper_ratio"] < 1.72
+    # the fine-tuned pruned model is a plain checkpoint that evaluates to the reported number
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "finetune" / "best.safetensors"), "--source", str(image_tar),
+                 "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--precision", "fp32",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["top1"], abs=0.01)
+    # soft masks (FPGM's own schedule) in mask mode
+    assert main(["prune", "--model", str(tmp_path / "dense.safetensors"), "--out",
+                 str(tmp_path / "soft"), "--mode", "mask", "--soft", *common]) == 0
