@@ -1,0 +1,63 @@
+"""Weight sharing: 1-D k-means per layer, shared layers with trainable codebooks, k policies."""
+
+from rlcompress.clustering.kmeans import (
+    INITS,
+    METHODS,
+    Clustering,
+    cluster_1d,
+    exact_1d,
+    init_centroids,
+    lloyd_1d,
+)
+from rlcompress.clustering.policies import (
+    POLICIES,
+    RULE_POLICIES,
+    proportional,
+    register_policy,
+    resolve_policy,
+    uniform,
+)
+from rlcompress.clustering.sharing import (
+    ClusterCache,
+    ShareConfig,
+    clusterable_layers,
+    is_shared,
+    kept_weight_count,
+    make_shared,
+    prepare_shared,
+    share_layer,
+    share_model,
+    shared_layers,
+    shared_weight,
+    surviving_mask,
+    unshare,
+)
+
+__all__ = [
+    "INITS",
+    "METHODS",
+    "POLICIES",
+    "RULE_POLICIES",
+    "ClusterCache",
+    "Clustering",
+    "ShareConfig",
+    "cluster_1d",
+    "clusterable_layers",
+    "exact_1d",
+    "init_centroids",
+    "is_shared",
+    "kept_weight_count",
+    "lloyd_1d",
+    "make_shared",
+    "prepare_shared",
+    "proportional",
+    "register_policy",
+    "resolve_policy",
+    "share_layer",
+    "share_model",
+    "shared_layers",
+    "shared_weight",
+    "surviving_mask",
+    "unshare",
+    "uniform",
+]

@@ -1,0 +1,147 @@
+"""One-dimensional k-means for weight sharing: a fast sorted Lloyd and an exact optimum.
+
+We write the Lloyd iteration ourselves because general k-means libraries (scikit-learn's
+KMeans, the HAQ choice) ignore that the data is one-dimensional: on sorted weights every
+cluster is a contiguous run, its boundaries are midpoints between neighbouring centroids
+(one ``searchsorted``) and its mean comes from prefix sums, so an iteration costs O(k log n)
+after one O(n log n) sort. The exact mode delegates to ``kmeans1d`` (dynamic programming,
+MIT-licensed), which reaches the global optimum in O(n k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+INITS = ("linear", "density", "kmeans++")
+METHODS = ("lloyd", "exact")
+
+
+@dataclass
+class Clustering:
+    """Result of clustering one weight vector.
+
+    Attributes:
+        codebook: sorted centroids, float32 (at most k of them; fewer when the data has fewer
+            distinct values).
+        labels: index into ``codebook`` for every input value (int64, input order).
+        sse: sum of squared errors of the assignment.
+    """
+
+    codebook: np.ndarray
+    labels: np.ndarray
+    sse: float
+
+
+def init_centroids(xs: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
+    """Initial centroids for sorted data ``xs``: linear, density (quantiles) or k-means++."""
+    if init == "linear":
+        return np.linspace(xs[0], xs[-1], k)
+    if init == "density":
+        return np.quantile(xs, (np.arange(k) + 0.5) / k)
+    if init == "kmeans++":
+        rng = np.random.default_rng(seed)
+        cents = [xs[rng.integers(len(xs))]]
+        d2 = (xs - cents[0]) ** 2
+        for _ in range(1, k):
+            total = d2.sum()
+            if total <= 0:
+                break
+            c = xs[min(np.searchsorted(np.cumsum(d2), rng.random() * total), len(xs) - 1)]
+            cents.append(c)
+            d2 = np.minimum(d2, (xs - c) ** 2)
+        return np.sort(np.asarray(cents))
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def _segment_stats(xs: np.ndarray, cs: np.ndarray, c2: np.ndarray, cuts: np.ndarray):
+    """Counts, sums and sums of squares of the runs xs[cuts[i]:cuts[i+1]]."""
+    n = cs[cuts[1:]] - cs[cuts[:-1]]
+    return cuts[1:] - cuts[:-1], n, c2[cuts[1:]] - c2[cuts[:-1]]
+
+
+def lloyd_1d(
+    x: np.ndarray, k: int, init: str = "kmeans++", max_iter: int = 300, tol: float = 1e-9,
+    seed: int = 0,
+) -> Clustering:
+    """Lloyd's k-means on 1-D data using sorted runs and prefix sums."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    xs, uniq = _check(x, k)
+    if uniq is not None:
+        return uniq
+    cs = np.concatenate([[0.0], np.cumsum(xs)])
+    c2 = np.concatenate([[0.0], np.cumsum(xs * xs)])
+    cents = np.unique(init_centroids(xs, k, init, seed))
+    prev = np.inf
+    for _ in range(max_iter):
+        cuts = np.concatenate([[0], np.searchsorted(xs, (cents[1:] + cents[:-1]) / 2), [len(xs)]])
+        cnt, s, sq = _segment_stats(xs, cs, c2, cuts)
+        keep = cnt > 0
+        cents = s[keep] / cnt[keep]
+        sse = float(np.sum(sq[keep] - s[keep] ** 2 / cnt[keep]))
+        if len(cents) < k:
+            # clusters emptied (common with linear init and rare large weights): re-seed them
+            # at the worst-fitted weights, so that the layer really uses k centroids
+            cents = _reseed(xs, cents, k - len(cents))
+            prev = np.inf
+            continue
+        if np.isfinite(prev) and prev - sse <= tol * prev:
+            break
+        prev = sse
+    return _finish(x, cents)
+
+
+def _reseed(xs: np.ndarray, cents: np.ndarray, missing: int) -> np.ndarray:
+    bounds = (cents[1:] + cents[:-1]) / 2
+    err = (xs - cents[np.searchsorted(bounds, xs)]) ** 2
+    extra = xs[np.argsort(-err, kind="stable")[: 4 * missing]]
+    return np.unique(np.concatenate([cents, extra[np.isin(extra, cents, invert=True)][:missing]]))
+
+
+def exact_1d(x: np.ndarray, k: int) -> Clustering:
+    """Globally optimal 1-D k-means (dynamic programming via the ``kmeans1d`` package)."""
+    import kmeans1d
+
+    x = np.asarray(x, dtype=np.float64).ravel()
+    xs, uniq = _check(x, k)
+    if uniq is not None:
+        return uniq
+    _, cents = kmeans1d.cluster(xs, k)
+    return _finish(x, np.unique(np.asarray(cents)))
+
+
+def _check(x: np.ndarray, k: int) -> tuple[np.ndarray, Clustering | None]:
+    if not 2 <= k <= 65536:
+        raise ValueError(f"k must be in [2, 65536], got {k}")
+    if x.size == 0:
+        raise ValueError("cannot cluster an empty weight vector")
+    if not np.isfinite(x).all():
+        raise ValueError("weights contain NaN or infinity")
+    xs = np.sort(x)
+    distinct = np.unique(xs)
+    if len(distinct) <= k:  # every value gets its own centroid: zero error
+        return xs, _finish(x, distinct)
+    return xs, None
+
+
+def _finish(x: np.ndarray, cents: np.ndarray) -> Clustering:
+    """Assign every value to its nearest centroid (ties to the lower one) in float32."""
+    book = np.unique(cents.astype(np.float32))
+    bounds = (book[1:].astype(np.float64) + book[:-1]) / 2
+    labels = np.searchsorted(bounds, x, side="left")
+    # bounds are midpoints in float64 of float32 values: the assignment is to the nearest
+    # stored centroid, so the reported error is the error of what is actually stored
+    err = x - book[labels].astype(np.float64)
+    return Clustering(book, labels.astype(np.int64), float(np.dot(err, err)))
+
+
+def cluster_1d(
+    x: np.ndarray, k: int, method: str = "lloyd", init: str = "kmeans++", seed: int = 0
+) -> Clustering:
+    """Cluster ``x`` into at most ``k`` centroids with ``method`` (``lloyd`` or ``exact``)."""
+    if method == "lloyd":
+        return lloyd_1d(x, k, init=init, seed=seed)
+    if method == "exact":
+        return exact_1d(x, k)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")

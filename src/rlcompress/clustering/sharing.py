@@ -1,0 +1,201 @@
+"""Weight sharing: a layer's weight becomes ``codebook[indices]`` with a trainable codebook.
+
+The indices stay fixed and the codebook is a Parameter, so autograd's indexing backward sums
+the gradients of all weights that share a centroid into that centroid, which is exactly Deep
+Compression's trained quantization. Pruned positions (whole zero filters of a masked model, or
+an explicit mask) point at an extra constant zero, so they stay zero while training. Biases
+and batch norm stay in float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlcompress.clustering.kmeans import Clustering, cluster_1d
+
+CLUSTERABLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass
+class ShareConfig:
+    """How layers are clustered.
+
+    Attributes:
+        method: ``lloyd`` (fast sorted Lloyd) or ``exact`` (optimal dynamic programming).
+        init: Lloyd's initialisation: ``kmeans++`` (default: within ~10% of the optimal
+            squared error on ResNet layers), ``linear`` (Deep Compression's default; 2-3x the
+            optimal error at k >= 64, since 1-D Lloyd cannot move centroids past each other)
+            or ``density`` (quantiles).
+        seed: seed of the k-means++ initialisation.
+        first: also cluster the first conv layer (the stem).
+        last: also cluster the final linear layer.
+    """
+
+    method: str = "lloyd"
+    init: str = "kmeans++"
+    seed: int = 0
+    first: bool = True
+    last: bool = True
+
+
+def clusterable_layers(model: nn.Module, first: bool = True, last: bool = True) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers in definition order, optionally without the first / last one."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, CLUSTERABLE)}
+    names = list(layers)
+    if not names:
+        raise ValueError("the model has no Conv2d or Linear layer to cluster")
+    if not first:
+        layers.pop(names[0], None)
+    if not last and len(names) > 1:
+        layers.pop(names[-1], None)
+    return layers
+
+
+def surviving_mask(weight: torch.Tensor) -> torch.Tensor:
+    """True for weights of filters that are not entirely zero (pruned filters are excluded)."""
+    alive = weight.detach().flatten(1).ne(0).any(dim=1)
+    return alive.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight)
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    return module.weight if "weight" in module._parameters else shared_weight(module)
+
+
+def kept_weight_count(module: nn.Module) -> int:
+    """Number of weights of a layer that survive pruning."""
+    return int(surviving_mask(_weight(module)).sum())
+
+
+class ClusterCache:
+    """Clusterings keyed by (layer, k, method, init, seed, digest of the weights).
+
+    The search asks for the same (layer, k) many times, so results are kept in memory and,
+    with ``path``, in ``.npz`` files (read back with ``allow_pickle=False``).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.memory: dict[tuple, Clustering] = {}
+        self.path = Path(path) if path else None
+        self.hits = self.misses = 0
+
+    def get(self, name: str, values: np.ndarray, k: int, cfg: ShareConfig) -> Clustering:
+        """The clustering of ``values`` into ``k`` clusters, computed once."""
+        digest = hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
+        key = (name, k, cfg.method, cfg.init, cfg.seed, digest)
+        if key in self.memory:
+            self.hits += 1
+            return self.memory[key]
+        file = self.path / f"{'-'.join(map(str, key)).replace('/', '_')}.npz" if self.path else None
+        if file is not None and file.is_file():
+            with np.load(file, allow_pickle=False) as z:
+                result = Clustering(z["codebook"], z["labels"], float(z["sse"]))
+            self.hits += 1
+        else:
+            self.misses += 1
+            result = cluster_1d(values, k, cfg.method, cfg.init, cfg.seed)
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(file, codebook=result.codebook, labels=result.labels, sse=result.sse)
+        self.memory[key] = result
+        return result
+
+
+def shared_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a shared layer computes: ``codebook[indices]``, zero at pruned positions."""
+    book = torch.cat([module.codebook, module.codebook.new_zeros(1)])
+    return book[module.indices]
+
+
+def _pre_hook(module: nn.Module, _inputs: tuple) -> None:
+    module.weight = shared_weight(module)
+
+
+def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor) -> nn.Module:
+    """Turn a Conv2d/Linear into a shared layer in place.
+
+    ``indices`` has the weight's shape; the value ``len(codebook)`` marks a pruned (zero)
+    position.
+    """
+    if not isinstance(module, CLUSTERABLE):
+        raise TypeError(f"only Conv2d and Linear layers can share weights, got {type(module)}")
+    if is_shared(module):
+        raise ValueError("layer is already shared")
+    shape = module.weight.shape
+    if tuple(indices.shape) != tuple(shape):
+        raise ValueError(f"indices shape {tuple(indices.shape)} != weight shape {tuple(shape)}")
+    del module._parameters["weight"]
+    module.register_parameter("codebook", nn.Parameter(codebook.detach().float().clone()))
+    module.register_buffer("indices", indices.to(torch.long))
+    module.register_forward_pre_hook(_pre_hook)
+    module.weight = shared_weight(module)
+    return module
+
+
+def is_shared(module: nn.Module) -> bool:
+    """True when ``module`` computes its weight from a codebook."""
+    return "codebook" in module._parameters
+
+
+def share_layer(
+    module: nn.Module, k: int, cfg: ShareConfig, cache: ClusterCache | None = None, name: str = ""
+) -> Clustering:
+    """Cluster the surviving weights of one layer into ``k`` clusters and share them."""
+    w = module.weight.detach().float().cpu()
+    mask = surviving_mask(w)
+    values = w[mask].numpy().astype(np.float64)
+    result = (cache or ClusterCache()).get(name, values, k, cfg)
+    indices = torch.full(w.shape, len(result.codebook), dtype=torch.long)
+    indices[mask] = torch.from_numpy(result.labels)
+    make_shared(module, torch.from_numpy(result.codebook), indices)
+    return result
+
+
+def share_model(
+    model: nn.Module,
+    ks: dict[str, int],
+    cfg: ShareConfig | None = None,
+    cache: ClusterCache | None = None,
+) -> dict[str, Clustering]:
+    """Share the weights of every layer named in ``ks`` with its k (in place)."""
+    cfg = cfg or ShareConfig()
+    modules = dict(model.named_modules())
+    unknown = [n for n in ks if n not in modules]
+    if unknown:
+        raise KeyError(f"policy names layers the model does not have: {unknown}")
+    return {n: share_layer(modules[n], k, cfg, cache, n) for n, k in ks.items()}
+
+
+@torch.no_grad()
+def unshare(model: nn.Module) -> nn.Module:
+    """Bake shared layers back into plain float weights (in place)."""
+    for m in model.modules():
+        if is_shared(m):
+            w = shared_weight(m).detach().clone()
+            # found by identity rather than a handle: a handle would not survive deepcopy
+            for key in [k for k, h in m._forward_pre_hooks.items() if h is _pre_hook]:
+                del m._forward_pre_hooks[key]
+            del m._parameters["codebook"], m._buffers["indices"]
+            m.__dict__.pop("weight", None)
+            m.weight = nn.Parameter(w)
+    return model
+
+
+def shared_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The shared layers of a model by name."""
+    return {n: m for n, m in model.named_modules() if is_shared(m)}
+
+
+def prepare_shared(model: nn.Module, layout: dict[str, int]) -> nn.Module:
+    """Make layers shared with placeholder codebooks of the given sizes, so that a state_dict
+    of a shared model (codebooks + indices) can be loaded into a freshly built model."""
+    modules = dict(model.named_modules())
+    for name, size in layout.items():
+        m = modules[name]
+        make_shared(m, torch.zeros(size), torch.zeros(m.weight.shape, dtype=torch.long))
+    return model

@@ -1,0 +1,48 @@
+"""Compression ratios, counted the paper's way and by real bytes on disk."""
+
+from __future__ import annotations
+
+from safetensors.torch import save as st_save
+from torch import nn
+
+from rlcompress.clustering.sharing import CLUSTERABLE, is_shared, kept_weight_count
+
+
+def layer_weight_count(model: nn.Module) -> int:
+    """Weights of all Conv2d and Linear layers (what the paper's ratio counts)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, CLUSTERABLE):
+            total += m.indices.numel() if is_shared(m) else m.weight.numel()
+    return total
+
+
+def paper_ratio(dense_weights: int, layers: list[tuple[int, int]]) -> float:
+    """32 x dense weights / sum of (kept weights x bits per weight) over the layers.
+
+    ``layers`` lists (kept weights, bits) for every conv/linear layer; a layer left in float
+    counts 32 bits per weight. Codebooks, batch norm and headers are left out, as in the paper.
+    """
+    stored = sum(n * b for n, b in layers)
+    if stored <= 0:
+        raise ValueError("no stored weights")
+    return 32.0 * dense_weights / stored
+
+
+def model_layer_bits(model: nn.Module) -> list[tuple[int, int]]:
+    """(kept weights, bits) per conv/linear layer of a possibly shared model."""
+    from rlcompress.codec.bits import bits_for
+
+    out = []
+    for m in model.modules():
+        if isinstance(m, CLUSTERABLE):
+            bits = bits_for(len(m.codebook)) if is_shared(m) else 32
+            out.append((kept_weight_count(m), bits))
+    return out
+
+
+def float_state_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s state_dict saved as a float32 safetensors file."""
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()
+             if v.is_floating_point()}
+    return len(st_save(state))
