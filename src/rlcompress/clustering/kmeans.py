@@ -40,6 +40,9 @@ def init_centroids(xs: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarr
         return np.linspace(xs[0], xs[-1], k)
     if init == "density":
         return np.quantile(xs, (np.arange(k) + 0.5) / k)
+    if init == "kmeans++" and k > 1024:
+        # seeding costs O(n k); at this many clusters quantiles already tile the data finely
+        return init_centroids(xs, k, "density")
     if init == "kmeans++":
         rng = np.random.default_rng(seed)
         cents = [xs[rng.integers(len(xs))]]

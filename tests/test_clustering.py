@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from rlcompress.clustering import (
+    ClusterCache,
+    ShareConfig,
+    cluster_1d,
+    clusterable_layers,
+    exact_1d,
+    lloyd_1d,
+    resolve_policy,
+    share_model,
+    shared_layers,
+    unshare,
+)
+from rlcompress.models import build_model
+from rlcompress.pruning import FilterMasks, PruneConfig
+
+
+def _brute_sse(x, book):
+    return float(((x[:, None] - book[None, :]) ** 2).min(axis=1).sum())
+
+
+@pytest.mark.parametrize("init", ["linear", "density", "kmeans++"])
+@pytest.mark.parametrize("k", [2, 5, 16])
+def test_lloyd_assignment_is_nearest_and_sse_correct(init, k):
+    x = np.random.default_rng(k).laplace(size=500) * 0.1
+    res = lloyd_1d(x, k, init=init)
+    assert len(res.codebook) == k and np.all(np.diff(res.codebook) > 0)
+    book = res.codebook.astype(np.float64)
+    nearest = np.abs(x[:, None] - book[None, :]).argmin(axis=1)
+    assert np.array_equal(res.labels, nearest)
+    assert res.sse == pytest.approx(_brute_sse(x, book), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 400), k=st.integers(2, 40), seed=st.integers(0, 10_000))
+def test_exact_never_worse_than_lloyd(n, k, seed):
+    x = np.random.default_rng(seed).normal(size=n)
+    for init in ("linear", "kmeans++"):
+        assert exact_1d(x, k).sse <= lloyd_1d(x, k, init=init).sse * (1 + 1e-6) + 1e-9
+
+
+def test_exact_is_optimal_on_tiny_inputs():
+    # brute force over every split of 7 sorted values into 3 contiguous runs
+    x = np.array([0.1, 0.15, 0.9, 1.0, 1.1, 3.0, 3.3])
+    best = np.inf
+    for a in range(1, 6):
+        for b in range(a + 1, 7):
+            runs = [x[:a], x[a:b], x[b:]]
+            best = min(best, sum(((r - r.mean()) ** 2).sum() for r in runs))
+    assert exact_1d(x, 3).sse == pytest.approx(best, rel=1e-5)
+
+
+def test_few_distinct_values_and_errors():
+    res = cluster_1d(np.array([1.0, 1.0, 2.0]), 8)
+    assert len(res.codebook) == 2 and res.sse == 0
+    with pytest.raises(ValueError, match="k must be"):
+        cluster_1d(np.ones(4), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        cluster_1d(np.array([1.0, np.nan]), 2)
+    with pytest.raises(ValueError, match="method"):
+        cluster_1d(np.ones(4), 2, method="magic")
+
+
+def test_large_k_is_supported():
+    x = np.random.default_rng(0).normal(size=70_000)
+    res = cluster_1d(x, 65536)
+    assert len(res.codebook) == 65536
+
+
+def test_deterministic_for_a_seed():
+    x = np.random.default_rng(0).normal(size=2000)
+    a, b = lloyd_1d(x, 16, "kmeans++", seed=3), lloyd_1d(x, 16, "kmeans++", seed=3)
+    assert np.array_equal(a.codebook, b.codebook) and np.array_equal(a.labels, b.labels)
+
+
+def test_centroid_gradient_is_sum_of_member_gradients():
+    torch.manual_seed(0)
+    layer = nn.Conv2d(3, 4, 3)
+    dense = nn.Conv2d(3, 4, 3)
+    share_model(nn.Sequential(layer), {"0": 5})
+    dense.weight.data.copy_(layer.weight.detach())
+    dense.bias.data.copy_(layer.bias.detach())
+    x = torch.randn(2, 3, 8, 8)
+    dense(x).pow(2).sum().backward()
+    layer(x).pow(2).sum().backward()
+    expected = torch.zeros(5).index_add_(0, layer.indices.flatten(), dense.weight.grad.flatten())
+    assert torch.allclose(layer.codebook.grad, expected, atol=1e-5)
+
+
+def test_pruned_positions_stay_zero_through_training():
+    torch.manual_seed(0)
+    model = build_model("resnet20")
+    masks = FilterMasks.compute(model, PruneConfig())
+    masks.apply(model)
+    layers = clusterable_layers(model)
+    share_model(model, resolve_policy("k16", layers))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        loss = model(torch.randn(2, 3, 32, 32)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model(torch.zeros(1, 3, 32, 32))
+    mods = dict(model.named_modules())
+    for name, keep in masks.keep.items():
+        assert mods[name].weight[~keep].abs().sum() == 0
+        assert mods[name].weight[keep].abs().sum() > 0
+        assert len(mods[name].codebook) == 16
+
+
+def test_policies():
+    model = build_model("resnet20")
+    layers = clusterable_layers(model)
+    assert set(resolve_policy("k32", layers).values()) == {32}
+    prop = resolve_policy("/16", layers)
+    assert prop["layer3.2.conv2"] == 64 * 64 * 9 // 16
+    assert prop["conv1"] == 16 * 27 // 16
+    no_ends = clusterable_layers(model, first=False, last=False)
+    assert "conv1" not in no_ends and "linear" not in no_ends and len(no_ends) == len(layers) - 2
+    with pytest.raises(ValueError, match="unknown policy"):
+        resolve_policy("fancy", layers)
+    with pytest.raises(ValueError, match="does not match"):
+        resolve_policy({"conv1": 4}, layers)
+
+
+def test_unshare_restores_plain_layers():
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    share_model(model, resolve_policy("k16", clusterable_layers(model)))
+    x = torch.randn(2, 3, 32, 32)
+    y = model(x)
+    unshare(model)
+    assert not shared_layers(model) and isinstance(model.conv1.weight, nn.Parameter)
+    assert torch.equal(model(x), y)
+
+
+def test_cache_hits_and_disk(tmp_path: Path):
+    cache = ClusterCache(tmp_path / "c")
+    x = np.random.default_rng(0).normal(size=300)
+    cfg = ShareConfig()
+    a = cache.get("l", x, 8, cfg)
+    b = cache.get("l", x, 8, cfg)
+    assert a is b and cache.hits == 1 and cache.misses == 1
+    fresh = ClusterCache(tmp_path / "c")
+    c = fresh.get("l", x, 8, cfg)
+    assert fresh.hits == 1 and np.array_equal(c.labels, a.labels)
