@@ -154,3 +154,40 @@ def test_cache_hits_and_disk(tmp_path: Path):
     fresh = ClusterCache(tmp_path / "c")
     c = fresh.get("l", x, 8, cfg)
     assert fresh.hits == 1 and np.array_equal(c.labels, a.labels)
+
+
+def test_share_job_end_to_end(image_tar: Path, tmp_path: Path, capsys):
+    import json
+
+    from rlcompress.cli import main
+    from rlcompress.models import model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3",
+            "--precision", "fp32", "--quiet"]
+    out = tmp_path / "s"
+    assert main(["share", "--model", str(tmp_path / "dense.safetensors"), "--policy", "/16",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "4", *data]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("top1", "top5", "val_top1", "paper_ratio", "file_ratio", "file_bytes",
+                "index_bits_per_weight", "k"):
+        assert key in summary
+    assert summary["file_bytes"] == (out / "model.rlc").stat().st_size
+    assert summary["file_ratio"] > 1 and summary["paper_ratio"] > 1
+    # the decoded file evaluates to the reported accuracy
+    assert main(["evaluate", str(out / "model.rlc"), *data]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["top1"], abs=0.01)
+    assert main(["inspect", str(out / "model.rlc")]) == 0
+    assert "layer1.0.conv1" in capsys.readouterr().out
+    assert main(["export", str(out / "finetune" / "best.safetensors"), "--out",
+                 str(tmp_path / "again.rlc")]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["paper_ratio"] == summary["paper_ratio"]
+    assert main(["evaluate", str(tmp_path / "again.rlc"), *data]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["top1"], abs=0.01)
+    # a resumed finished run gives the same summary
+    assert main(["share", "--model", str(tmp_path / "dense.safetensors"), "--policy", "/16",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "4", "--resume", *data]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == summary["top1"]

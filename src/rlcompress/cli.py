@@ -15,6 +15,9 @@ import sys
 import typing
 from collections.abc import Callable
 
+from rlcompress.clustering import RULE_POLICIES, ShareConfig
+from rlcompress.clustering.job import export, share
+from rlcompress.codec import CodecError, inspect_file
 from rlcompress.data import DataConfig, DatasetError, describe, load_data
 from rlcompress.engine import TrainConfig, baseline, evaluate_checkpoint, train
 from rlcompress.models import MODEL_SPECS, CheckpointError
@@ -43,7 +46,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        helptext = f"{helps.get(f.name, '')} (default: {default})"
+        # argparse %-formats help strings
+        helptext = f"{helps.get(f.name, '')} (default: {default})".replace("%", "%%")
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=default, help=helptext)
@@ -102,6 +106,43 @@ def _cmd_prune(args: argparse.Namespace) -> None:
                  _train_cfg(args), resume=args.resume, results=args.results))
 
 
+def _policy_arg(text: str) -> str | dict[str, int]:
+    """A policy name, or a JSON file / JSON text mapping layer -> k."""
+    if text.endswith(".json"):
+        with open(text) as f:
+            obj = json.load(f)
+        return obj.get("k", obj) if isinstance(obj, dict) else obj
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    return text
+
+
+def _cmd_share(args: argparse.Namespace) -> None:
+    _print(share(args.model, args.out, _policy_arg(args.policy), config_from_args(ShareConfig, args),
+                 config_from_args(DataConfig, args), _train_cfg(args), args.encoding,
+                 args.codebook_dtype, resume=args.resume, results=args.results))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    _print(export(args.checkpoint, args.out, encoding=args.encoding,
+                  codebook_dtype=args.codebook_dtype))
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    info = inspect_file(args.file)
+    if args.json:
+        _print(info)
+        return
+    print(f"{'layer':22s} {'shape':>16s} {'k':>6s} {'bits':>4s} {'enc':>6s} {'weights':>8s} "
+          f"{'entropy':>7s} {'bytes':>7s} {'bits/w':>6s}")
+    for r in info["layers"]:
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['name']:22s} {shape:>16s} {r['k']:6d} {r['bits']:4d} {r['encoding']:>6s} "
+              f"{r['count']:8d} {r['entropy']:7.3f} {r['bytes']:7d} {r['bits_per_weight']:6.3f}")
+    print(f"file {info['file_bytes']} bytes: indices+codebooks {info['index_and_codebook_bytes']}, "
+          f"float parameters {info['float_bytes']}, {info['weights']} shared weights")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
 
@@ -145,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint on a split",
                        description="Top-1/top-5 accuracy and loss of a model on one split.")
-    p.add_argument("model", help=f"checkpoint X.safetensors (with X.json) or a model name ({models})")
+    p.add_argument("model", help=f"compressed file X.rlc, checkpoint X.safetensors (with X.json) "
+                   f"or a model name ({models})")
     p.add_argument("--init", default=None, help="with a model name: weights path or 'pretrained'")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to use")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"],
@@ -179,6 +221,47 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_prune)
 
+    p = sub.add_parser("share", help="weight-share a model with a k policy, fine-tune centroids, export",
+                       description="Cluster every conv/linear layer into its policy's k clusters, "
+                       "fine-tune the centroids, write model.rlc and report accuracy and ratios.")
+    p.add_argument("--model", required=True,
+                   help=f"checkpoint X.safetensors (e.g. a pruned run's finetune/best.safetensors) "
+                   f"or a model name ({models})")
+    p.add_argument("--policy", default="k16",
+                   help=f"rule ({', '.join(RULE_POLICIES)}; any k<N> or /<N>), or a JSON file or "
+                   "text mapping layer -> k (e.g. a search's best_policy.json)")
+    p.add_argument("--out", default="runs/share", help="run directory")
+    p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
+                   help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
+    p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
+                   help="codebook precision in the file")
+    p.add_argument("--results", default=None, help="also write the summary JSON to this path")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_config_args(p, ShareConfig)
+    add_config_args(p, TrainConfig)
+    add_config_args(p, DataConfig)
+    p.set_defaults(epochs=5, lr=0.01)
+    _common(p)
+    p.set_defaults(func=_cmd_share)
+
+    p = sub.add_parser("export", help="write a weight-shared checkpoint to a compressed .rlc file",
+                       description="Encode a weight-shared checkpoint (X.safetensors + X.json with "
+                       "'sharing') as an .rlc file and print its sizes and ratios.")
+    p.add_argument("checkpoint", help="shared checkpoint, e.g. runs/share/finetune/best.safetensors")
+    p.add_argument("--out", required=True, help="the .rlc file to write")
+    p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
+                   help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
+    p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
+                   help="codebook precision in the file")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("inspect", help="per-layer table of an .rlc file",
+                       description="Verify an .rlc file and print, per layer: k, bits, coding, "
+                       "stored bytes, index entropy and bits per weight.")
+    p.add_argument("file", help="the .rlc file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_inspect)
+
     for name, text in [
         ("baseline", "fine-tune a pretrained model and write results/baseline/<model>.json"),
         ("run", "the main job; for now: prepare CIFAR-10 and fine-tune the ResNet-20 baseline"),
@@ -203,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (DatasetError, CheckpointError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (DatasetError, CheckpointError, CodecError, FileNotFoundError, FileExistsError,
+            ValueError, KeyError) as exc:
         print(f"rlcompress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,14 +32,14 @@ class ShareConfig:
             squared error on ResNet layers), ``linear`` (Deep Compression's default; 2-3x the
             optimal error at k >= 64, since 1-D Lloyd cannot move centroids past each other)
             or ``density`` (quantiles).
-        seed: seed of the k-means++ initialisation.
+        kmeans_seed: seed of the k-means++ initialisation.
         first: also cluster the first conv layer (the stem).
         last: also cluster the final linear layer.
     """
 
     method: str = "lloyd"
     init: str = "kmeans++"
-    seed: int = 0
+    kmeans_seed: int = 0
     first: bool = True
     last: bool = True
 
@@ -87,7 +87,7 @@ class ClusterCache:
     def get(self, name: str, values: np.ndarray, k: int, cfg: ShareConfig) -> Clustering:
         """The clustering of ``values`` into ``k`` clusters, computed once."""
         digest = hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
-        key = (name, k, cfg.method, cfg.init, cfg.seed, digest)
+        key = (name, k, cfg.method, cfg.init, cfg.kmeans_seed, digest)
         if key in self.memory:
             self.hits += 1
             return self.memory[key]
@@ -98,7 +98,7 @@ class ClusterCache:
             self.hits += 1
         else:
             self.misses += 1
-            result = cluster_1d(values, k, cfg.method, cfg.init, cfg.seed)
+            result = cluster_1d(values, k, cfg.method, cfg.init, cfg.kmeans_seed)
             if file is not None:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(file, codebook=result.codebook, labels=result.labels, sse=result.sse)

@@ -15,6 +15,8 @@ from rlcompress.codec.sizes import (
     layer_weight_count,
     model_layer_bits,
     paper_ratio,
+    reference_sizes,
+    size_report,
 )
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "pack",
     "paper_ratio",
     "read_manifest",
+    "reference_sizes",
     "save_compressed",
+    "size_report",
     "unpack",
 ]

@@ -46,3 +46,39 @@ def float_state_bytes(model: nn.Module) -> int:
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()
              if v.is_floating_point()}
     return len(st_save(state))
+
+
+def reference_sizes(spec: dict, model: nn.Module) -> dict[str, int]:
+    """Weights and float32 file bytes of the *unpruned* model a compressed one came from.
+
+    Taken from ``spec["origin"]`` (written by pruning), else rebuilt from a CIFAR ResNet spec's
+    depth, else counted on ``model`` itself (then assumed unpruned).
+    """
+    if "origin" in spec:
+        return {"weights": int(spec["origin"]["weights"]),
+                "state_bytes": int(spec["origin"]["state_bytes"])}
+    from rlcompress.models import build_model
+    from rlcompress.models.resnet_cifar import ARCH, resnet_spec
+
+    if spec.get("arch") == ARCH and "depth" in spec:
+        dense = build_model(resnet_spec(spec["depth"], spec["num_classes"],
+                                        in_channels=spec.get("in_channels", 3)))
+    else:
+        dense = model
+    return {"weights": layer_weight_count(dense), "state_bytes": float_state_bytes(dense)}
+
+
+def size_report(model: nn.Module, spec: dict, file_bytes: int) -> dict:
+    """Both ratios and the bits per weight of a (shared) model stored in ``file_bytes``."""
+    ref = reference_sizes(spec, model)
+    layers = model_layer_bits(model)
+    kept = sum(n for n, _ in layers)
+    return {
+        "paper_ratio": round(paper_ratio(ref["weights"], layers), 3),
+        "file_ratio": round(ref["state_bytes"] / file_bytes, 3),
+        "file_bytes": int(file_bytes),
+        "dense_file_bytes": ref["state_bytes"],
+        "weights_dense": ref["weights"],
+        "weights_kept": kept,
+        "index_bits_per_weight": round(sum(n * b for n, b in layers) / kept, 3),
+    }

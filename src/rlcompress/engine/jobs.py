@@ -32,6 +32,13 @@ def resolve_model(
     checkpoint of that name), or None for a random init.
     """
     path = Path(model)
+    if path.suffix == ".rlc":
+        if init:
+            raise ValueError("--init applies to a model name, not to a compressed file")
+        from rlcompress.codec import load_compressed
+
+        net, manifest = load_compressed(path)
+        return net, manifest["spec"]
     if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
         if init:
             raise ValueError("--init applies to a model name, not to a checkpoint path")

@@ -112,6 +112,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"{spec_path}: architecture spec not found next to the weights")
     spec = json.loads(spec_path.read_text())
     model = build_model(spec)
+    if spec.get("sharing"):  # weight-shared layers: codebook sizes per layer
+        from rlcompress.clustering.sharing import prepare_shared
+
+        prepare_shared(model, spec["sharing"])
     load_weights(model, load_state_dict_file(weights_path))
     return model, spec
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rlcompress.codec.sizes import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
 from rlcompress.models import load_checkpoint, save_checkpoint
@@ -79,6 +80,9 @@ def prune(
     else:
         net, spec, masks = prune_model(resolve_model(model, None, dataset.num_classes)[0],
                                        dense_spec, pcfg, mode)
+        # the compressed file's ratios are counted against this unpruned original
+        spec = {**spec, "origin": {"weights": layer_weight_count(dense),
+                                   "state_bytes": float_state_bytes(dense)}}
         masks.save(run / "masks.safetensors")
         save_checkpoint(net, spec, run, "pruned")
     before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)

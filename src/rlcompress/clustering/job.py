@@ -1,0 +1,124 @@
+"""The ``rlcompress share`` job: apply a k policy, fine-tune centroids, export, measure.
+
+Run directory::
+
+    shared.safetensors/.json   the model right after clustering (spec lists the codebook sizes)
+    finetune/                  centroid fine-tuning run (see rlcompress.engine.train)
+    model.rlc                  the compressed file of the best fine-tuned epoch
+    summary.json               accuracy of the decoded file, both ratios, per-layer k
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from torch import nn
+
+from rlcompress.clustering.policies import resolve_policy
+from rlcompress.clustering.sharing import (
+    ClusterCache,
+    ShareConfig,
+    clusterable_layers,
+    share_model,
+    shared_layers,
+)
+from rlcompress.codec import load_compressed, save_compressed, size_report
+from rlcompress.data import DataConfig, ImageData, load_data
+from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
+from rlcompress.models import load_checkpoint, save_checkpoint
+
+
+def sharing_layout(model: nn.Module) -> dict[str, int]:
+    """Codebook size per shared layer (what a checkpoint spec needs to rebuild it)."""
+    return {n: len(m.codebook) for n, m in shared_layers(model).items()}
+
+
+def export(
+    model: str | nn.Module,
+    out: str,
+    spec: dict | None = None,
+    encoding: str = "auto",
+    codebook_dtype: str = "float32",
+    extra: dict | None = None,
+) -> dict:
+    """Write a shared model (or a shared checkpoint path) to an ``.rlc`` file; returns its sizes."""
+    if isinstance(model, str):
+        model, spec = load_checkpoint(model)
+    if spec is None:
+        raise ValueError("export of an in-memory model needs its architecture spec")
+    if not shared_layers(model):
+        raise ValueError("the model has no shared layers: run `rlcompress share` first")
+    arch = {k: v for k, v in spec.items() if k != "sharing"}
+    save_compressed(model, arch, out, encoding, codebook_dtype, extra)
+    return {"file": str(out), **size_report(model, arch, Path(out).stat().st_size)}
+
+
+def evaluate_file(path: str | Path, data: ImageData, precision: str = "bf16",
+                  device: str = "auto") -> dict:
+    """Decode an ``.rlc`` file and measure it on the validation and test splits."""
+    model, _ = load_compressed(path)
+    return {
+        "val": evaluate_model(model, data, "val", precision, device),
+        "test": evaluate_model(model, data, "test", precision, device),
+    }
+
+
+def share(
+    model: str,
+    out: str = "runs/share",
+    policy: str | dict[str, int] = "k16",
+    share_cfg: ShareConfig | None = None,
+    data: DataConfig | None = None,
+    cfg: TrainConfig | None = None,
+    encoding: str = "auto",
+    codebook_dtype: str = "float32",
+    resume: bool = False,
+    results: str | None = None,
+) -> dict:
+    """Cluster every layer with the policy's k, fine-tune the centroids (``cfg.epochs``; 0 for
+    none), export ``model.rlc`` and report the decoded file's accuracy and sizes."""
+    scfg, data_cfg, cfg = share_cfg or ShareConfig(), data or DataConfig(), cfg or TrainConfig()
+    run = Path(out)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise FileExistsError(f"{run} is not empty; pass --resume to continue it")
+    run.mkdir(parents=True, exist_ok=True)
+    dataset = load_data(data_cfg, progress=cfg.progress)
+    t0 = time.perf_counter()
+    if (run / "shared.safetensors").is_file():
+        net, spec = load_checkpoint(run / "shared.safetensors")
+        ks = json.loads((run / "policy.json").read_text())
+    else:
+        net, spec = resolve_model(model, None, dataset.num_classes)
+        ks = resolve_policy(policy, clusterable_layers(net, scfg.first, scfg.last))
+        share_model(net, ks, scfg, ClusterCache())
+        spec = {**spec, "sharing": sharing_layout(net)}
+        save_checkpoint(net, spec, run, "shared")
+        (run / "policy.json").write_text(json.dumps(ks, indent=1))
+    before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)
+    best = net
+    if cfg.epochs > 0:
+        extra = {"model": model, "policy": policy if isinstance(policy, str) else "custom",
+                 "share": scfg.__dict__, "argv": sys.argv}
+        fit(net, spec, dataset, cfg, run / "finetune", resume=resume, extra_config=extra)
+        best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
+    label = policy if isinstance(policy, str) else "custom"
+    sizes = export(best.eval(), str(run / "model.rlc"), spec, encoding, codebook_dtype,
+                   extra={"policy": label, "k": ks})
+    scores = evaluate_file(run / "model.rlc", dataset, cfg.precision, cfg.device)
+    summary = {
+        "model": model, "policy": label, "k": ks,
+        "top1": round(scores["test"]["top1"], 2), "top5": round(scores["test"]["top5"], 2),
+        "val_top1": round(scores["val"]["top1"], 2),
+        "val_top1_before_finetune": round(before["top1"], 2),
+        **sizes, "epochs": cfg.epochs, "method": scfg.method, "init": scfg.init,
+        "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
+        "command": "rlcompress " + " ".join(sys.argv[1:]),
+    }
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    if results:
+        Path(results).parent.mkdir(parents=True, exist_ok=True)
+        Path(results).write_text(json.dumps(summary, indent=1))
+    return summary
