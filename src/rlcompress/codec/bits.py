@@ -51,7 +51,8 @@ def ans_encode(indices: np.ndarray, alphabet: int) -> tuple[np.ndarray, np.ndarr
     import constriction
 
     idx = np.asarray(indices, dtype=np.int32).ravel()
-    counts = np.bincount(idx, minlength=alphabet).astype(np.uint32)
+    # constriction needs at least two symbols in a model, even for a one-entry codebook
+    counts = np.bincount(idx, minlength=max(alphabet, 2)).astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder()
     if idx.size:
         coder.encode_reverse(idx, _model(counts))

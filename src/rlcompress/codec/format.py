@@ -3,17 +3,19 @@
 An ``.rlc`` file is a standard safetensors file (no pickles, memory-safe parsing) whose
 metadata holds a JSON manifest. Per shared layer it stores:
 
-* ``<layer>.idx``  the cluster indices of the surviving weights, packed at ceil(log2 k) bits
-  (``packed``) or ANS entropy-coded (``ans``), whichever is smaller;
-* ``<layer>.book`` the codebook (float32, or float16 with ``codebook_dtype="float16"``);
-* ``<layer>.freq`` symbol counts (uint32), for ``ans`` layers only;
-* ``<layer>.keep`` one bit per output filter, only when filters were pruned by masking.
+* its cluster indices of the surviving weights, packed at ceil(log2 k) bits (``packed``) or
+  ANS entropy-coded (``ans``), whichever is smaller, in the ``idx`` tensor;
+* its codebook (float32, or float16 with ``codebook_dtype="float16"``) in ``book``;
+* symbol counts (uint32) in ``freq``, for ``ans`` layers only;
+* one bit per output filter in ``idx``, only when filters were pruned by masking.
 
-Every other tensor of the state_dict (batch norm, biases, layers left unshared) is stored as
-``f:<name>`` in its own dtype. The manifest records the format version, the architecture
-spec (which also carries the physical pruning structure), per-layer shape, k, bits, encoding
-and a SHA-256 of every payload; the manifest itself is checksummed too. Any damage is
-reported as :class:`CodecError`.
+Every other tensor of the state_dict (batch norm, biases, layers left unshared) is appended to
+an ``f:<dtype>`` tensor. Per-layer payloads live at [offset, length] spans of these few
+tensors, because a separate safetensors entry per parameter costs header bytes that matter in
+a file of a few hundred KB. The manifest records the format version, the architecture spec
+(which also carries the physical pruning structure), per-layer shape, k, bits, encoding and a
+CRC-32 of every layer's payload and of every float tensor; the manifest itself carries a
+SHA-256. Any damage is reported as :class:`CodecError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,11 @@ class CodecError(ValueError):
     """Raised for a truncated, corrupted, unknown-version or inconsistent ``.rlc`` file."""
 
 
-def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+def _crc(*parts: np.ndarray) -> str:
+    crc = 0
+    for p in parts:
+        crc = zlib.crc32(np.ascontiguousarray(p).tobytes(), crc)
+    return f"{crc:08x}"
 
 
 def _filter_keep(indices: np.ndarray, k: int, name: str) -> np.ndarray:
@@ -53,31 +59,47 @@ def _filter_keep(indices: np.ndarray, k: int, name: str) -> np.ndarray:
     return ~dead.all(1)
 
 
-def _encode_layer(name: str, module: nn.Module, encoding: str, book_dtype: str):
-    book = module.codebook.detach().cpu().float().numpy().astype(book_dtype)
+class _Blob:
+    """Appends arrays of one dtype into a single tensor; returns [offset, length] spans."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype, self.parts, self.size = dtype, [], 0
+
+    def add(self, a: np.ndarray) -> list[int]:
+        a = np.ascontiguousarray(a, dtype=self.dtype).ravel()
+        self.parts.append(a)
+        self.size += a.size
+        return [self.size - a.size, a.size]
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, self.dtype)
+
+
+def _encode_layer(name: str, module: nn.Module, encoding: str, blobs: dict[str, _Blob]) -> dict:
+    book = module.codebook.detach().cpu().float().numpy().astype(blobs["book"].dtype)
     k = len(book)
     indices = module.indices.cpu().numpy()
     keep = _filter_keep(indices, k, name)
     symbols = indices[keep].ravel()
     bits = bits_for(k)
-    tensors = {f"{name}.book": book}
-    packed = pack(symbols, bits)
-    chosen, payload = "packed", packed
+    payload, counts, chosen = pack(symbols, bits), None, "packed"
     if encoding in ("auto", "ans"):
-        ans, counts = ans_encode(symbols, k)
-        if encoding == "ans" or ans.nbytes + counts.nbytes < packed.nbytes:
-            chosen, payload = "ans", ans
-            tensors[f"{name}.freq"] = counts
-    tensors[f"{name}.idx"] = payload
-    if not keep.all():
-        tensors[f"{name}.keep"] = np.packbits(keep.astype(np.uint8))
+        ans, freq = ans_encode(symbols, k)
+        if encoding == "ans" or ans.nbytes + freq.nbytes < payload.nbytes:
+            payload, counts, chosen = ans, freq, "ans"
+    keep_bits = np.packbits(keep.astype(np.uint8)) if not keep.all() else None
     entry = {
         "name": name, "shape": list(indices.shape), "k": k, "bits": bits, "encoding": chosen,
         "count": int(symbols.size), "filters_kept": int(keep.sum()),
-        "codebook_dtype": book_dtype, "entropy": round(entropy_bits(symbols, k), 4),
-        "bytes": int(sum(t.nbytes for t in tensors.values())),
+        "entropy": round(entropy_bits(symbols, k), 4),
+        "idx": blobs["idx"].add(payload), "book": blobs["book"].add(book),
+        "keep": blobs["idx"].add(keep_bits) if keep_bits is not None else None,
+        "freq": blobs["freq"].add(counts) if counts is not None else None,
+        "crc": _crc(payload, book, *(a for a in (keep_bits, counts) if a is not None)),
     }
-    return entry, tensors
+    entry["bytes"] = int(payload.nbytes + book.nbytes + (keep_bits.nbytes if keep_bits is not None
+                         else 0) + (counts.nbytes if counts is not None else 0))
+    return entry
 
 
 def save_compressed(
@@ -96,25 +118,25 @@ def save_compressed(
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     if codebook_dtype not in ("float32", "float16"):
         raise ValueError("codebook_dtype must be float32 or float16")
-    tensors: dict[str, np.ndarray] = {}
-    layers = []
-    for name, module in shared_layers(model).items():
-        entry, ts = _encode_layer(name, module, encoding, codebook_dtype)
-        layers.append(entry)
-        tensors.update(ts)
+    # a handful of concatenated tensors instead of one per parameter: each safetensors entry
+    # and checksum costs header bytes, which matter in a file of a few hundred KB
+    blobs = {"idx": _Blob("uint8"), "book": _Blob(codebook_dtype), "freq": _Blob("uint32")}
+    layers = [_encode_layer(n, m, encoding, blobs) for n, m in shared_layers(model).items()]
     shared = {e["name"] for e in layers}
     floats = []
     for key, value in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if owner in shared and leaf in ("codebook", "indices"):
+        if (owner in shared and leaf in ("codebook", "indices")) or key.endswith(
+                "num_batches_tracked"):  # the latter is training bookkeeping only
             continue
-        if key.endswith("num_batches_tracked"):  # training bookkeeping, not needed to infer
-            continue
-        tensors[f"f:{key}"] = value.detach().cpu().contiguous().numpy()
-        floats.append(key)
+        arr = value.detach().cpu().contiguous().numpy()
+        blob = blobs.setdefault(f"f:{arr.dtype}", _Blob(str(arr.dtype)))
+        floats.append([key, list(arr.shape), str(arr.dtype), *blob.add(arr)])
+    tensors = {n: b.array() for n, b in blobs.items()}
     manifest = {
         "format": FORMAT, "version": VERSION, "spec": spec, "layers": layers, "floats": floats,
-        "checksums": {n: _sha(t) for n, t in tensors.items()}, "extra": extra or {},
+        "crc": {n: _crc(t) for n, t in tensors.items() if n.startswith("f:")},
+        "extra": extra or {},
     }
     text = json.dumps(manifest, separators=(",", ":"))
     meta = {"rlcompress": text, "rlcompress.sha256": hashlib.sha256(text.encode()).hexdigest()}
@@ -163,39 +185,48 @@ def _read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         tensors = st_load(data)
     except Exception as exc:  # safetensors raises its own error type and others on damage
         raise CodecError(f"tensor data unreadable: file truncated or corrupted ({exc})") from exc
-    sums = manifest["checksums"]
-    if set(sums) != set(tensors):
-        raise CodecError("file holds other tensors than its manifest lists")
-    for name, t in tensors.items():
-        if _sha(t) != sums[name]:
+    for name, crc in manifest.get("crc", {}).items():
+        if name not in tensors or _crc(tensors[name]) != crc:
             raise CodecError(f"checksum mismatch in payload {name!r}: the file is corrupted")
     return manifest, tensors
 
 
+def _span(tensors: dict[str, np.ndarray], blob: str, span: list[int] | None) -> np.ndarray | None:
+    if span is None:
+        return None
+    off, n = span
+    arr = tensors[blob]
+    if off < 0 or n < 0 or off + n > arr.size:
+        raise CodecError(f"payload span [{off}, {off + n}) outside the {blob!r} data")
+    return arr[off : off + n]
+
+
 def _decode_layer(entry: dict, tensors: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     name, k, count = entry["name"], entry["k"], entry["count"]
-    book = tensors[f"{name}.book"].astype(np.float32)
+    payload, book = _span(tensors, "idx", entry["idx"]), _span(tensors, "book", entry["book"])
+    keep_bits, counts = _span(tensors, "idx", entry["keep"]), _span(tensors, "freq", entry["freq"])
+    if _crc(payload, book, *(a for a in (keep_bits, counts) if a is not None)) != entry["crc"]:
+        raise CodecError(f"checksum mismatch in layer {name!r}: the file is corrupted")
     if len(book) != k or entry["bits"] != bits_for(k):
         raise CodecError(f"{name}: codebook size / bit width inconsistent with the manifest")
-    payload = tensors[f"{name}.idx"]
     if entry["encoding"] == "packed":
         symbols = unpack(payload, entry["bits"], count)
     elif entry["encoding"] == "ans":
-        symbols = ans_decode(payload, tensors[f"{name}.freq"], count)
+        symbols = ans_decode(payload, counts, count)
     else:
         raise CodecError(f"{name}: unknown encoding {entry['encoding']!r}")
     if symbols.size and (symbols.min() < 0 or symbols.max() >= k):
         raise CodecError(f"{name}: index out of codebook range")
     shape = tuple(entry["shape"])
     keep = np.ones(shape[0], dtype=bool)
-    if f"{name}.keep" in tensors:
-        keep = np.unpackbits(tensors[f"{name}.keep"])[: shape[0]].astype(bool)
+    if keep_bits is not None:
+        keep = np.unpackbits(keep_bits)[: shape[0]].astype(bool)
     per_filter = int(np.prod(shape[1:]))
     if int(keep.sum()) * per_filter != count:
         raise CodecError(f"{name}: index count does not match the kept filters")
     indices = np.full(shape, k, dtype=np.int64)
     indices[keep] = symbols.reshape(-1, *shape[1:])
-    return torch.from_numpy(book), torch.from_numpy(indices)
+    return torch.from_numpy(book.astype(np.float32)), torch.from_numpy(indices)
 
 
 def load_compressed(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
@@ -224,8 +255,9 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> tuple[n
                 raise CodecError(f"{entry['name']}: shape does not match the architecture")
             state[f"{entry['name']}.codebook"] = book
             state[f"{entry['name']}.indices"] = indices
-        for key in manifest["floats"]:
-            state[key] = torch.from_numpy(tensors[f"f:{key}"].copy())
+        for key, shape, dtype, off, n in manifest["floats"]:
+            arr = _span(tensors, f"f:{dtype}", [off, n])
+            state[key] = torch.from_numpy(arr.reshape(shape).copy())
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if not m.endswith("num_batches_tracked")]
         if missing or unexpected:
@@ -241,7 +273,7 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> tuple[n
 def inspect_file(path: str | Path) -> dict:
     """Per-layer table and totals of an ``.rlc`` file (reads and verifies it)."""
     manifest, tensors = _read(path)
-    floats = sum(tensors[f"f:{k}"].nbytes for k in manifest["floats"])
+    floats = sum(t.nbytes for n, t in tensors.items() if n.startswith("f:"))
     rows = [{k: e[k] for k in ("name", "shape", "k", "bits", "encoding", "count", "entropy",
                                "bytes")} for e in manifest["layers"]]
     for r in rows:
