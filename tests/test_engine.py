@@ -107,3 +107,14 @@ def test_bf16_training_runs(tmp_path: Path):
     cfg = TrainConfig(epochs=1, **{**TINY, "precision": "bf16"})
     summary = fit(model, spec, data, cfg, tmp_path / "bf16")
     assert summary["epochs"] == 1 and (tmp_path / "bf16" / "best.safetensors").is_file()
+
+
+def test_select_last_epoch(tmp_path: Path):
+    data = planted_data()
+    model, spec = _model()
+    summary = fit(model, spec, data, TrainConfig(epochs=2, select="last", **TINY), tmp_path / "r")
+    assert summary["best_epoch"] == 2
+    best, last = _weights(tmp_path / "r", "best"), _weights(tmp_path / "r", "last")
+    assert all(torch.equal(best[k], last[k]) for k in best)
+    with pytest.raises(ValueError, match="select"):
+        fit(*_model(), data, TrainConfig(epochs=1, select="worst", **TINY), tmp_path / "x")
