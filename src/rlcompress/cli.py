@@ -24,6 +24,8 @@ from rlcompress.models import MODEL_SPECS, CheckpointError
 from rlcompress.pruning import CRITERIA, PruneConfig
 from rlcompress.pruning.job import MODES as PRUNE_MODES
 from rlcompress.pruning.job import prune
+from rlcompress.search import STRATEGIES, BudgetError, DDPGConfig, SearchConfig
+from rlcompress.search.runner import search
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -141,6 +143,17 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
               f"{r['count']:8d} {r['entropy']:7.3f} {r['bytes']:7d} {r['bits_per_weight']:6.3f}")
     print(f"file {info['file_bytes']} bytes: indices+codebooks {info['index_and_codebook_bytes']}, "
           f"float parameters {info['float_bytes']}, {info['weights']} shared weights")
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    cfg = config_from_args(SearchConfig, args)
+    if args.quiet:
+        cfg.progress = False
+    summary = search(args.model, args.out, cfg, config_from_args(ShareConfig, args),
+                     config_from_args(DDPGConfig, args), config_from_args(DataConfig, args),
+                     resume=args.resume, init=args.init)
+    _print({k: summary[k] for k in ("strategy", "episodes", "best", "rules", "seconds")
+            if k in summary})
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -262,6 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
+    p = sub.add_parser("search", help="search k per layer under a size budget (DDPG or random)",
+                       description="Learn the number of clusters k of every layer under a budget "
+                       "(--target-ratio or --target-size), scoring each policy on a fixed "
+                       "validation subset. Writes episodes.csv, best_policy.json, plots.")
+    p.add_argument("--model", required=True,
+                   help="checkpoint X.safetensors, a prune run directory, or a model name")
+    p.add_argument("--init", default=None,
+                   help="with a model name: weights path or 'pretrained' (the shared checkpoint)")
+    p.add_argument("--out", default="runs/search", help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    add_config_args(p, SearchConfig)
+    p.set_defaults(strategy="ddpg")
+    for action in p._actions:
+        if action.dest == "strategy":
+            action.choices = sorted(STRATEGIES)
+    add_config_args(p, DDPGConfig)
+    add_config_args(p, ShareConfig)
+    add_config_args(p, DataConfig)
+    _common(p)
+    p.set_defaults(func=_cmd_search)
+
     for name, text in [
         ("baseline", "fine-tune a pretrained model and write results/baseline/<model>.json"),
         ("run", "the main job; for now: prepare CIFAR-10 and fine-tune the ResNet-20 baseline"),
@@ -286,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (DatasetError, CheckpointError, CodecError, FileNotFoundError, FileExistsError,
-            ValueError, KeyError) as exc:
+    except (DatasetError, CheckpointError, CodecError, BudgetError, FileNotFoundError,
+            FileExistsError, ValueError, KeyError) as exc:
         print(f"rlcompress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -113,7 +113,7 @@ def share(
         "top1": round(scores["test"]["top1"], 2), "top5": round(scores["test"]["top5"], 2),
         "val_top1": round(scores["val"]["top1"], 2),
         "val_top1_before_finetune": round(before["top1"], 2),
-        **sizes, "epochs": cfg.epochs, "method": scfg.method, "init": scfg.init,
+        **sizes, "epochs": cfg.epochs, "method": scfg.method, "kmeans_init": scfg.kmeans_init,
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
         "command": "rlcompress " + " ".join(sys.argv[1:]),
     }

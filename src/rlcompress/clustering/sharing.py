@@ -28,7 +28,7 @@ class ShareConfig:
 
     Attributes:
         method: ``lloyd`` (fast sorted Lloyd) or ``exact`` (optimal dynamic programming).
-        init: Lloyd's initialisation: ``kmeans++`` (default: within ~10% of the optimal
+        kmeans_init: Lloyd's initialisation: ``kmeans++`` (default: within ~10% of the optimal
             squared error on ResNet layers), ``linear`` (Deep Compression's default; 2-3x the
             optimal error at k >= 64, since 1-D Lloyd cannot move centroids past each other)
             or ``density`` (quantiles).
@@ -38,7 +38,7 @@ class ShareConfig:
     """
 
     method: str = "lloyd"
-    init: str = "kmeans++"
+    kmeans_init: str = "kmeans++"
     kmeans_seed: int = 0
     first: bool = True
     last: bool = True
@@ -87,7 +87,7 @@ class ClusterCache:
     def get(self, name: str, values: np.ndarray, k: int, cfg: ShareConfig) -> Clustering:
         """The clustering of ``values`` into ``k`` clusters, computed once."""
         digest = hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
-        key = (name, k, cfg.method, cfg.init, cfg.kmeans_seed, digest)
+        key = (name, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed, digest)
         if key in self.memory:
             self.hits += 1
             return self.memory[key]
@@ -98,7 +98,7 @@ class ClusterCache:
             self.hits += 1
         else:
             self.misses += 1
-            result = cluster_1d(values, k, cfg.method, cfg.init, cfg.kmeans_seed)
+            result = cluster_1d(values, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed)
             if file is not None:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(file, codebook=result.codebook, labels=result.labels, sse=result.sse)

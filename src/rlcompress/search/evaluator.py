@@ -1,0 +1,88 @@
+"""Fast accuracy of a k policy on a fixed validation subset (the search's reward signal).
+
+The model is never deep-copied or wrapped per episode: each layer's clustered weight tensor
+for a given k is computed once (through the clustering cache) and copied into a working model,
+which is then evaluated in inference mode, in bf16 with channels_last on CPU, on a validation
+subset whose inputs are prepared once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from torch import nn
+
+from rlcompress.clustering.sharing import ClusterCache, ShareConfig, surviving_mask
+from rlcompress.data import ImageData, SplitData, to_model_input
+from rlcompress.engine.runtime import autocast
+
+
+class PolicyEvaluator:
+    """Accuracy (%) of the model with each layer clustered to the policy's k."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[str],
+        data: ImageData,
+        n_val: int = 2000,
+        share_cfg: ShareConfig | None = None,
+        cache: ClusterCache | None = None,
+        precision: str = "bf16",
+        batch_size: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        self.modules = dict(self.model.named_modules())
+        self.layers = list(layers)
+        self.cfg = share_cfg or ShareConfig()
+        self.cache = cache or ClusterCache()
+        self.precision = precision
+        subset: SplitData = data.val.subset(n_val, seed=seed)
+        self.n = len(subset)
+        self.inputs = [
+            (to_model_input(subset.images[i : i + batch_size], data.mean, data.std),
+             subset.labels[i : i + batch_size])
+            for i in range(0, self.n, batch_size)
+        ]
+        self._weights: dict[tuple[str, int], torch.Tensor] = {}
+        self._original = {n: self.modules[n].weight.detach().clone() for n in self.layers}
+        self.seconds = {"cluster": 0.0, "evaluate": 0.0}
+        self.calls = 0
+
+    def clustered_weight(self, name: str, k: int) -> torch.Tensor:
+        """Weight of layer ``name`` after clustering its surviving weights into ``k`` clusters."""
+        key = (name, k)
+        if key not in self._weights:
+            t0 = time.perf_counter()
+            w = self._original[name]
+            mask = surviving_mask(w)
+            res = self.cache.get(name, w[mask].double().numpy(), k, self.cfg)
+            out = torch.zeros_like(w)
+            out[mask] = torch.from_numpy(res.codebook[res.labels]).to(w.dtype)
+            self._weights[key] = out
+            self.seconds["cluster"] += time.perf_counter() - t0
+        return self._weights[key]
+
+    @torch.inference_mode()
+    def __call__(self, policy: dict[str, int]) -> float:
+        """Top-1 accuracy in % on the validation subset."""
+        for name in self.layers:
+            self.modules[name].weight.copy_(self.clustered_weight(name, int(policy[name])))
+        t0 = time.perf_counter()
+        correct = 0
+        dev = torch.device("cpu")
+        for x, y in self.inputs:
+            with autocast(dev, self.precision):
+                correct += (self.model(x).argmax(1) == y).sum().item()
+        self.seconds["evaluate"] += time.perf_counter() - t0
+        self.calls += 1
+        return 100.0 * correct / self.n
+
+    def standard_error(self, accuracy: float) -> float:
+        """Binomial standard error (in points) of an accuracy measured on this subset."""
+        p = accuracy / 100.0
+        return 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / self.n)

@@ -1,0 +1,316 @@
+"""The search job: run episodes of a strategy, log them, keep the best policy, resume exactly.
+
+Run directory::
+
+    config.json         settings, budget, layers
+    episodes.csv        one row per episode: k per layer, size, ratio, val accuracy, reward
+    best_policy.json    the best policy so far (layer -> k) with its numbers
+    agent.pt / .json    the strategy's complete state (networks, buffer, noise, RNG)
+    summary.json        written at the end: best, Pareto set, rule policies, timings
+    *.png               progress, best policy per layer, accuracy-vs-size cloud
+
+After every episode the CSV row is appended first and the agent saved second; on resume the
+CSV is cut back to the agent's episode count, so a kill at any moment loses at most the
+episode in flight and the continued run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from rlcompress.clustering.policies import RULE_POLICIES, resolve_policy
+from rlcompress.clustering.sharing import (
+    ClusterCache,
+    ShareConfig,
+    clusterable_layers,
+    kept_weight_count,
+)
+from rlcompress.codec.bits import bits_for
+from rlcompress.codec.sizes import reference_sizes
+from rlcompress.data import ImageData
+from rlcompress.engine.runtime import set_threads, torch_threads
+from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_size
+from rlcompress.search.ddpg import DDPGConfig
+from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
+from rlcompress.search.evaluator import PolicyEvaluator
+from rlcompress.search.strategies import make_strategy
+
+FIELDS = ["episode", "reward", "val_top1", "paper_ratio", "cost", "budget_fraction", "sigma",
+          "seconds", "ks"]
+
+
+@dataclass
+class SearchConfig:
+    """What to search and under which budget.
+
+    Attributes:
+        strategy: ``ddpg`` or ``random``.
+        episodes: episodes to run (each evaluates one complete policy).
+        seed: seed of the strategy (networks, noise, random actions).
+        target_ratio: budget as the paper's ratio (e.g. 13.35); 0 to use ``target_size``.
+        target_size: budget as bytes of the compressed file (e.g. 48KB, 48KiB, 50000).
+        k_min: smallest k an action can choose.
+        k_max: largest k an action can choose.
+        val_images: size of the fixed validation subset that scores every policy.
+        size_weight: reward penalty per fraction of the budget used (0: accuracy only).
+        precision: inference precision of the reward evaluation (bf16 or fp32).
+        threads: CPU threads (0: one per core).
+        progress: show a progress bar.
+    """
+
+    strategy: str = "ddpg"
+    episodes: int = 300
+    seed: int = 0
+    target_ratio: float = 0.0
+    target_size: str = ""
+    k_min: int = 2
+    k_max: int = 256
+    val_images: int = 2000
+    size_weight: float = 0.0
+    precision: str = "bf16"
+    threads: int = 0
+    progress: bool = True
+
+
+def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
+                share_cfg: ShareConfig) -> Budget:
+    """The budget of ``cfg`` for the clusterable layers ``names`` of ``model``."""
+    modules = dict(model.named_modules())
+    kept = [kept_weight_count(modules[n]) for n in names]
+    if bool(cfg.target_ratio) == bool(cfg.target_size):
+        raise ValueError("give exactly one budget: --target-ratio R or --target-size SIZE")
+    if cfg.target_ratio:
+        ref = reference_sizes(spec, model)
+        others = [m for n, m in clusterable_layers(model).items() if n not in names]
+        b = paper_budget(kept, ref["weights"], cfg.target_ratio, cfg.k_min, cfg.k_max)
+        b.fixed = 32.0 * sum(kept_weight_count(m) for m in others)  # unclustered: float32
+        return b
+    fixed = _measured_fixed_bytes(model, spec, names, kept, cfg, share_cfg)
+    return file_budget(kept, fixed, parse_size(cfg.target_size), cfg.k_min, cfg.k_max)
+
+
+def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: list[int],
+                          cfg: SearchConfig, share_cfg: ShareConfig) -> int:
+    """File bytes not covered by the per-layer estimate: measured on a k_min export."""
+    import copy
+    import tempfile
+
+    from rlcompress.clustering.sharing import share_model
+    from rlcompress.codec import save_compressed
+
+    probe = copy.deepcopy(model)
+    share_model(probe, {n: cfg.k_min for n in names}, share_cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.rlc"
+        save_compressed(probe, {k: v for k, v in spec.items() if k != "sharing"}, path)
+        real = path.stat().st_size
+    est = file_budget(kept, 0, 1).total([cfg.k_min] * len(kept))
+    # manifest entries grow by a few digits as k and offsets grow: a small allowance per layer
+    return int(real - est + 16 * len(kept) + 64)
+
+
+def paper_ratio_of(kept: list[int], ks: list[int], dense_weights: int, other_weights: int = 0) -> float:
+    """The paper's ratio of a policy; ``other_weights`` are layers left in float32."""
+    bits = sum(n * bits_for(k) for n, k in zip(kept, ks, strict=True)) + 32 * other_weights
+    return 32.0 * dense_weights / bits
+
+
+def _pareto(rows: list[dict]) -> list[dict]:
+    """Policies no other policy beats on both size (cost) and validation accuracy."""
+    best, front = -1.0, []
+    for r in sorted(rows, key=lambda r: (float(r["cost"]), -float(r["val_top1"]))):
+        if float(r["val_top1"]) > best:
+            front.append(r)
+            best = float(r["val_top1"])
+    return front
+
+
+def _read_rows(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if int(r["episode"]) <= upto]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _json(path: Path, obj: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def run_search(
+    model: nn.Module,
+    spec: dict,
+    data: ImageData,
+    out: str | Path,
+    cfg: SearchConfig | None = None,
+    share_cfg: ShareConfig | None = None,
+    ddpg_cfg: DDPGConfig | None = None,
+    resume: bool = False,
+) -> dict:
+    """Search a k per clusterable layer of ``model`` under the budget; returns the summary."""
+    cfg, share_cfg, ddpg_cfg = cfg or SearchConfig(), share_cfg or ShareConfig(), ddpg_cfg or DDPGConfig()
+    run = Path(out)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise FileExistsError(f"{run} is not empty; pass --resume to continue it")
+    run.mkdir(parents=True, exist_ok=True)
+    if resume and (run / "summary.json").is_file():
+        return json.loads((run / "summary.json").read_text())
+    set_threads(cfg.threads)
+    t_start = time.perf_counter()
+    model = model.eval()
+    names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
+    budget = make_budget(model, spec, names, cfg, share_cfg)
+    budget.check()
+    ref = reference_sizes(spec, model)
+    others = sum(kept_weight_count(m) for n, m in clusterable_layers(model).items()
+                 if n not in names)
+    evaluator = PolicyEvaluator(model, names, data, cfg.val_images, share_cfg, ClusterCache(),
+                                cfg.precision)
+    shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
+    env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
+                     cfg.size_weight)
+    agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
+    agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
+    if resume and agent_file.is_file():
+        agent.load(agent_file)
+    rows = _read_rows(run / "episodes.csv", agent.episodes)
+    _json(run / "config.json", {"search": asdict(cfg), "share": asdict(share_cfg),
+                                "ddpg": asdict(ddpg_cfg), "layers": names, "kept": budget.kept,
+                                "budget": {"kind": budget.kind, "limit": budget.limit,
+                                           "fixed": budget.fixed},
+                                "dense_weights": ref["weights"]})
+    t_agent = 0.0
+    bar = tqdm(total=cfg.episodes, initial=len(rows), desc=f"search ({cfg.strategy})",
+               disable=not cfg.progress)
+    while agent.episodes < cfg.episodes:
+        t0 = time.perf_counter()
+        reward, info, t_ep = play_episode(env, agent)
+        t_agent += t_ep
+        ks = [info["policy"][n] for n in names]
+        rows.append({
+            "episode": agent.episodes, "reward": round(reward, 6),
+            "val_top1": round(info["accuracy"], 3),
+            "paper_ratio": round(paper_ratio_of(budget.kept, ks, ref["weights"], others), 4),
+            "cost": round(info["cost"], 1), "budget_fraction": round(info["budget_fraction"], 5),
+            "sigma": round(getattr(agent, "sigma", float("nan")), 5),
+            "seconds": round(time.perf_counter() - t0, 3), "ks": ";".join(map(str, ks)),
+        })
+        _write_rows(run / "episodes.csv", rows)
+        agent.save(agent_file)
+        best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+        _json(run / "best_policy.json", _policy_record(best, names, evaluator))
+        bar.update(1)
+        bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
+    bar.close()
+    layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
+    summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg)
+    summary["seconds"] = {"total_this_session": round(time.perf_counter() - t_start, 2),
+                          "cluster": round(evaluator.seconds["cluster"], 2),
+                          "evaluate": round(evaluator.seconds["evaluate"], 2),
+                          "agent": round(t_agent, 2)}
+    _json(run / "summary.json", summary)
+    return summary
+
+
+def play_episode(env: ClusterEnv, agent: object) -> tuple[float, dict, float]:
+    """One episode: act at every layer, then let the agent learn from the final reward.
+
+    Transitions store the *effective* action (after the budget cap), since that is what
+    produced the next state and the reward. Returns (reward, final info, agent seconds).
+    """
+    obs, _ = env.reset()
+    transitions, done, t_agent = [], False, 0.0
+    while not done:
+        ta = time.perf_counter()
+        with torch_threads(1):  # tiny networks: one thread beats contention
+            action = agent.act(obs)
+        t_agent += time.perf_counter() - ta
+        obs2, reward, done, _, info = env.step(np.array([action], np.float32))
+        transitions.append((obs, k_to_action(info["k"], env.budget.k_min, env.budget.k_max),
+                            obs2, done))
+        obs = obs2
+    ta = time.perf_counter()
+    with torch_threads(1):
+        agent.end_episode(transitions, reward)
+    return reward, info, t_agent + time.perf_counter() - ta
+
+
+def _policy_record(row: dict, names: list[str], evaluator: PolicyEvaluator) -> dict:
+    ks = [int(k) for k in row["ks"].split(";")]
+    acc = float(row["val_top1"])
+    return {"episode": int(row["episode"]), "val_top1": acc,
+            "val_top1_se": round(evaluator.standard_error(acc), 3),
+            "paper_ratio": float(row["paper_ratio"]), "cost": float(row["cost"]),
+            "k": dict(zip(names, ks, strict=True))}
+
+
+def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
+            evaluator: PolicyEvaluator, layers: dict, weights: tuple[int, int],
+            cfg: SearchConfig) -> dict:
+    rules = []
+    for rule in RULE_POLICIES:
+        ks = resolve_policy(rule, layers)
+        k_list = [ks[n] for n in names]
+        acc = evaluator(ks)
+        cost = budget.total(k_list)
+        rules.append({"policy": rule, "val_top1": round(acc, 3), "cost": round(cost, 1),
+                      "within_budget": cost <= budget.limit,
+                      "paper_ratio": round(paper_ratio_of(budget.kept, k_list, *weights), 4)})
+    best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+    summary = {
+        "strategy": cfg.strategy, "episodes": len(rows), "seed": cfg.seed,
+        "budget": {"kind": budget.kind, "limit": budget.limit},
+        "best": _policy_record(best, names, evaluator),
+        "pareto": [_policy_record(r, names, evaluator) for r in _pareto(rows)],
+        "rules": rules, "val_images": evaluator.n,
+    }
+    try:
+        from rlcompress.search.plots import plot_search
+
+        plot_search(run, rows, names, budget, rules, summary["best"])
+    except ImportError:  # matplotlib is a dependency, but plots must never sink a search
+        pass
+    return summary
+
+
+def search(
+    model: str,
+    out: str = "runs/search",
+    cfg: SearchConfig | None = None,
+    share_cfg: ShareConfig | None = None,
+    ddpg_cfg: DDPGConfig | None = None,
+    data: object = None,
+    resume: bool = False,
+    init: str | None = None,
+) -> dict:
+    """CLI job: load a checkpoint (or a pruned run's best model) and run :func:`run_search`.
+
+    With a registered model name, ``init`` gives its weights (a path or ``pretrained``)."""
+    from rlcompress.data import DataConfig, load_data
+    from rlcompress.engine import resolve_model
+
+    cfg = cfg or SearchConfig()
+    path = Path(model)
+    if path.is_dir():  # a prune run directory: its fine-tuned model
+        path = path / "finetune" / "best.safetensors"
+    dataset = load_data(data or DataConfig(), progress=cfg.progress)
+    net, spec = resolve_model(str(path) if path.suffix else model, init, dataset.num_classes)
+    return run_search(net, spec, dataset, out, cfg, share_cfg, ddpg_cfg, resume)

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from conftest import planted_data
+from rlcompress.models import build_model, resnet_spec
+from rlcompress.search import (
+    Budget,
+    BudgetError,
+    ClusterEnv,
+    DDPGAgent,
+    DDPGConfig,
+    RandomStrategy,
+    SearchConfig,
+    action_to_k,
+    k_to_action,
+    paper_budget,
+    parse_size,
+    run_search,
+)
+from rlcompress.search.runner import play_episode
+
+KEPT = [400, 3000, 3000, 9000, 600]
+BEST_K = [8, 64, 16, 128, 4]
+
+
+def planted_accuracy(policy: dict[str, int]) -> float:
+    """Accuracy peaks at a known k per layer."""
+    ks = list(policy.values())
+    return 100.0 - 2.0 * sum((math.log2(k) - math.log2(b)) ** 2 for k, b in zip(ks, BEST_K, strict=True))
+
+
+def _env(budget: Budget | None = None, evaluate=planted_accuracy) -> ClusterEnv:
+    feats = np.random.default_rng(0).random((len(KEPT), 8)).astype(np.float32)
+    names = [f"l{i}" for i in range(len(KEPT))]
+    budget = budget or paper_budget(KEPT, sum(KEPT), target_ratio=4.0)
+    return ClusterEnv(feats, names, budget, evaluate)
+
+
+def test_env_passes_gymnasium_checker():
+    check_env(_env(), skip_render_check=True)
+
+
+def test_action_mapping():
+    assert action_to_k(0.0, 2, 256) == 2 and action_to_k(1.0, 2, 256) == 256
+    for k in (2, 3, 17, 100, 256):
+        assert action_to_k(k_to_action(k, 2, 256), 2, 256) == k
+
+
+@pytest.mark.parametrize("ratio", [4.0, 8.0, 15.9])
+def test_budget_never_exceeded(ratio):
+    budget = paper_budget(KEPT, sum(KEPT), target_ratio=ratio)
+    env = _env(budget)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(np.array([rng.random()], np.float32))
+        assert info["cost"] <= budget.limit + 1e-9
+        assert 32 * sum(KEPT) / info["cost"] >= ratio - 1e-9
+
+
+def test_extreme_budgets():
+    with pytest.raises(BudgetError, match="cannot be met"):
+        _env(paper_budget(KEPT, sum(KEPT), target_ratio=33.0))  # k >= 2: at most 32x
+    loose = _env(paper_budget(KEPT, sum(KEPT), target_ratio=1.0))
+    loose.reset()
+    for _ in KEPT:
+        _, _, done, _, info = loose.step(np.array([1.0], np.float32))
+    assert set(info["policy"].values()) == {256}
+
+
+def test_parse_size():
+    assert parse_size("48KB") == 48000 and parse_size("48KiB") == 49152
+    assert parse_size("1.5MB") == 1_500_000 and parse_size("1234") == 1234
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_ddpg_learns_planted_problem():
+    env = _env(paper_budget(KEPT, sum(KEPT), target_ratio=3.0))
+    agent = DDPGAgent(env.observation_space.shape[0], DDPGConfig(warmup=15, sigma=0.3,
+                                                                   sigma_decay=0.95), seed=0)
+    rewards = [play_episode(env, agent)[0] for _ in range(90)]
+    warm, late = np.mean(rewards[:15]), np.mean(rewards[-15:])
+    assert late > warm + 0.05, (warm, late)
+    assert max(rewards) > 0.9
+
+
+def test_random_strategy_is_seeded():
+    a, b = RandomStrategy(11, None, seed=3), RandomStrategy(11, None, seed=3)
+    s = np.zeros(11, np.float32)
+    assert [a.act(s) for _ in range(5)] == [b.act(s) for _ in range(5)]
+
+
+def _tiny():
+    torch.manual_seed(0)
+    spec = resnet_spec(8, num_classes=4, widths=(8, 16, 32))
+    return build_model(spec).eval(), spec
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+CFG = dict(episodes=6, target_ratio=6.0, val_images=64, progress=False, k_max=64, threads=1)
+
+
+def test_search_runs_and_is_deterministic(tmp_path: Path):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    dcfg = DDPGConfig(warmup=2, hidden=32, batch_size=8)
+    for name in ("a", "b"):
+        model, spec = _tiny()
+        summary = run_search(model, spec, data, tmp_path / name, SearchConfig(**CFG), None, dcfg)
+    assert _rows(tmp_path / "a" / "episodes.csv") == _rows(tmp_path / "b" / "episodes.csv")
+    assert summary["episodes"] == 6 and summary["best"]["paper_ratio"] >= 6.0
+    assert {r["policy"] for r in summary["rules"]} == {"/16", "/32", "/64", "k16", "k32", "k64"}
+    for png in ("progress.png", "best_policy.png", "accuracy_vs_size.png"):
+        assert (tmp_path / "a" / png).is_file()
+    assert (tmp_path / "a" / "best_policy.json").is_file()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypatch):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    dcfg = DDPGConfig(warmup=2, hidden=32, batch_size=8)
+    model, spec = _tiny()
+    run_search(model, spec, data, tmp_path / "full", SearchConfig(**CFG), None, dcfg)
+
+    from rlcompress.search import evaluator as ev
+
+    original = ev.PolicyEvaluator.__call__
+    calls = {"n": 0}
+
+    def dying(self, policy):
+        calls["n"] += 1
+        if calls["n"] == 4:  # dies inside episode 4
+            raise _Killed
+        return original(self, policy)
+
+    monkeypatch.setattr(ev.PolicyEvaluator, "__call__", dying)
+    model, spec = _tiny()
+    with pytest.raises(_Killed):
+        run_search(model, spec, data, tmp_path / "cut", SearchConfig(**CFG), None, dcfg)
+    assert len(_rows(tmp_path / "cut" / "episodes.csv")) == 3
+    monkeypatch.setattr(ev.PolicyEvaluator, "__call__", original)
+    model, spec = _tiny()
+    run_search(model, spec, data, tmp_path / "cut", SearchConfig(**CFG), None, dcfg, resume=True)
+    assert _rows(tmp_path / "full" / "episodes.csv") == _rows(tmp_path / "cut" / "episodes.csv")
+
+
+def test_random_search_and_file_budget(tmp_path: Path):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    model, spec = _tiny()
+    cfg = SearchConfig(**{**CFG, "target_ratio": 0.0, "target_size": "40KB", "strategy": "random"})
+    summary = run_search(model, spec, data, tmp_path / "r", cfg)
+    assert summary["budget"]["kind"] == "file" and summary["budget"]["limit"] == 40000
+    for r in _rows(tmp_path / "r" / "episodes.csv"):
+        assert float(r["cost"]) <= 40000
+    with pytest.raises(BudgetError):
+        run_search(*_tiny(), data, tmp_path / "tight",
+                   SearchConfig(**{**CFG, "target_ratio": 0.0, "target_size": "2KB"}))
