@@ -13,6 +13,7 @@ from rlcompress.data.dataset import (
     stratified_split,
 )
 from rlcompress.data.loader import BatchLoader, random_crop_flip, to_model_input
+from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.data.sources import (
     CIFAR10_CLASSES,
     DatasetError,
@@ -30,6 +31,8 @@ __all__ = [
     "BatchLoader",
     "DataConfig",
     "DatasetError",
+    "EpochSeeded",
+    "LoaderData",
     "ImageData",
     "SplitData",
     "describe",

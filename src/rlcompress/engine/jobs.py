@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rlcompress.data import BatchLoader, DataConfig, ImageData, load_data
+from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import pick_device, set_threads
 from rlcompress.engine.train import TrainConfig, fit, write_summary
@@ -51,16 +53,18 @@ def resolve_model(
     return net, spec
 
 
-def split_loader(data: ImageData, split: str, batch_size: int = 512) -> BatchLoader:
+def split_loader(data: ImageData | LoaderData, split: str, batch_size: int = 512) -> Iterable:
     """An unshuffled, unaugmented loader over ``train``, ``val`` or ``test``."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    if isinstance(data, LoaderData):
+        return data.split(split)
     return BatchLoader(getattr(data, split), batch_size, data.mean, data.std)
 
 
 def evaluate_model(
     model: nn.Module,
-    data: ImageData,
+    data: ImageData | LoaderData,
     split: str = "test",
     precision: str = "bf16",
     device: str = "auto",

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rlcompress.data import BatchLoader, ImageData
+from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
 from rlcompress.models import load_weights, save_checkpoint
@@ -105,8 +106,10 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
 
 
-def make_loaders(data: ImageData, cfg: TrainConfig) -> tuple[BatchLoader, BatchLoader]:
+def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
     """Training loader (shuffled, augmented) and validation loader for ``data``."""
+    if isinstance(data, LoaderData):
+        return EpochSeeded(data.train_loader, cfg.seed), data.val_loader
     train = BatchLoader(
         data.train, cfg.batch_size, data.mean, data.std, shuffle=True, augment=cfg.augment,
         drop_last=len(data.train) > cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last,
@@ -211,6 +214,7 @@ def fit(
     device = pick_device(cfg.device)
     train_loader, val_loader = make_loaders(data, cfg)
     total_steps = cfg.epochs * len(train_loader)
+    batch_size = getattr(train_loader, "batch_size", None) or cfg.batch_size
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -245,7 +249,7 @@ def fit(
             "train_loss": round(loss, 5), "train_top1": round(acc, 3),
             "val_loss": round(val["loss"], 5), "val_top1": round(val["top1"], 3),
             "val_top5": round(val["top5"], 3), "seconds": round(seconds, 2),
-            "img_per_s": round(len(train_loader) * cfg.batch_size / train_time, 1),
+            "img_per_s": round(len(train_loader) * batch_size / train_time, 1),
         })
         if cfg.select == "last" or val["top1"] > best["val_top1"]:
             best = {"val_top1": val["top1"], "epoch": epoch}

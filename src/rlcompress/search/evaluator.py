@@ -17,6 +17,7 @@ from torch import nn
 
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, surviving_mask
 from rlcompress.data import ImageData, SplitData, to_model_input
+from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import autocast
 
 
@@ -27,7 +28,7 @@ class PolicyEvaluator:
         self,
         model: nn.Module,
         layers: list[str],
-        data: ImageData,
+        data: ImageData | LoaderData,
         n_val: int = 2000,
         share_cfg: ShareConfig | None = None,
         cache: ClusterCache | None = None,
@@ -41,13 +42,16 @@ class PolicyEvaluator:
         self.cfg = share_cfg or ShareConfig()
         self.cache = cache or ClusterCache()
         self.precision = precision
-        subset: SplitData = data.val.subset(n_val, seed=seed)
-        self.n = len(subset)
-        self.inputs = [
-            (to_model_input(subset.images[i : i + batch_size], data.mean, data.std),
-             subset.labels[i : i + batch_size])
-            for i in range(0, self.n, batch_size)
-        ]
+        if isinstance(data, LoaderData):
+            self.inputs = data.materialise("val", n_val)
+        else:
+            subset: SplitData = data.val.subset(n_val, seed=seed)
+            self.inputs = [
+                (to_model_input(subset.images[i : i + batch_size], data.mean, data.std),
+                 subset.labels[i : i + batch_size])
+                for i in range(0, len(subset), batch_size)
+            ]
+        self.n = sum(len(y) for _, y in self.inputs)
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
         self._original = {n: self.modules[n].weight.detach().clone() for n in self.layers}
         self.seconds = {"cluster": 0.0, "evaluate": 0.0}

@@ -36,6 +36,7 @@ from rlcompress.clustering.sharing import (
 from rlcompress.codec.bits import bits_for
 from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import ImageData
+from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
@@ -158,7 +159,7 @@ def _json(path: Path, obj: object) -> None:
 def run_search(
     model: nn.Module,
     spec: dict,
-    data: ImageData,
+    data: ImageData | LoaderData,
     out: str | Path,
     cfg: SearchConfig | None = None,
     share_cfg: ShareConfig | None = None,
@@ -184,7 +185,10 @@ def run_search(
                  if n not in names)
     evaluator = PolicyEvaluator(model, names, data, cfg.val_images, share_cfg, ClusterCache(),
                                 cfg.precision)
-    shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
+    if isinstance(data, LoaderData):
+        shape = (1, *data.input_shape)
+    else:
+        shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
     env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
                      cfg.size_weight)
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)

@@ -1,0 +1,140 @@
+"""The library API for a user's own model and data: ``compress`` and ``load``.
+
+``compress`` runs the whole method on any CNN: FPGM masks on every conv, physical removal
+where it is provably exact (the rest stays masked and is reported), fine-tuning, the k search
+under the budget, weight sharing with centroid fine-tuning, and the ``.rlc`` export. Data is
+either an :class:`~rlcompress.data.ImageData` or the user's DataLoaders.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlcompress.clustering.sharing import ShareConfig, share_model
+from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
+from rlcompress.codec.sizes import size_report
+from rlcompress.data import ImageData
+from rlcompress.data.loaders import LoaderData
+from rlcompress.engine import TrainConfig, evaluate_model, fit
+from rlcompress.models import load_state_dict_file, load_weights
+from rlcompress.models.resnet_cifar import ARCH
+from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_generic, shrink_resnet
+from rlcompress.search import DDPGConfig, SearchConfig, run_search
+
+
+def _data(data: ImageData | LoaderData | None, train_loader: object, val_loader: object,
+          test_loader: object) -> ImageData | LoaderData:
+    if data is not None:
+        return data
+    if train_loader is None or val_loader is None:
+        raise ValueError("give either data=ImageData(...) or train_loader and val_loader")
+    return LoaderData(train_loader, val_loader, test_loader)
+
+
+def _example(data: ImageData | LoaderData) -> torch.Tensor:
+    if isinstance(data, LoaderData):
+        return torch.zeros(1, *data.input_shape)
+    h, w, c = data.train.images.shape[1:]
+    return torch.zeros(1, c, h, w)
+
+
+def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tensor):
+    masks = FilterMasks.compute(model, PruneConfig(rate=rate))
+    masks.apply(model)
+    origin = {"weights": layer_weight_count(model), "state_bytes": float_state_bytes(model)}
+    if spec is not None and spec.get("arch") == ARCH:
+        small, small_spec = shrink_resnet(model, spec, masks)
+        kept_whole: dict[str, str] = {}
+    else:
+        small, report = shrink_generic(model, masks, example)
+        small_spec = {"arch": "user", "shapes": layer_shapes(small)}
+        kept_whole = report.kept_whole
+    # layers that could not be shrunk keep their masks during fine-tuning
+    rest = FilterMasks({n: masks.keep[n] for n in kept_whole}, masks.bn_of)
+    return small, {**small_spec, "origin": origin}, rest, kept_whole
+
+
+def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: TrainConfig,
+              run: Path, hooks: list) -> None:
+    fit(model, spec, data, cfg, run, resume=True, step_hooks=hooks)
+    load_weights(model, load_state_dict_file(run / "best.safetensors"))
+
+
+def compress(
+    model: nn.Module,
+    train_loader: object = None,
+    val_loader: object = None,
+    test_loader: object = None,
+    *,
+    data: ImageData | LoaderData | None = None,
+    spec: dict | None = None,
+    target_size: str | int | None = None,
+    target_ratio: float | None = None,
+    prune_rate: float = 0.4,
+    prune_epochs: int = 3,
+    episodes: int = 100,
+    share_epochs: int = 3,
+    lr: float = 0.01,
+    val_images: int = 2000,
+    out: str | Path = "runs/compress",
+    seed: int = 0,
+    progress: bool = True,
+    precision: str = "bf16",
+) -> tuple[nn.Module, dict]:
+    """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
+
+    Returns the decoded compressed model (loaded back from ``out/model.rlc``) and a report
+    with validation (and test, if a test loader or split exists) accuracy before and after,
+    the file size and both ratios. ``spec`` is needed only for spec-driven registry models
+    (e.g. the CIFAR ResNets); any other ``nn.Module`` works without one.
+    """
+    if (target_size is None) == (target_ratio is None):
+        raise ValueError("give exactly one of target_size and target_ratio")
+    data = _data(data, train_loader, val_loader, test_loader)
+    out = Path(out)
+    original = copy.deepcopy(model).eval()  # the caller's model is never modified
+    has_test = not isinstance(data, LoaderData) or data.test_loader is not None
+    before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
+              for s in (("val", "test") if has_test else ("val",))}
+    small, small_spec, rest, kept_whole = _prune(copy.deepcopy(original), spec, prune_rate,
+                                                 _example(data))
+    tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
+                       precision=precision)
+    if prune_epochs > 0:
+        _finetune(small, small_spec, data, tcfg, out / "prune", [rest])
+    scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
+                        target_size=str(target_size or ""), val_images=val_images,
+                        progress=progress, precision=precision)
+    found = run_search(small.eval(), small_spec, data, out / "search", scfg, ShareConfig(),
+                       DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
+    share_model(small, found["best"]["k"], ShareConfig())
+    layout = {n: len(m.codebook) for n, m in small.named_modules() if hasattr(m, "codebook")}
+    if share_epochs > 0:
+        cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
+                          precision=precision)
+        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [])
+    path = out / "model.rlc"
+    save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})
+    skeleton = None if small_spec.get("arch") == ARCH else copy.deepcopy(original)
+    decoded, _ = load_compressed(path, model=skeleton)
+    report = {
+        "val_top1_before": round(before["val"], 2),
+        "val_top1": round(evaluate_model(decoded, data, "val", precision)["top1"], 2),
+        **size_report(decoded, small_spec, path.stat().st_size),
+        "file": str(path), "policy": found["best"]["k"], "layers_kept_whole": kept_whole,
+    }
+    if has_test:
+        report["test_top1_before"] = round(before["test"], 2)
+        report["test_top1"] = round(evaluate_model(decoded, data, "test", precision)["top1"], 2)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return decoded, report
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load an ``.rlc`` file as a model (``model``: a fresh instance, for a user's own class)."""
+    return load_compressed(path, model)[0]
