@@ -42,7 +42,7 @@ def cifar_loaders(batch: int = 128) -> tuple[DataLoader, DataLoader, DataLoader]
     """CIFAR-10 (found by rlcompress.data: ../shared, ./data or a download) as DataLoaders."""
     data = rlcompress.data.load_data()
 
-    def tensors(split):
+    def tensors(split: rlcompress.data.SplitData) -> TensorDataset:
         x = rlcompress.data.to_model_input(split.images, data.mean, data.std, channels_last=False)
         return TensorDataset(x, split.labels)
 
@@ -54,7 +54,7 @@ def tiny_loaders() -> tuple[DataLoader, DataLoader, DataLoader]:
     """A learnable 10-class problem of random colour blobs, for a run of seconds."""
     g = torch.Generator().manual_seed(0)
 
-    def make(n):
+    def make(n: int) -> TensorDataset:
         y = torch.arange(n) % 10
         x = torch.randn(n, 3, 32, 32, generator=g) * 0.5 + (y[:, None, None, None] / 5.0 - 1.0)
         return TensorDataset(x, y)

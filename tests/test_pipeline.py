@@ -32,3 +32,30 @@ def test_library_api_on_a_non_resnet(tmp_path: Path):
 def test_compress_refuses_ambiguous_budget():
     with pytest.raises(ValueError, match="exactly one"):
         rlcompress.compress(torch.nn.Conv2d(3, 3, 1), [], [], target_size="1KB", target_ratio=4.0)
+
+
+def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, capsys):
+    from rlcompress.cli import main
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
+            "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
+            "--target-ratio", "10", "--out", str(out), "--quiet", *data]
+    assert main(args) == 0
+    assert "compressed test top-1" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["paper_ratio"] >= 10.0
+    # the report's numbers are those of the files it names
+    assert main(["evaluate", report["file"], "--quiet", *data]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["top1"], abs=0.01)
+    assert Path(report["file"]).stat().st_size == report["file_bytes"]
+    # resume: finished stages are skipped (their files are not rewritten)
+    stamp = (out / "prune" / "summary.json").stat().st_mtime_ns
+    assert main(["run", "--resume", str(out), "--quiet", *data]) == 0
+    assert (out / "prune" / "summary.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["top1"] == report["top1"]

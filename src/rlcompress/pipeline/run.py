@@ -1,0 +1,148 @@
+"""``rlcompress run``: trained model -> compressed file, in resumable stages.
+
+Run directory::
+
+    baseline/   fine-tuning of the starting weights on this data (skipped with 0 epochs)
+    prune/      FPGM pruning + fine-tuning            (rlcompress.pruning.job)
+    search/     k per layer under the budget           (rlcompress.search.runner)
+    share/      weight sharing with the found policy, centroid fine-tuning, model.rlc
+    report.json the numbers printed at the end
+
+A stage whose ``summary.json`` exists is skipped, so ``rlcompress run --resume RUN_DIR``
+continues an interrupted run; inside a stage, the stage's own resume applies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rlcompress.clustering.job import share
+from rlcompress.clustering.sharing import ShareConfig
+from rlcompress.data import DataConfig, load_data
+from rlcompress.engine import TrainConfig, baseline, evaluate_model, resolve_model
+from rlcompress.models import save_checkpoint
+from rlcompress.pruning import PruneConfig
+from rlcompress.pruning.job import prune
+from rlcompress.search import DDPGConfig, SearchConfig
+from rlcompress.search.runner import search
+
+
+@dataclass
+class PipelineConfig:
+    """The whole method's settings (defaults: the paper's setting on ResNet-20).
+
+    Attributes:
+        model: registered model name or a checkpoint X.safetensors.
+        init: with a model name, its starting weights: ``pretrained``, a path, or ``none``.
+        baseline_epochs: fine-tune the starting weights on this data first (0: use as is).
+        prune_rate: FPGM pruning rate per conv layer.
+        prune_epochs: fine-tuning epochs after pruning.
+        target_ratio: budget as the paper's ratio (0 to use target_size).
+        target_size: budget as bytes of the compressed file, e.g. 48KB.
+        strategy: search strategy: ddpg or random.
+        episodes: search episodes.
+        share_epochs: centroid fine-tuning epochs after weight sharing.
+        lr: peak learning rate of baseline and pruning fine-tuning.
+        share_lr: peak learning rate of centroid fine-tuning.
+        seed: seed of training order and of the search.
+        val_images: validation images that score each policy during the search.
+        threads: CPU threads (0: one per core).
+        quick: small budgets everywhere, to see the whole flow in minutes.
+    """
+
+    model: str = "resnet20"
+    init: str = "pretrained"
+    baseline_epochs: int = 30
+    prune_rate: float = 0.4
+    prune_epochs: int = 30
+    target_ratio: float = 13.35
+    target_size: str = ""
+    strategy: str = "ddpg"
+    episodes: int = 300
+    share_epochs: int = 10
+    lr: float = 0.05
+    share_lr: float = 0.01
+    seed: int = 0
+    val_images: int = 2000
+    threads: int = 0
+    quick: bool = False
+
+    def resolved(self) -> PipelineConfig:
+        """The config with ``quick`` applied."""
+        if not self.quick:
+            return self
+        return PipelineConfig(**{**asdict(self), "baseline_epochs": 0, "prune_epochs": 1,
+                                 "episodes": 30, "share_epochs": 1, "val_images": 500})
+
+
+def _done(stage: Path) -> dict | None:
+    path = stage / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
+                 data: DataConfig | None = None, progress: bool = True) -> dict:
+    """Run (or resume) every stage and return the report."""
+    cfg = (cfg or PipelineConfig()).resolved()
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "pipeline.json").write_text(json.dumps(asdict(cfg), indent=1))
+    data_cfg = data or DataConfig()
+
+    def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
+        return TrainConfig(epochs=epochs, lr=lr, seed=cfg.seed, threads=cfg.threads,
+                           progress=progress, **kw)
+
+    start = run / "baseline" / "best.safetensors"
+    init = None if Path(cfg.model).suffix or cfg.init in ("", "none") else cfg.init
+    if cfg.baseline_epochs > 0:
+        # the shared checkpoints have seen the validation images: keep the last epoch
+        baseline(cfg.model, str(run / "baseline"), str(run / "baseline"), init, data_cfg,
+                 tcfg(cfg.baseline_epochs, cfg.lr, select="last"), resume=True)
+    elif not start.is_file():
+        net, spec = resolve_model(cfg.model, init, load_data(data_cfg, progress=False).num_classes)
+        save_checkpoint(net, spec, run / "baseline", "best")
+    if _done(run / "prune") is None:
+        prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
+              data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+    pruned = run / "prune" / "finetune" / "best.safetensors"
+    scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
+                        target_ratio=cfg.target_ratio, target_size=cfg.target_size,
+                        val_images=cfg.val_images, threads=cfg.threads, progress=progress)
+    found = search(str(pruned), str(run / "search"), scfg, ShareConfig(),
+                   DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
+    shared = _done(run / "share") or share(
+        str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
+        tcfg(cfg.share_epochs, cfg.share_lr), resume=True)
+    return _report(run, cfg, data_cfg, shared, found)
+
+
+def _report(run: Path, cfg: PipelineConfig, data_cfg: DataConfig, shared: dict, found: dict) -> dict:
+    base = run / "baseline" / "summary.json"
+    if base.is_file():
+        base_top1 = json.loads(base.read_text())["test"]["top1"]
+    else:
+        dataset = load_data(data_cfg, progress=False)
+        net, _ = resolve_model(str(run / "baseline" / "best.safetensors"))
+        base_top1 = evaluate_model(net, dataset, "test")["top1"]
+    report = {
+        "baseline_top1": round(base_top1, 2), "top1": shared["top1"], "top5": shared["top5"],
+        "loss": round(base_top1 - shared["top1"], 2), "paper_ratio": shared["paper_ratio"],
+        "file_ratio": shared["file_ratio"], "file_bytes": shared["file_bytes"],
+        "file": str(run / "share" / "model.rlc"), "policy": found["best"]["k"],
+        "search_val_top1": found["best"]["val_top1"], "config": asdict(cfg),
+    }
+    (run / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The short report printed at the end of a run."""
+    return (
+        f"baseline test top-1   {report['baseline_top1']:.2f}%\n"
+        f"compressed test top-1 {report['top1']:.2f}%  ({-report['loss']:+.2f} points)\n"
+        f"file                  {report['file']}  ({report['file_bytes'] / 1000:.1f} KB)\n"
+        f"ratios                paper {report['paper_ratio']:.2f}x, file {report['file_ratio']:.2f}x"
+    )
