@@ -9,7 +9,7 @@ import pytest
 
 from rlcompress.cli import build_parser, main
 
-SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"], ["prune"], ["share"], ["export"], ["inspect"], ["search"]]
+SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"], ["prune"], ["share"], ["export"], ["inspect"], ["search"], ["reproduce"]]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=" ".join)

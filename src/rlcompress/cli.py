@@ -173,6 +173,16 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"report: {Path(out) / 'report.json'}")
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from rlcompress.pipeline.reproduce import markdown_table, reproduce
+
+    table = reproduce(args.model, args.out, args.results, args.baseline_dir, args.baseline_epochs,
+                      args.prune_epochs, args.share_epochs, args.episodes, tuple(args.seeds),
+                      args.target_ratio, config_from_args(DataConfig, args), args.threads,
+                      progress=not args.quiet)
+    print(markdown_table(table))
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
 
@@ -325,6 +335,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, DataConfig)
     _common(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("reproduce", help="every row of the paper's tables on the same data",
+                       description="Baseline, FPGM, the six rule policies, random search and the "
+                       "learned policy (several seeds) with the same fine-tuning budget; writes "
+                       "results/paper_tables/<model>.json, .md and .png.")
+    p.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32"],
+                   help="which of the paper's networks")
+    p.add_argument("--out", default=None, help="run directory (default runs/reproduce-MODEL)")
+    p.add_argument("--results", default="results/paper_tables", help="where tables and files go")
+    p.add_argument("--baseline-dir", default=None,
+                   help="an existing baseline run (e.g. runs/baseline-resnet20) to start from")
+    p.add_argument("--baseline-epochs", type=int, default=30, help="baseline fine-tuning epochs")
+    p.add_argument("--prune-epochs", type=int, default=30, help="fine-tuning epochs after FPGM")
+    p.add_argument("--share-epochs", type=int, default=5,
+                   help="centroid fine-tuning epochs, the same for every row")
+    p.add_argument("--episodes", type=int, default=300, help="search episodes per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds of the random and learned rows")
+    p.add_argument("--target-ratio", type=float, default=13.35,
+                   help="budget of the searched rows, as the paper's ratio")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
+    add_config_args(p, DataConfig)
+    _common(p)
+    p.set_defaults(func=_cmd_reproduce)
 
     for name, text in [
         ("baseline", "fine-tune a pretrained model and write results/baseline/<model>.json"),

@@ -1,0 +1,165 @@
+"""``rlcompress reproduce``: every row of the paper's tables, on the same data and FPGM model.
+
+Rows: FPGM only, the rule policies /16, /32, /64, k16, k32, k64, random search and the learned
+(DDPG) policy, the last two over several seeds (mean and spread). Every shared row gets the same
+centroid fine-tuning budget. Each row's run directory resumes; finished rows are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from rlcompress.clustering.job import share
+from rlcompress.clustering.policies import RULE_POLICIES
+from rlcompress.clustering.sharing import ShareConfig
+from rlcompress.codec import float_state_bytes, layer_weight_count
+from rlcompress.data import DataConfig
+from rlcompress.engine import TrainConfig, baseline
+from rlcompress.models import load_checkpoint
+from rlcompress.pruning import PruneConfig
+from rlcompress.pruning.job import prune
+from rlcompress.search import DDPGConfig, SearchConfig
+from rlcompress.search.runner import search
+
+# The paper's own rows (PAPER.md): top-1, top-5, printed ratio (k32/k64 by the formula)
+PAPER = {
+    "resnet20": {"baseline": 92.20, "rows": {
+        "fpgm": (90.62, 99.87, 1.67), "/16": (90.48, 99.77, 5.73), "/32": (89.41, 99.52, 6.25),
+        "/64": (87.30, 99.52, 7.30), "k16": (88.89, 99.66, 13.35), "k32": (89.89, 99.79, 10.68),
+        "k64": (90.29, 99.73, 8.90), "rl": (90.22, 99.75, 11.17)}},
+    "resnet32": {"baseline": 92.63, "rows": {
+        "fpgm": (91.91, 99.73, 1.67), "/16": (91.70, 99.73, 5.72), "/32": (90.99, 99.67, 6.42),
+        "/64": (85.83, 99.26, 7.29), "k16": (89.67, 99.56, 13.35), "k32": (91.67, 99.77, 10.68),
+        "k64": (91.87, 99.75, 8.90), "rl": (91.13, 99.72, 12.03)}},
+}
+KEYS = ("top1", "top5", "paper_ratio", "file_ratio", "file_bytes")
+
+
+def _summary(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fpgm_row(prune_dir: Path) -> dict:
+    s = _summary(prune_dir / "summary.json")
+    small, spec = load_checkpoint(prune_dir / "finetune" / "best.safetensors")
+    origin = spec["origin"]
+    return {"policy": "fpgm", "top1": s["top1"], "top5": s["top5"],
+            "paper_ratio": round(origin["weights"] / layer_weight_count(small), 3),
+            "paper_ratio_mask_count": s["paper_ratio"],
+            "file_ratio": round(origin["state_bytes"] / float_state_bytes(small), 3),
+            "file_bytes": float_state_bytes(small), "file": None}
+
+
+def _seed_row(policy: str, rows: list[dict]) -> dict:
+    row = {"policy": policy, "seeds": [r["seed"] for r in rows], "per_seed": rows}
+    for k in KEYS:
+        vals = [float(r[k]) for r in rows]
+        row[k] = round(statistics.mean(vals), 3)
+        row[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0
+    row["file"] = rows[0]["file"]
+    return row
+
+
+def reproduce(
+    model: str = "resnet20",
+    out: str | None = None,
+    results: str = "results/paper_tables",
+    baseline_dir: str | None = None,
+    baseline_epochs: int = 30,
+    prune_epochs: int = 30,
+    share_epochs: int = 5,
+    episodes: int = 300,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    target_ratio: float = 13.35,
+    data: DataConfig | None = None,
+    threads: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``."""
+    run = Path(out or f"runs/reproduce-{model}")
+    files = Path(results) / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    data = data or DataConfig()
+
+    def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
+        return TrainConfig(epochs=epochs, lr=lr, threads=threads, progress=progress, **kw)
+
+    base = Path(baseline_dir or run / "baseline")
+    if _summary(base / "summary.json") is None:
+        baseline(model, str(base), str(base), "pretrained", data,
+                 tcfg(baseline_epochs, 0.05, select="last"), resume=True)
+    base_top1 = _summary(base / "summary.json")["test"]["top1"]
+    if _summary(run / "prune" / "summary.json") is None:
+        prune(str(base / "best.safetensors"), str(run / "prune"), PruneConfig(), "physical", data,
+              tcfg(prune_epochs, 0.05), resume=True)
+    pruned = str(run / "prune" / "finetune" / "best.safetensors")
+    rows = [_fpgm_row(run / "prune")]
+
+    def shared_row(policy: object, name: str, seed: int | None = None) -> dict:
+        d = run / name
+        s = _summary(d / "summary.json") or share(
+            pruned, str(d), policy, ShareConfig(), data, tcfg(share_epochs, 0.01), resume=True)
+        target = files / f"{model}-{name.replace('/', 'd')}.rlc"
+        shutil.copyfile(d / "model.rlc", target)
+        row = {k: s[k] for k in KEYS} | {"file": str(target), "k": s["k"]}
+        return row | ({"seed": seed} if seed is not None else {"policy": name})
+
+    rows += [shared_row(p, p.replace("/", "d")) | {"policy": p} for p in RULE_POLICIES]
+    for strategy, label in (("random", "random"), ("ddpg", "rl")):
+        per_seed = []
+        for seed in seeds:
+            cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
+                               target_ratio=target_ratio, threads=threads, progress=progress)
+            found = search(pruned, str(run / f"search-{label}-s{seed}"), cfg, ShareConfig(),
+                           DDPGConfig(), data, resume=True)
+            per_seed.append(shared_row(found["best"]["k"], f"{label}-s{seed}", seed))
+        rows.append(_seed_row(label, per_seed))
+    table = {"model": model, "baseline_top1": round(base_top1, 2), "target_ratio": target_ratio,
+             "share_epochs": share_epochs, "episodes": episodes, "rows": rows,
+             "paper": PAPER.get(model)}
+    Path(results, f"{model}.json").write_text(json.dumps(table, indent=1))
+    Path(results, f"{model}.md").write_text(markdown_table(table))
+    plot_table(table, Path(results) / f"{model}.png")
+    return table
+
+
+def markdown_table(table: dict) -> str:
+    """Our rows next to the paper's, as a Markdown table."""
+    paper = (table.get("paper") or {}).get("rows", {})
+    lines = [f"{table['model']}: baseline {table['baseline_top1']:.2f} (paper "
+             f"{(table.get('paper') or {}).get('baseline', float('nan')):.2f})", "",
+             "| policy | top-1 | top-5 | paper ratio | file ratio | file KB | paper top-1 | paper ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        p = paper.get(r["policy"], (float("nan"),) * 3)
+        spread = f" ± {r['top1_std']:.2f}" if "top1_std" in r else ""
+        lines.append(f"| {r['policy']} | {r['top1']:.2f}{spread} | {r['top5']:.2f} | "
+                     f"{r['paper_ratio']:.2f}x | {r['file_ratio']:.2f}x | {r['file_bytes'] / 1000:.1f} | "
+                     f"{p[0]:.2f} | {p[2]:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(table: dict, path: Path) -> None:
+    """Test accuracy against paper ratio (ours and the paper's) and against file size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in table["rows"]:
+        ax[0].errorbar(r["paper_ratio"], r["top1"], yerr=r.get("top1_std", 0), fmt="o")
+        ax[0].annotate(r["policy"], (r["paper_ratio"], r["top1"]), fontsize=8)
+        ax[1].errorbar(r["file_bytes"] / 1000, r["top1"], yerr=r.get("top1_std", 0), fmt="o")
+        ax[1].annotate(r["policy"], (r["file_bytes"] / 1000, r["top1"]), fontsize=8)
+    for name, (top1, _, ratio) in ((table.get("paper") or {}).get("rows", {})).items():
+        ax[0].scatter(ratio, top1, marker="x", c="gray")
+        ax[0].annotate(f"paper {name}", (ratio, top1), fontsize=7, color="gray")
+    ax[0].set(xlabel="paper ratio (x)", ylabel="test top-1 (%)", title="ours (o) and paper (x)")
+    ax[1].set(xlabel="file size (KB)", ylabel="test top-1 (%)", title="ours: real file sizes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
