@@ -59,3 +59,31 @@ def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, cap
     assert main(["run", "--resume", str(out), "--quiet", *data]) == 0
     assert (out / "prune" / "summary.json").stat().st_mtime_ns == stamp
     assert json.loads((out / "report.json").read_text())["top1"] == report["top1"]
+
+
+def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
+    from rlcompress.data import DataConfig
+    from rlcompress.engine import TrainConfig, train
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+    from rlcompress.pipeline.reproduce import reproduce
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=3)
+    tiny = TrainConfig(epochs=1, batch_size=4, progress=False, precision="fp32")
+    train(str(tmp_path / "dense.safetensors"), str(tmp_path / "base"), None, data, tiny)
+    results = tmp_path / "results"
+    table = reproduce("resnet20", str(tmp_path / "rep"), str(results), str(tmp_path / "base"),
+                      prune_epochs=1, share_epochs=1, episodes=2, seeds=(0, 1), target_ratio=8.0,
+                      data=data, progress=False)
+    policies = [r["policy"] for r in table["rows"]]
+    assert policies == ["fpgm", "/16", "/32", "/64", "k16", "k32", "k64", "random", "rl"]
+    for r in [*table["rows"][1:7], *table["rows"][7]["per_seed"], *table["rows"][8]["per_seed"]]:
+        assert Path(r["file"]).is_file() and Path(r["file"]).stat().st_size == r["file_bytes"]
+    rl = table["rows"][-1]
+    assert rl["seeds"] == [0, 1] and rl["paper_ratio"] >= 8.0
+    assert rl["top1"] == pytest.approx(sum(s["top1"] for s in rl["per_seed"]) / 2, abs=1e-3)
+    for ext in ("json", "md", "png"):
+        assert (results / f"resnet20.{ext}").is_file()
+    assert "| k16 |" in (results / "resnet20.md").read_text()

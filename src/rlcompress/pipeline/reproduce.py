@@ -59,7 +59,7 @@ def _seed_row(policy: str, rows: list[dict]) -> dict:
         vals = [float(r[k]) for r in rows]
         row[k] = round(statistics.mean(vals), 3)
         row[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0
-    row["file"] = rows[0]["file"]
+    row["file"] = rows[0]["file"]  # seed 0's; every seed's file is in per_seed
     return row
 
 
