@@ -183,6 +183,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(markdown_table(table))
 
 
+def _codec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
+                   help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
+    p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
+                   help="codebook precision in the file")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
 
@@ -271,10 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"rule ({', '.join(RULE_POLICIES)}; any k<N> or /<N>), or a JSON file or "
                    "text mapping layer -> k (e.g. a search's best_policy.json)")
     p.add_argument("--out", default="runs/share", help="run directory")
-    p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
-                   help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
-    p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
-                   help="codebook precision in the file")
+    _codec_args(p)
     p.add_argument("--results", default=None, help="also write the summary JSON to this path")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_config_args(p, ShareConfig)
@@ -289,10 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "'sharing') as an .rlc file and print its sizes and ratios.")
     p.add_argument("checkpoint", help="shared checkpoint, e.g. runs/share/finetune/best.safetensors")
     p.add_argument("--out", required=True, help="the .rlc file to write")
-    p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
-                   help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
-    p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
-                   help="codebook precision in the file")
+    _codec_args(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("inspect", help="per-layer table of an .rlc file",

@@ -29,6 +29,7 @@ from rlcompress.codec import load_compressed, save_compressed, size_report
 from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
 from rlcompress.models import load_checkpoint, save_checkpoint
+from rlcompress.rundir import open_run_dir
 
 
 def sharing_layout(model: nn.Module) -> dict[str, int]:
@@ -81,10 +82,7 @@ def share(
     """Cluster every layer with the policy's k, fine-tune the centroids (``cfg.epochs``; 0 for
     none), export ``model.rlc`` and report the decoded file's accuracy and sizes."""
     scfg, data_cfg, cfg = share_cfg or ShareConfig(), data or DataConfig(), cfg or TrainConfig()
-    run = Path(out)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise FileExistsError(f"{run} is not empty; pass --resume to continue it")
-    run.mkdir(parents=True, exist_ok=True)
+    run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
     t0 = time.perf_counter()
     if (run / "shared.safetensors").is_file():

@@ -17,7 +17,6 @@ resumed run continues exactly as the uninterrupted one would have.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -35,6 +34,7 @@ from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
 from rlcompress.models import load_weights, save_checkpoint
+from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
 StepHook = Callable[[nn.Module], None]
 EpochHook = Callable[[nn.Module, int], None]
@@ -130,22 +130,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def _train_epoch(
     model: nn.Module,
     loader: BatchLoader,
@@ -202,11 +186,8 @@ def fit(
     """
     if cfg.select not in ("best", "last"):
         raise ValueError(f"select must be best or last, got {cfg.select!r}")
-    run_dir = Path(run_dir)
+    run_dir = open_run_dir(run_dir, resume)
     state_path = run_dir / "state.pt"
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise FileExistsError(f"{run_dir} is not empty; pass resume=True (--resume) to continue it")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if resume and (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())
     set_threads(cfg.threads)
@@ -229,7 +210,7 @@ def fit(
         elapsed = float(state["seconds"])
     config = {"train": asdict(cfg), **(extra_config or {})}
     (run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
-    rows = _read_metrics(run_dir / "metrics.csv", start_epoch - 1)
+    rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)
     runner = torch.compile(model) if cfg.compile else model
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -255,7 +236,7 @@ def fit(
             best = {"val_top1": val["top1"], "epoch": epoch}
             save_checkpoint(model, spec, run_dir, "best")
         save_checkpoint(model, spec, run_dir, "last")
-        _write_metrics(run_dir / "metrics.csv", rows)
+        write_rows(run_dir / "metrics.csv", METRIC_FIELDS, rows)
         tmp = run_dir / "state.tmp"
         # one file holds weights and optimizer, so they can never be from different epochs
         torch.save({

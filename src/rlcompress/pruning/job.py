@@ -26,6 +26,7 @@ from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning.masks import FilterMasks, PruneConfig, paper_weight_counts
 from rlcompress.pruning.measure import count_flops, count_params, latency_ms
 from rlcompress.pruning.physical import shrink_resnet
+from rlcompress.rundir import open_run_dir
 
 MODES = ("physical", "mask")
 
@@ -67,10 +68,7 @@ def prune(
 ) -> dict:
     """Prune a trained model, fine-tune it and write ``summary.json`` (and ``results`` if given)."""
     pcfg, data_cfg, cfg = prune_cfg or PruneConfig(), data or DataConfig(), cfg or TrainConfig()
-    run = Path(out)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise FileExistsError(f"{run} is not empty; pass --resume to continue it")
-    run.mkdir(parents=True, exist_ok=True)
+    run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
     dense, dense_spec = resolve_model(model, None, dataset.num_classes)
     dense.eval()

@@ -16,7 +16,6 @@ episode in flight and the continued run is identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
+from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
 from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
@@ -134,28 +134,6 @@ def _pareto(rows: list[dict]) -> list[dict]:
     return front
 
 
-def _read_rows(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [r for r in csv.DictReader(f) if int(r["episode"]) <= upto]
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
-def _json(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
 def run_search(
     model: nn.Module,
     spec: dict,
@@ -168,10 +146,7 @@ def run_search(
 ) -> dict:
     """Search a k per clusterable layer of ``model`` under the budget; returns the summary."""
     cfg, share_cfg, ddpg_cfg = cfg or SearchConfig(), share_cfg or ShareConfig(), ddpg_cfg or DDPGConfig()
-    run = Path(out)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise FileExistsError(f"{run} is not empty; pass --resume to continue it")
-    run.mkdir(parents=True, exist_ok=True)
+    run = open_run_dir(out, resume)
     if resume and (run / "summary.json").is_file():
         return json.loads((run / "summary.json").read_text())
     set_threads(cfg.threads)
@@ -195,8 +170,8 @@ def run_search(
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
     if resume and agent_file.is_file():
         agent.load(agent_file)
-    rows = _read_rows(run / "episodes.csv", agent.episodes)
-    _json(run / "config.json", {"search": asdict(cfg), "share": asdict(share_cfg),
+    rows = read_rows(run / "episodes.csv", "episode", agent.episodes)
+    write_json(run / "config.json", {"search": asdict(cfg), "share": asdict(share_cfg),
                                 "ddpg": asdict(ddpg_cfg), "layers": names, "kept": budget.kept,
                                 "budget": {"kind": budget.kind, "limit": budget.limit,
                                            "fixed": budget.fixed},
@@ -217,10 +192,10 @@ def run_search(
             "sigma": round(getattr(agent, "sigma", float("nan")), 5),
             "seconds": round(time.perf_counter() - t0, 3), "ks": ";".join(map(str, ks)),
         })
-        _write_rows(run / "episodes.csv", rows)
+        write_rows(run / "episodes.csv", FIELDS, rows)
         agent.save(agent_file)
         best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
-        _json(run / "best_policy.json", _policy_record(best, names, evaluator))
+        write_json(run / "best_policy.json", _policy_record(best, names, evaluator))
         bar.update(1)
         bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
     bar.close()
@@ -230,7 +205,7 @@ def run_search(
                           "cluster": round(evaluator.seconds["cluster"], 2),
                           "evaluate": round(evaluator.seconds["evaluate"], 2),
                           "agent": round(t_agent, 2)}
-    _json(run / "summary.json", summary)
+    write_json(run / "summary.json", summary)
     return summary
 
 

@@ -1,0 +1,41 @@
+"""Run directories: opening them safely and writing their CSV and JSON files atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+
+def open_run_dir(path: str | Path, resume: bool) -> Path:
+    """Create ``path``; refuse a non-empty one unless resuming (nothing is ever overwritten)."""
+    run = Path(path)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise FileExistsError(f"{run} is not empty; pass resume=True (--resume) to continue it")
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def read_rows(path: Path, key: str, upto: int) -> list[dict]:
+    """Rows of a CSV log whose integer column ``key`` is at most ``upto`` (drops unfinished work)."""
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if int(r[key]) <= upto]
+
+
+def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Rewrite a CSV log atomically (a crash leaves the previous complete file)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Write a JSON file atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
