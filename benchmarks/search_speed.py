@@ -1,8 +1,9 @@
 """Speed of the k search on ResNet-20: episodes per second and seconds per phase.
 
-Usage: python benchmarks/search_speed.py [--model CKPT] [--episodes 300] [--target-ratio 13.35]
-Runs a real DDPG search (into a temporary run directory) and writes
-results/bench/search_speed.json. Run it on an otherwise idle machine.
+Usage: python benchmarks/search_speed.py [--model CKPT] [--episodes 300] [--target-ratio 8]
+Runs a real DDPG search into --run-dir (replaced if present), writes
+results/bench/search_speed.json, and copies the search's summary, best policy and plots to
+--artifacts. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +28,10 @@ def main() -> None:
     ap.add_argument("--model", default="runs/fpgm-resnet20/finetune/best.safetensors",
                     help="checkpoint to search on (default: the FPGM-pruned ResNet-20)")
     ap.add_argument("--episodes", type=int, default=300)
-    ap.add_argument("--target-ratio", type=float, default=13.35)
+    ap.add_argument("--target-ratio", type=float, default=8.0,
+                    help="paper-ratio budget (8 = the k16 rule's ratio on an unpruned model)")
+    ap.add_argument("--run-dir", default="runs/bench-search-speed")
+    ap.add_argument("--artifacts", default="results/search/bench-resnet20")
     ap.add_argument("--val-images", type=int, default=2000)
     ap.add_argument("--out", default="results/bench/search_speed.json")
     args = ap.parse_args()
@@ -35,12 +39,18 @@ def main() -> None:
     model, spec = resolve_model(args.model, None, data.num_classes)
     cfg = SearchConfig(episodes=args.episodes, target_ratio=args.target_ratio,
                        val_images=args.val_images, progress=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        summary = run_search(model, spec, data, Path(tmp) / "run", cfg, None, DDPGConfig())
-        wall = time.perf_counter() - t0
+    run = Path(args.run_dir)
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = run_search(model, spec, data, run, cfg, None, DDPGConfig())
+    wall = time.perf_counter() - t0
+    art = Path(args.artifacts)
+    art.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "best_policy.json", "episodes.csv", "progress.png",
+                 "best_policy.png", "accuracy_vs_size.png"):
+        shutil.copyfile(run / name, art / name)
     report = {
-        "model": args.model, "episodes": args.episodes, "val_images": summary["val_images"],
+        "model": args.model, "episodes": args.episodes, "target_ratio": args.target_ratio, "val_images": summary["val_images"],
         "wall_seconds": round(wall, 1), "episodes_per_second": round(args.episodes / wall, 3),
         "phases_seconds": summary["seconds"],
         "note": "phases: cluster = k-means per (layer, k) incl. cache misses; evaluate = "
