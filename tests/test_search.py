@@ -172,3 +172,25 @@ def test_random_search_and_file_budget(tmp_path: Path):
     with pytest.raises(BudgetError):
         run_search(*_tiny(), data, tmp_path / "tight",
                    SearchConfig(**{**CFG, "target_ratio": 0.0, "target_size": "2KB"}))
+
+
+def test_cli_search_and_resume_from_run_dir(image_tar: Path, tmp_path: Path, capsys):
+    import json
+
+    from rlcompress.cli import main
+    from rlcompress.models import model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "m")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    out = tmp_path / "s"
+    assert main(["search", "--model", str(tmp_path / "m.safetensors"), "--out", str(out),
+                 "--target-ratio", "8", "--episodes", "3", "--warmup", "1", "--val-images", "3",
+                 "--quiet", *data]) == 0
+    first = json.loads(capsys.readouterr().out)
+    (out / "summary.json").unlink()  # as if stopped before the end
+    assert main(["search", "--resume", str(out), "--quiet", *data]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["best"] == first["best"] and again["episodes"] == 3
+    assert main(["search", "--quiet", *data]) == 2  # neither --model nor --resume RUN_DIR

@@ -27,7 +27,7 @@ from rlcompress.pruning import CRITERIA, PruneConfig
 from rlcompress.pruning.job import MODES as PRUNE_MODES
 from rlcompress.pruning.job import prune
 from rlcompress.search import STRATEGIES, BudgetError, DDPGConfig, SearchConfig
-from rlcompress.search.runner import search
+from rlcompress.search.runner import search, search_resume
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -151,9 +151,14 @@ def _cmd_search(args: argparse.Namespace) -> None:
     cfg = config_from_args(SearchConfig, args)
     if args.quiet:
         cfg.progress = False
-    summary = search(args.model, args.out, cfg, config_from_args(ShareConfig, args),
-                     config_from_args(DDPGConfig, args), config_from_args(DataConfig, args),
-                     resume=args.resume, init=args.init)
+    if isinstance(args.resume, str):  # --resume RUN_DIR: everything else comes from the run
+        summary = search_resume(args.resume, config_from_args(DataConfig, args), cfg.progress)
+    elif args.model is None:
+        raise ValueError("--model is required (or --resume RUN_DIR)")
+    else:
+        summary = search(args.model, args.out, cfg, config_from_args(ShareConfig, args),
+                         config_from_args(DDPGConfig, args), config_from_args(DataConfig, args),
+                         resume=args.resume, init=args.init)
     _print({k: summary[k] for k in ("strategy", "episodes", "best", "rules", "seconds")
             if k in summary})
 
@@ -307,12 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Learn the number of clusters k of every layer under a budget "
                        "(--target-ratio or --target-size), scoring each policy on a fixed "
                        "validation subset. Writes episodes.csv, best_policy.json, plots.")
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", default=None,
                    help="checkpoint X.safetensors, a prune run directory, or a model name")
     p.add_argument("--init", default=None,
                    help="with a model name: weights path or 'pretrained' (the shared checkpoint)")
     p.add_argument("--out", default="runs/search", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue a search: --resume RUN_DIR (its saved settings), or --resume "
+                   "with --model/--out")
     add_config_args(p, SearchConfig)
     p.set_defaults(strategy="ddpg")
     for action in p._actions:

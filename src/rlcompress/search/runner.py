@@ -143,8 +143,12 @@ def run_search(
     share_cfg: ShareConfig | None = None,
     ddpg_cfg: DDPGConfig | None = None,
     resume: bool = False,
+    source: dict | None = None,
 ) -> dict:
-    """Search a k per clusterable layer of ``model`` under the budget; returns the summary."""
+    """Search a k per clusterable layer of ``model`` under the budget; returns the summary.
+
+    ``source`` (e.g. the model's path) is recorded in ``config.json`` so that
+    ``rlcompress search --resume RUN_DIR`` can restart from the directory alone."""
     cfg, share_cfg, ddpg_cfg = cfg or SearchConfig(), share_cfg or ShareConfig(), ddpg_cfg or DDPGConfig()
     run = open_run_dir(out, resume)
     if resume and (run / "summary.json").is_file():
@@ -175,7 +179,7 @@ def run_search(
                                 "ddpg": asdict(ddpg_cfg), "layers": names, "kept": budget.kept,
                                 "budget": {"kind": budget.kind, "limit": budget.limit,
                                            "fixed": budget.fixed},
-                                "dense_weights": ref["weights"]})
+                                "dense_weights": ref["weights"], "source": source or {}})
     t_agent = 0.0
     bar = tqdm(total=cfg.episodes, initial=len(rows), desc=f"search ({cfg.strategy})",
                disable=not cfg.progress)
@@ -292,4 +296,19 @@ def search(
         path = path / "finetune" / "best.safetensors"
     dataset = load_data(data or DataConfig(), progress=cfg.progress)
     net, spec = resolve_model(str(path) if path.suffix else model, init, dataset.num_classes)
-    return run_search(net, spec, dataset, out, cfg, share_cfg, ddpg_cfg, resume)
+    return run_search(net, spec, dataset, out, cfg, share_cfg, ddpg_cfg, resume,
+                      source={"model": model, "init": init})
+
+
+def search_resume(run_dir: str, data: object = None, progress: bool = True) -> dict:
+    """Continue the search in ``run_dir`` with the settings and model it recorded."""
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved}: not a search run directory")
+    c = json.loads(saved.read_text())
+    cfg = SearchConfig(**{**c["search"], "progress": progress})
+    src = c.get("source") or {}
+    if "model" not in src:
+        raise ValueError(f"{saved} does not record its model; resume with --model ... --out")
+    return search(src["model"], run_dir, cfg, ShareConfig(**c["share"]), DDPGConfig(**c["ddpg"]),
+                  data, resume=True, init=src.get("init"))
