@@ -361,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=300, help="search episodes per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the random and learned rows")
-    p.add_argument("--target-ratio", type=float, default=13.35,
-                   help="budget of the searched rows, as the paper's ratio")
+    p.add_argument("--target-ratio", type=float, default=0.0,
+                   help="budget of the searched rows as the paper's ratio; 0 (default): the k16 "
+                   "row's ratio on the same pruned model, i.e. the learned policy at k16's size")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     add_config_args(p, DataConfig)
     _common(p)

@@ -73,12 +73,15 @@ def reproduce(
     share_epochs: int = 5,
     episodes: int = 300,
     seeds: tuple[int, ...] = (0, 1, 2),
-    target_ratio: float = 13.35,
+    target_ratio: float = 0.0,
     data: DataConfig | None = None,
     threads: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``."""
+    """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
+
+    ``target_ratio`` is the searched rows' budget as a paper ratio; 0 means the k16 row's own
+    ratio on the pruned model, so the learned policy is compared with k16 at equal size."""
     run = Path(out or f"runs/reproduce-{model}")
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,8 @@ def reproduce(
         return row | ({"seed": seed} if seed is not None else {"policy": name})
 
     rows += [shared_row(p, p.replace("/", "d")) | {"policy": p} for p in RULE_POLICIES]
+    if target_ratio <= 0:
+        target_ratio = next(r["paper_ratio"] for r in rows if r["policy"] == "k16")
     for strategy, label in (("random", "random"), ("ddpg", "rl")):
         per_seed = []
         for seed in seeds:
