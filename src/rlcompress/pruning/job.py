@@ -12,6 +12,7 @@ Each step is skipped when its output exists, so an interrupted job resumes where
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -76,8 +77,7 @@ def prune(
         net, spec = load_checkpoint(run / "pruned.safetensors")
         masks = FilterMasks.load(run / "masks.safetensors")
     else:
-        net, spec, masks = prune_model(resolve_model(model, None, dataset.num_classes)[0],
-                                       dense_spec, pcfg, mode)
+        net, spec, masks = prune_model(copy.deepcopy(dense), dense_spec, pcfg, mode)
         # the compressed file's ratios are counted against this unpruned original
         spec = {**spec, "origin": {"weights": layer_weight_count(dense),
                                    "state_bytes": float_state_bytes(dense)}}
