@@ -25,7 +25,7 @@ from rlcompress.search import (
     parse_size,
     run_search,
 )
-from rlcompress.search.runner import play_episode
+from rlcompress.search.runner import demo_policies, episode_plan, play_episode
 
 KEPT = [400, 3000, 3000, 9000, 600]
 BEST_K = [8, 64, 16, 128, 4]
@@ -78,6 +78,35 @@ def test_extreme_budgets():
     assert set(info["policy"].values()) == {256}
 
 
+def test_snap_uniform_and_ratio_tolerance():
+    budget = paper_budget(KEPT, sum(KEPT), target_ratio=8.0)
+    assert budget.snap_up(0, 17) == 32 and budget.snap_up(0, 16) == 16 and budget.snap_up(0, 3) == 4
+    assert budget.uniform_k() == 16  # 4 bits everywhere is exactly 8x
+    printed = round(32 * sum(KEPT) / (4.0 * sum(KEPT) - 1), 3)  # a ratio printed with 3 decimals
+    assert paper_budget(KEPT, sum(KEPT), printed).uniform_k() == 16
+    assert {action_to_k(a, 2, 256, pow2=True) for a in np.linspace(0, 1, 57)} == {2 ** b for b in range(1, 9)}
+    env = _env(budget)
+    env.reset()
+    _, _, _, _, info = env.step(np.array([k_to_action(20, 2, 256)], np.float32))
+    assert info["k"] == 16  # 20 clusters round to 4 bits (log scale), and 4 bits buy 16
+
+
+def test_demos_guide_only_the_ddpg_warmup():
+    budget = paper_budget(KEPT, sum(KEPT), target_ratio=8.0)
+    layers = {f"l{i}": torch.nn.Linear(n, 1) for i, n in enumerate(KEPT)}
+    demos = demo_policies(budget, layers, list(layers))
+    assert [16] * len(KEPT) in demos
+    assert all(budget.total(ks) <= budget.limit for ks in demos)
+    cfg = SearchConfig(target_ratio=8.0)
+    first = episode_plan(0, demos, budget, cfg, warmup=5)
+    assert [action_to_k(a, 2, 256, pow2=True) for a in first] == demos[0]
+    noisy = episode_plan(len(demos), demos, budget, cfg, warmup=5)
+    assert noisy == episode_plan(len(demos), demos, budget, cfg, warmup=5) and noisy != first
+    assert episode_plan(5, demos, budget, cfg, warmup=5) is None
+    assert episode_plan(0, demos, budget, SearchConfig(strategy="random"), warmup=5) is None
+    assert episode_plan(0, demos, budget, SearchConfig(demos=False), warmup=5) is None
+
+
 def test_parse_size():
     assert parse_size("48KB") == 48000 and parse_size("48KiB") == 49152
     assert parse_size("1.5MB") == 1_500_000 and parse_size("1234") == 1234
@@ -127,6 +156,9 @@ def test_search_runs_and_is_deterministic(tmp_path: Path):
     for png in ("progress.png", "best_policy.png", "accuracy_vs_size.png"):
         assert (tmp_path / "a" / png).is_file()
     assert (tmp_path / "a" / "best_policy.json").is_file()
+    rescored = summary["rescored"]
+    assert rescored and rescored[0]["rescore_images"] == 64
+    assert summary["best"]["val_top1_rescored"] == max(r["val_top1_rescored"] for r in rescored)
 
 
 class _Killed(Exception):

@@ -184,7 +184,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     table = reproduce(args.model, args.out, args.results, args.baseline_dir, args.baseline_epochs,
                       args.prune_epochs, args.share_epochs, args.episodes, tuple(args.seeds),
                       args.target_ratio, config_from_args(DataConfig, args), args.threads,
-                      progress=not args.quiet)
+                      progress=not args.quiet, only=tuple(args.rows) if args.rows else None)
     print(markdown_table(table))
 
 
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-ratio", type=float, default=0.0,
                    help="budget of the searched rows as the paper's ratio; 0 (default): the k16 "
                    "row's ratio on the same pruned model, i.e. the learned policy at k16's size")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                   help="run only these rows (fpgm /16 /32 /64 k16 k32 k64 random rl), e.g. to "
+                   "share the work between processes; finished rows are always reported")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     add_config_args(p, DataConfig)
     _common(p)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlcompress.clustering.job import share
 from rlcompress.clustering.policies import RULE_POLICIES
-from rlcompress.clustering.sharing import ShareConfig
+from rlcompress.clustering.sharing import ShareConfig, clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, baseline
@@ -35,6 +35,7 @@ PAPER = {
         "/64": (85.83, 99.26, 7.29), "k16": (89.67, 99.56, 13.35), "k32": (91.67, 99.77, 10.68),
         "k64": (91.87, 99.75, 8.90), "rl": (91.13, 99.72, 12.03)}},
 }
+ROWS = ("fpgm", *RULE_POLICIES, "random", "rl")
 KEYS = ("top1", "top5", "paper_ratio", "file_ratio", "file_bytes")
 
 
@@ -51,6 +52,15 @@ def _fpgm_row(prune_dir: Path) -> dict:
             "paper_ratio_mask_count": s["paper_ratio"],
             "file_ratio": round(origin["state_bytes"] / float_state_bytes(small), 3),
             "file_bytes": float_state_bytes(small), "file": None}
+
+
+def k16_ratio(pruned: str) -> float:
+    """The paper ratio of k = 16 in every clusterable layer of the pruned model (exact)."""
+    from rlcompress.search.runner import paper_ratio_of
+
+    small, spec = load_checkpoint(pruned)
+    kept = [kept_weight_count(m) for m in clusterable_layers(small).values()]
+    return paper_ratio_of(kept, [16] * len(kept), spec["origin"]["weights"])
 
 
 def _seed_row(policy: str, rows: list[dict]) -> dict:
@@ -77,11 +87,14 @@ def reproduce(
     data: DataConfig | None = None,
     threads: int = 0,
     progress: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> dict:
     """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
 
     ``target_ratio`` is the searched rows' budget as a paper ratio; 0 means the k16 row's own
-    ratio on the pruned model, so the learned policy is compared with k16 at equal size."""
+    ratio on the pruned model, so the learned policy is compared with k16 at equal size.
+    ``only`` runs just those rows (e.g. ``("rl",)``, so that two processes can share the work);
+    rows finished earlier are reported as well, and ``complete`` says whether all are there."""
     run = Path(out or f"runs/reproduce-{model}")
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -110,19 +123,39 @@ def reproduce(
         row = {k: s[k] for k in KEYS} | {"file": str(target), "k": s["k"]}
         return row | ({"seed": seed} if seed is not None else {"policy": name})
 
-    rows += [shared_row(p, p.replace("/", "d")) | {"policy": p} for p in RULE_POLICIES]
+    want = set(only or ROWS)
+    unknown = want - set(ROWS)
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}; rows are {', '.join(ROWS)}")
+
+    def row_if(name: str, policy: object, dirname: str, seed: int | None = None) -> dict | None:
+        # rows not asked for in this call are still reported if an earlier call finished them
+        if name in want or (run / dirname / "summary.json").is_file():
+            return shared_row(policy, dirname, seed)
+        return None
+
+    for p in RULE_POLICIES:
+        r = row_if(p, p, p.replace("/", "d"))
+        rows += [r | {"policy": p}] if r else []
     if target_ratio <= 0:
-        target_ratio = next(r["paper_ratio"] for r in rows if r["policy"] == "k16")
+        target_ratio = k16_ratio(pruned)
     for strategy, label in (("random", "random"), ("ddpg", "rl")):
         per_seed = []
         for seed in seeds:
-            cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
-                               target_ratio=target_ratio, threads=threads, progress=progress)
-            found = search(pruned, str(run / f"search-{label}-s{seed}"), cfg, ShareConfig(),
-                           DDPGConfig(), data, resume=True)
-            per_seed.append(shared_row(found["best"]["k"], f"{label}-s{seed}", seed))
-        rows.append(_seed_row(label, per_seed))
-    table = {"model": model, "baseline_top1": round(base_top1, 2), "target_ratio": target_ratio,
+            name = f"{label}-s{seed}"
+            if label in want and not (run / name / "summary.json").is_file():
+                cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
+                                   target_ratio=target_ratio, threads=threads, progress=progress)
+                found = search(pruned, str(run / f"search-{name}"), cfg, ShareConfig(),
+                               DDPGConfig(), data, resume=True)
+                per_seed.append(shared_row(found["best"]["k"], name, seed))
+            elif (run / name / "summary.json").is_file():
+                per_seed.append(shared_row(None, name, seed))
+        rows += [_seed_row(label, per_seed)] if per_seed else []
+    done = {r["policy"] for r in rows}
+    complete = done == set(ROWS) and all(len(r.get("seeds", seeds)) == len(seeds) for r in rows)
+    table = {"model": model, "complete": complete, "baseline_top1": round(base_top1, 2),
+             "target_ratio": round(target_ratio, 4),
              "share_epochs": share_epochs, "episodes": episodes, "rows": rows,
              "paper": PAPER.get(model)}
     Path(results, f"{model}.json").write_text(json.dumps(table, indent=1))

@@ -1,8 +1,10 @@
 """Size budgets for a per-layer k policy, and the rule that keeps every episode within one.
 
-A budget is a per-layer cost c_l(k), non-decreasing in k, and a limit. While walking the
-layers, the k of layer t is capped so that the cost so far, plus c_t(k), plus the minimum
-cost of every later layer still fits (AMC's rule): every finished policy meets the budget.
+A budget is a per-layer cost c_l(k), non-decreasing in k, and a limit. Two rules keep every
+finished policy within it: ``cap`` (AMC's): while walking the layers, the k of layer t is
+capped so that the cost so far, plus c_t(k), plus the minimum cost of every later layer still
+fits; ``project`` (in HAQ's spirit): the layers choose freely, then an over-budget policy loses
+one bit at a time in the layer with the most bits until it fits.
 
 Two budgets:
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from rlcompress.codec.bits import bits_for
 
 MANIFEST_BYTES_PER_LAYER = 256
+RATIO_TOLERANCE = 1e-4
 
 
 class BudgetError(ValueError):
@@ -80,9 +83,37 @@ class Budget:
         """Largest k for ``layer`` such that the later layers can still take ``k_min``."""
         rest = sum(self.cost(j, self.k_min) for j in range(layer + 1, len(self.kept)))
         room = self.limit - self.fixed - used - rest
-        lo, hi = self.k_min, self.k_max
-        if self.cost(layer, lo) > room:
+        if self.cost(layer, self.k_min) > room:
             return self.k_min  # cannot happen after check(); keeps the walk well-defined
+        return self._largest_k(layer, self.k_min, room)
+
+    def snap_up(self, layer: int, k: int) -> int:
+        """Largest k' >= k that costs no more than k (a paper budget charges ceil(log2 k)
+        bits, so k = 17 costs as much as k = 32: more clusters at no cost)."""
+        return self._largest_k(layer, k, self.cost(layer, k))
+
+    def uniform_k(self) -> int:
+        """Largest k that fits the budget when every layer takes it."""
+        fits = [k for k in range(self.k_min, self.k_max + 1)
+                if self.total([k] * len(self.kept)) <= self.limit]
+        return max(fits) if fits else self.k_min
+
+    def project(self, ks: list[int]) -> list[int]:
+        """Bring an over-budget policy within the budget by halving k (one bit less), always
+        in the layer with the most bits (ties: the one whose halving saves most). Unlike the cap,
+        this spreads the cut over the layers that overspent instead of starving the last ones."""
+        ks = list(ks)
+        while self.total(ks) > self.limit:
+            options = [i for i, k in enumerate(ks) if k > self.k_min]
+            if not options:
+                break  # cannot happen after check()
+            i = max(options, key=lambda i: (bits_for(ks[i]),
+                                            self.cost(i, ks[i]) - self.cost(i, max(ks[i] // 2, self.k_min))))
+            ks[i] = max(ks[i] // 2, self.k_min)
+        return ks
+
+    def _largest_k(self, layer: int, lo: int, room: float) -> int:
+        hi = self.k_max
         while lo < hi:  # cost is non-decreasing in k: binary search the largest fitting k
             mid = (lo + hi + 1) // 2
             if self.cost(layer, mid) <= room:
@@ -97,7 +128,10 @@ def paper_budget(kept: list[int], dense_weights: int, target_ratio: float,
     """Budget for a paper-style ratio: 32 x dense weights / sum(kept x bits) >= target."""
     if target_ratio <= 0:
         raise ValueError("target ratio must be positive")
-    return Budget("paper", list(kept), 32.0 * dense_weights / target_ratio, 0.0, k_min, k_max)
+    # ratios are printed (and passed back in) with 3-4 decimals: a policy that meets the printed
+    # ratio, e.g. the k16 row's, must count as within budget
+    limit = 32.0 * dense_weights / target_ratio * (1 + RATIO_TOLERANCE)
+    return Budget("paper", list(kept), limit, 0.0, k_min, k_max)
 
 
 def file_budget(kept: list[int], fixed_bytes: int, target_bytes: int,

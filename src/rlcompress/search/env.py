@@ -6,8 +6,10 @@ budget used so far, budget the later layers need at minimum, and the previous ac
 
 Action a in [0, 1] maps to k = round(exp(log k_min + a (log k_max - log k_min))): any integer,
 finer where k is small. The k is then capped by the budget rule (see ``budget.py``), so every
-episode's policy meets the budget. The reward arrives at the end of the episode: the
-policy's accuracy on the validation subset, in [0, 1], minus ``size_weight`` x the fraction
+episode's policy meets the budget, and raised to the largest k of the same cost (``snap``: a
+paper budget charges whole bits, so k = 20 would waste the budget of k = 32; under a paper
+budget ``snap`` also rounds the action to whole bits, i.e. k a power of two). The reward
+arrives at the end of the episode: the policy's accuracy on the validation subset, in [0, 1], minus ``size_weight`` x the fraction
 of the budget used (0 by default: the budget is a hard constraint and accuracy is the goal).
 """
 
@@ -26,10 +28,15 @@ from rlcompress.search.budget import Budget
 N_FEATURES = 11
 
 
-def action_to_k(action: float, k_min: int, k_max: int) -> int:
-    """Map an action in [0, 1] to an integer k on a log scale."""
+def action_to_k(action: float, k_min: int, k_max: int, pow2: bool = False) -> int:
+    """Map an action in [0, 1] to an integer k on a log scale (to the nearest power of two
+    in log terms with ``pow2``, i.e. to a whole number of bits)."""
     a = float(np.clip(action, 0.0, 1.0))
-    return int(round(math.exp(math.log(k_min) + a * (math.log(k_max) - math.log(k_min)))))
+    log_k = math.log(k_min) + a * (math.log(k_max) - math.log(k_min))
+    if pow2:
+        k = 2 ** round(log_k / math.log(2))
+        return int(min(max(k, k_min), k_max))
+    return int(round(math.exp(log_k)))
 
 
 def k_to_action(k: int, k_min: int, k_max: int) -> float:
@@ -81,22 +88,41 @@ class ClusterEnv(gym.Env):
         budget: Budget,
         evaluate: Callable[[dict[str, int]], float],
         size_weight: float = 0.0,
+        snap: bool = True,
+        rule: str = "cap",
     ) -> None:
         super().__init__()
         budget.check()
         self.features, self.layers, self.budget = features, list(layers), budget
-        self.evaluate, self.size_weight = evaluate, size_weight
+        self.evaluate, self.size_weight, self.snap = evaluate, size_weight, snap
+        if rule not in ("cap", "project"):
+            raise ValueError(f"unknown budget rule {rule!r}; use cap or project")
+        self.rule = rule
         self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
         self.t, self.used, self.prev, self.ks = 0, 0.0, 0.0, []
         self.last_info: dict = {}
 
     def _obs(self) -> np.ndarray:
-        t = min(self.t, len(self.layers) - 1)
+        return self._obs_at(self.t, self.used, self.prev)
+
+    def _obs_at(self, t: int, used: float, prev: float) -> np.ndarray:
+        t = min(t, len(self.layers) - 1)
         span = max(self.budget.limit - self.budget.fixed, 1e-9)
         rest = sum(self.budget.cost(j, self.budget.k_min) for j in range(t + 1, len(self.layers)))
-        dyn = [min(self.used / span, 1.0), min(rest / span, 1.0), self.prev]
+        dyn = [min(used / span, 1.0), min(rest / span, 1.0), prev]
         return np.concatenate([self.features[t], np.asarray(dyn, np.float32)]).astype(np.float32)
+
+    def trajectory(self, ks: list[int]) -> list[tuple[np.ndarray, float, np.ndarray, bool]]:
+        """(state, action, next state, done) of an episode that chose ``ks``: what the agent
+        learns from, consistent with the policy that was evaluated (after cap or projection)."""
+        out, used, prev = [], 0.0, 0.0
+        for t, k in enumerate(ks):
+            s = self._obs_at(t, used, prev)
+            used += self.budget.cost(t, k)
+            prev = k_to_action(k, self.budget.k_min, self.budget.k_max)
+            out.append((s, prev, self._obs_at(t + 1, used, prev), t == len(ks) - 1))
+        return out
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):  # noqa: ANN201
         """Start an episode at the first layer."""
@@ -107,8 +133,12 @@ class ClusterEnv(gym.Env):
     def step(self, action: np.ndarray):  # noqa: ANN201
         """Choose k for the current layer; the last step evaluates the whole policy."""
         a = float(np.clip(np.asarray(action, dtype=np.float64).ravel()[0], 0.0, 1.0))
-        k = action_to_k(a, self.budget.k_min, self.budget.k_max)
-        k = min(k, self.budget.max_k(self.t, self.used))
+        pow2 = self.snap and self.budget.kind == "paper"
+        k = action_to_k(a, self.budget.k_min, self.budget.k_max, pow2)
+        if self.rule == "cap":
+            k = min(k, self.budget.max_k(self.t, self.used))
+        if self.snap:
+            k = self.budget.snap_up(self.t, k)
         self.ks.append(k)
         self.used += self.budget.cost(self.t, k)
         self.prev = k_to_action(k, self.budget.k_min, self.budget.k_max)
@@ -116,6 +146,9 @@ class ClusterEnv(gym.Env):
         done = self.t == len(self.layers)
         reward, info = 0.0, {"k": k}
         if done:
+            if self.rule == "project":
+                self.ks = self.budget.project(self.ks)
+                self.used = sum(self.budget.cost(i, k) for i, k in enumerate(self.ks))
             policy = dict(zip(self.layers, self.ks, strict=True))
             acc = float(self.evaluate(policy))
             frac = (self.budget.fixed + self.used) / self.budget.limit

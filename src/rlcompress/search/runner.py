@@ -63,6 +63,17 @@ class SearchConfig:
         val_images: size of the fixed validation subset that scores every policy.
         size_weight: reward penalty per fraction of the budget used (0: accuracy only).
         precision: inference precision of the reward evaluation (bf16 or fp32).
+        budget_rule: ``cap`` (AMC: each k capped so the later layers can still fit) or
+            ``project`` (choose freely, then cut bits from the layers with the most).
+        snap: give each layer the largest k of the cost it was charged (whole bits under a
+            paper budget).
+        demos: DDPG only: the first episodes play the rule policies that fit the budget (and
+            the largest uniform k that fits), the rest of the warm-up plays them with noise,
+            instead of uniformly random actions.
+        demo_noise: std of that noise in action units (1/7 of the action range is one bit).
+        rescore: re-score this many of the best distinct policies on ``rescore_images``
+            validation images and pick the best of them (the subset's maximum is biased up).
+        rescore_images: images for re-scoring (0: the whole validation split).
         threads: CPU threads (0: one per core).
         progress: show a progress bar.
     """
@@ -77,6 +88,12 @@ class SearchConfig:
     val_images: int = 2000
     size_weight: float = 0.0
     precision: str = "bf16"
+    budget_rule: str = "cap"
+    snap: bool = True
+    demos: bool = True
+    demo_noise: float = 0.1
+    rescore: int = 5
+    rescore_images: int = 0
     threads: int = 0
     progress: bool = True
 
@@ -124,6 +141,30 @@ def paper_ratio_of(kept: list[int], ks: list[int], dense_weights: int, other_wei
     return 32.0 * dense_weights / bits
 
 
+def demo_policies(budget: Budget, layers: dict[str, nn.Module], names: list[str]) -> list[list[int]]:
+    """The rule policies that fit ``budget``, then the largest uniform k that fits."""
+    out: list[list[int]] = []
+    for rule in RULE_POLICIES:
+        ks = resolve_policy(rule, layers)
+        out.append([ks[n] for n in names])
+    out.append([budget.uniform_k()] * len(names))
+    fits = [ks for ks in out if budget.total(ks) <= budget.limit]
+    return [ks for i, ks in enumerate(fits) if ks not in fits[:i]]
+
+
+def episode_plan(episode: int, demos: list[list[int]], budget: Budget, cfg: SearchConfig,
+                 warmup: int) -> list[float] | None:
+    """Actions of a guided warm-up episode (None: the strategy acts). Seeded per episode, so a
+    resumed search replays the same plan."""
+    if cfg.strategy != "ddpg" or not cfg.demos or not demos or episode >= warmup:
+        return None
+    base = [k_to_action(k, budget.k_min, budget.k_max) for k in demos[episode % len(demos)]]
+    if episode < len(demos):
+        return base
+    rng = np.random.default_rng([cfg.seed, episode])
+    return [float(np.clip(a + rng.normal(0.0, cfg.demo_noise), 0.0, 1.0)) for a in base]
+
+
 def _pareto(rows: list[dict]) -> list[dict]:
     """Policies no other policy beats on both size (cost) and validation accuracy."""
     best, front = -1.0, []
@@ -169,7 +210,8 @@ def run_search(
     else:
         shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
     env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
-                     cfg.size_weight)
+                     cfg.size_weight, cfg.snap, cfg.budget_rule)
+    demos = demo_policies(budget, clusterable_layers(model, share_cfg.first, share_cfg.last), names)
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
     if resume and agent_file.is_file():
@@ -185,7 +227,8 @@ def run_search(
                disable=not cfg.progress)
     while agent.episodes < cfg.episodes:
         t0 = time.perf_counter()
-        reward, info, t_ep = play_episode(env, agent)
+        plan = episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup)
+        reward, info, t_ep = play_episode(env, agent, plan)
         t_agent += t_ep
         ks = [info["policy"][n] for n in names]
         rows.append({
@@ -204,7 +247,13 @@ def run_search(
         bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
     bar.close()
     layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
-    summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg)
+    rescorer = None
+    if cfg.rescore > 0:
+        n_full = cfg.rescore_images or 10**9
+        rescorer = PolicyEvaluator(model, names, data, n_full, share_cfg, evaluator.cache,
+                                   cfg.precision)
+    summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg,
+                      rescorer)
     summary["seconds"] = {"total_this_session": round(time.perf_counter() - t_start, 2),
                           "cluster": round(evaluator.seconds["cluster"], 2),
                           "evaluate": round(evaluator.seconds["evaluate"], 2),
@@ -213,23 +262,26 @@ def run_search(
     return summary
 
 
-def play_episode(env: ClusterEnv, agent: object) -> tuple[float, dict, float]:
+def play_episode(env: ClusterEnv, agent: object,
+                 plan: list[float] | None = None) -> tuple[float, dict, float]:
     """One episode: act at every layer, then let the agent learn from the final reward.
 
-    Transitions store the *effective* action (after the budget cap), since that is what
-    produced the next state and the reward. Returns (reward, final info, agent seconds).
+    With a ``plan`` its actions are played instead of the agent's (guided warm-up); the agent
+    still learns from the episode. Transitions store the *effective* actions (after the budget
+    rule), since those produced the reward. Returns (reward, final info, agent seconds).
     """
     obs, _ = env.reset()
-    transitions, done, t_agent = [], False, 0.0
+    done, t_agent = False, 0.0
     while not done:
         ta = time.perf_counter()
-        with torch_threads(1):  # tiny networks: one thread beats contention
-            action = agent.act(obs)
+        if plan is not None:
+            action = plan[env.t]
+        else:
+            with torch_threads(1):  # tiny networks: one thread beats contention
+                action = agent.act(obs)
         t_agent += time.perf_counter() - ta
-        obs2, reward, done, _, info = env.step(np.array([action], np.float32))
-        transitions.append((obs, k_to_action(info["k"], env.budget.k_min, env.budget.k_max),
-                            obs2, done))
-        obs = obs2
+        obs, reward, done, _, info = env.step(np.array([action], np.float32))
+    transitions = env.trajectory([info["policy"][n] for n in env.layers])
     ta = time.perf_counter()
     with torch_threads(1):
         agent.end_episode(transitions, reward)
@@ -247,7 +299,7 @@ def _policy_record(row: dict, names: list[str], evaluator: PolicyEvaluator) -> d
 
 def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
             evaluator: PolicyEvaluator, layers: dict, weights: tuple[int, int],
-            cfg: SearchConfig) -> dict:
+            cfg: SearchConfig, rescorer: PolicyEvaluator | None = None) -> dict:
     rules = []
     for rule in RULE_POLICIES:
         ks = resolve_policy(rule, layers)
@@ -257,11 +309,18 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
         rules.append({"policy": rule, "val_top1": round(acc, 3), "cost": round(cost, 1),
                       "within_budget": cost <= budget.limit,
                       "paper_ratio": round(paper_ratio_of(budget.kept, k_list, *weights), 4)})
-    best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+        if rescorer is not None:
+            rules[-1]["val_top1_rescored"] = round(rescorer(ks), 3)
+    best = _policy_record(max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"]))),
+                          names, evaluator)
+    rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore) if rescorer else []
+    if rescored:
+        best = max(rescored, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
+        write_json(run / "best_policy.json", best)
     summary = {
         "strategy": cfg.strategy, "episodes": len(rows), "seed": cfg.seed,
         "budget": {"kind": budget.kind, "limit": budget.limit},
-        "best": _policy_record(best, names, evaluator),
+        "best": best, "rescored": rescored,
         "pareto": [_policy_record(r, names, evaluator) for r in _pareto(rows)],
         "rules": rules, "val_images": evaluator.n,
     }
@@ -272,6 +331,26 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
     except ImportError:  # matplotlib is a dependency, but plots must never sink a search
         pass
     return summary
+
+
+def _rescore(rows: list[dict], names: list[str], evaluator: PolicyEvaluator,
+             rescorer: PolicyEvaluator, n: int) -> list[dict]:
+    """The ``n`` best distinct policies on the subset, each re-scored by ``rescorer``."""
+    seen: set[str] = set()
+    out = []
+    for r in sorted(rows, key=lambda r: (-float(r["val_top1"]), float(r["cost"]))):
+        if r["ks"] in seen:
+            continue
+        seen.add(r["ks"])
+        rec = _policy_record(r, names, evaluator)
+        acc = rescorer(rec["k"])
+        rec |= {"val_top1_rescored": round(acc, 3),
+                "val_top1_rescored_se": round(rescorer.standard_error(acc), 3),
+                "rescore_images": rescorer.n}
+        out.append(rec)
+        if len(out) == n:
+            break
+    return out
 
 
 def search(
