@@ -20,7 +20,8 @@ from torch import nn
 
 @dataclass
 class DDPGConfig:
-    """DDPG settings (defaults follow AMC; warm-up and noise decay follow HAQ's shorter runs).
+    """DDPG settings (AMC's, except the smaller exploration noise; warm-up as in HAQ's shorter
+    runs).
 
     Attributes:
         hidden: units in each of the two hidden layers of actor and critic.
@@ -43,8 +44,10 @@ class DDPGConfig:
     batch_size: int = 64
     discount: float = 1.0
     warmup: int = 30
-    sigma: float = 0.5
-    sigma_decay: float = 0.99
+    # AMC's 0.5 (3.5 bits of k) wrecked every post-warm-up policy on ResNet-20 (val 30-75%
+    # vs 83.6% for uniform k16); 0.15 decaying to ~0.01 in 200 episodes explores +-1 bit
+    sigma: float = 0.15
+    sigma_decay: float = 0.985
     buffer_size: int = 100_000
     baseline_alpha: float = 0.5
 

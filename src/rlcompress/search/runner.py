@@ -88,7 +88,7 @@ class SearchConfig:
     val_images: int = 2000
     size_weight: float = 0.0
     precision: str = "bf16"
-    budget_rule: str = "cap"
+    budget_rule: str = "project"
     snap: bool = True
     demos: bool = True
     demo_noise: float = 0.1
