@@ -76,9 +76,18 @@ def clustering() -> str:
     return "\n".join(rows)
 
 
+def paper_tables() -> str:
+    parts = []
+    for m in ("resnet20", "resnet32"):
+        md = R / "paper_tables" / f"{m}.md"
+        if md.is_file():
+            parts.append(md.read_text())
+    return "\n".join(parts)
+
+
 def main() -> None:
     """Print every table."""
-    for title, fn in (("Baselines", baselines), ("FPGM", fpgm), ("Codec (ResNet-20)", codec),
+    for title, fn in (("Paper tables", paper_tables), ("Baselines", baselines), ("FPGM", fpgm), ("Codec (ResNet-20)", codec),
                       ("Clustering (whole network: seconds, squared error / optimal)", clustering)):
         print(f"### {title}\n\n{fn()}\n")
 

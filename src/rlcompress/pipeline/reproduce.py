@@ -165,18 +165,23 @@ def reproduce(
 
 
 def markdown_table(table: dict) -> str:
-    """Our rows next to the paper's, as a Markdown table."""
-    paper = (table.get("paper") or {}).get("rows", {})
-    lines = [f"{table['model']}: baseline {table['baseline_top1']:.2f} (paper "
-             f"{(table.get('paper') or {}).get('baseline', float('nan')):.2f})", "",
-             "| policy | top-1 | top-5 | paper ratio | file ratio | file KB | paper top-1 | paper ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Our rows next to the paper's, as a Markdown table (loss = change against the baseline)."""
+    paper = table.get("paper") or {}
+    prow, pbase = paper.get("rows", {}), paper.get("baseline", float("nan"))
+    base = table["baseline_top1"]
+    lines = [f"{table['model']}: baseline {base:.2f} (paper {pbase:.2f}); searched rows under a "
+             f"paper ratio of {table['target_ratio']:.2f}x; {table.get('share_epochs')} centroid "
+             f"fine-tuning epochs per row" + ("" if table.get("complete", True) else
+                                              "; INCOMPLETE: rows still missing"), "",
+             "| policy | top-1 | change | top-5 | paper ratio | file ratio | file KB | "
+             "paper top-1 | paper change | paper ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
-        p = paper.get(r["policy"], (float("nan"),) * 3)
+        p = prow.get(r["policy"], (float("nan"),) * 3)
         spread = f" ± {r['top1_std']:.2f}" if "top1_std" in r else ""
-        lines.append(f"| {r['policy']} | {r['top1']:.2f}{spread} | {r['top5']:.2f} | "
-                     f"{r['paper_ratio']:.2f}x | {r['file_ratio']:.2f}x | {r['file_bytes'] / 1000:.1f} | "
-                     f"{p[0]:.2f} | {p[2]:.2f}x |")
+        lines.append(f"| {r['policy']} | {r['top1']:.2f}{spread} | {r['top1'] - base:+.2f} | "
+                     f"{r['top5']:.2f} | {r['paper_ratio']:.2f}x | {r['file_ratio']:.2f}x | "
+                     f"{r['file_bytes'] / 1000:.1f} | {p[0]:.2f} | {p[0] - pbase:+.2f} | {p[2]:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
