@@ -91,6 +91,21 @@ def test_snap_uniform_and_ratio_tolerance():
     assert info["k"] == 16  # 20 clusters round to 4 bits (log scale), and 4 bits buy 16
 
 
+def test_projection_cuts_the_largest_holder_first():
+    budget = paper_budget(KEPT, sum(KEPT), target_ratio=8.0)  # 4 bits per weight on average
+    small_up = [256, 16, 16, 16, 256]  # the two small layers overspend
+    fixed = budget.project(small_up)
+    assert budget.total(fixed) <= budget.limit
+    assert fixed[0] == 256 and fixed[4] == 256 and fixed[3] < 16  # the 9000-weight layer pays
+    assert budget.project([16] * len(KEPT)) == [16] * len(KEPT)  # within budget: unchanged
+    env = _env(budget)
+    env.rule = "project"
+    env.reset()
+    for k in small_up:
+        _, _, done, _, info = env.step(np.array([k_to_action(k, 2, 256)], np.float32))
+    assert done and list(info["policy"].values()) == fixed and info["cost"] <= budget.limit
+
+
 def test_demos_guide_only_the_ddpg_warmup():
     budget = paper_budget(KEPT, sum(KEPT), target_ratio=8.0)
     layers = {f"l{i}": torch.nn.Linear(n, 1) for i, n in enumerate(KEPT)}

@@ -4,7 +4,7 @@ A budget is a per-layer cost c_l(k), non-decreasing in k, and a limit. Two rules
 finished policy within it: ``cap`` (AMC's): while walking the layers, the k of layer t is
 capped so that the cost so far, plus c_t(k), plus the minimum cost of every later layer still
 fits; ``project`` (in HAQ's spirit): the layers choose freely, then an over-budget policy loses
-one bit at a time in the layer with the most bits until it fits.
+one bit at a time in the layer holding the largest share of the budget until it fits.
 
 Two budgets:
 
@@ -99,16 +99,17 @@ class Budget:
         return max(fits) if fits else self.k_min
 
     def project(self, ks: list[int]) -> list[int]:
-        """Bring an over-budget policy within the budget by halving k (one bit less), always
-        in the layer with the most bits (ties: the one whose halving saves most). Unlike the cap,
-        this spreads the cut over the layers that overspent instead of starving the last ones."""
+        """Bring an over-budget policy within the budget by halving k (one bit less), each time
+        in the layer that holds the largest share of the budget. Unlike the cap, this leaves
+        the small layers' choices alone and spreads the cut over the big layers, which lose the
+        least accuracy per bit saved (measured on ResNet-20: 0.05-0.2 points per 1000 bits in
+        the last stage against 1-3 in the first)."""
         ks = list(ks)
         while self.total(ks) > self.limit:
             options = [i for i, k in enumerate(ks) if k > self.k_min]
             if not options:
                 break  # cannot happen after check()
-            i = max(options, key=lambda i: (bits_for(ks[i]),
-                                            self.cost(i, ks[i]) - self.cost(i, max(ks[i] // 2, self.k_min))))
+            i = max(options, key=lambda i: (self.cost(i, ks[i]), -i))
             ks[i] = max(ks[i] // 2, self.k_min)
         return ks
 

@@ -33,6 +33,7 @@ class DDPGConfig:
         warmup: episodes with uniformly random actions before learning starts.
         sigma: initial std of the truncated-normal exploration noise.
         sigma_decay: noise std multiplier per episode after warm-up.
+        sigma_min: floor of the noise std.
         buffer_size: replay capacity in transitions.
         baseline_alpha: rate of the moving-average reward baseline.
     """
@@ -48,6 +49,8 @@ class DDPGConfig:
     # vs 83.6% for uniform k16); 0.15 decaying to ~0.01 in 200 episodes explores +-1 bit
     sigma: float = 0.15
     sigma_decay: float = 0.985
+    # below ~0.05 whole-bit actions stop changing at all and the search stalls on one policy
+    sigma_min: float = 0.05
     buffer_size: int = 100_000
     baseline_alpha: float = 0.5
 
@@ -122,7 +125,7 @@ class DDPGAgent:
         self.episodes += 1
         stats = {"critic_loss": float("nan"), "actor_loss": float("nan")}
         if self.episodes > self.cfg.warmup:
-            self.sigma *= self.cfg.sigma_decay
+            self.sigma = max(self.sigma * self.cfg.sigma_decay, self.cfg.sigma_min)
             for _ in transitions:
                 stats = self._update()
         return stats
