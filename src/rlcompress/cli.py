@@ -356,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an existing baseline run (e.g. runs/baseline-resnet20) to start from")
     p.add_argument("--baseline-epochs", type=int, default=30, help="baseline fine-tuning epochs")
     p.add_argument("--prune-epochs", type=int, default=30, help="fine-tuning epochs after FPGM")
-    p.add_argument("--share-epochs", type=int, default=5,
+    p.add_argument("--share-epochs", type=int, default=3,
                    help="centroid fine-tuning epochs, the same for every row")
-    p.add_argument("--episodes", type=int, default=300, help="search episodes per seed")
+    p.add_argument("--episodes", type=int, default=200, help="search episodes per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the random and learned rows")
     p.add_argument("--target-ratio", type=float, default=0.0,
