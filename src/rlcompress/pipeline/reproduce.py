@@ -177,11 +177,12 @@ def markdown_table(table: dict) -> str:
              "paper top-1 | paper change | paper ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
-        p = prow.get(r["policy"], (float("nan"),) * 3)
+        p = prow.get(r["policy"])
+        theirs = f"{p[0]:.2f} | {p[0] - pbase:+.2f} | {p[2]:.2f}x" if p else "- | - | -"
         spread = f" ± {r['top1_std']:.2f}" if "top1_std" in r else ""
         lines.append(f"| {r['policy']} | {r['top1']:.2f}{spread} | {r['top1'] - base:+.2f} | "
                      f"{r['top5']:.2f} | {r['paper_ratio']:.2f}x | {r['file_ratio']:.2f}x | "
-                     f"{r['file_bytes'] / 1000:.1f} | {p[0]:.2f} | {p[0] - pbase:+.2f} | {p[2]:.2f}x |")
+                     f"{r['file_bytes'] / 1000:.1f} | {theirs} |")
     return "\n".join(lines) + "\n"
 
 
