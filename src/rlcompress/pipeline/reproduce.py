@@ -128,29 +128,27 @@ def reproduce(
     if unknown:
         raise ValueError(f"unknown rows {sorted(unknown)}; rows are {', '.join(ROWS)}")
 
-    def row_if(name: str, policy: object, dirname: str, seed: int | None = None) -> dict | None:
-        # rows not asked for in this call are still reported if an earlier call finished them
-        if name in want or (run / dirname / "summary.json").is_file():
-            return shared_row(policy, dirname, seed)
-        return None
+    def finished(dirname: str) -> bool:
+        return (run / dirname / "summary.json").is_file()
 
+    # rows not asked for in this call are still reported if an earlier call finished them
     for p in RULE_POLICIES:
-        r = row_if(p, p, p.replace("/", "d"))
-        rows += [r | {"policy": p}] if r else []
+        if p in want or finished(p.replace("/", "d")):
+            rows.append(shared_row(p, p.replace("/", "d")) | {"policy": p})
     if target_ratio <= 0:
         target_ratio = k16_ratio(pruned)
     for strategy, label in (("random", "random"), ("ddpg", "rl")):
         per_seed = []
         for seed in seeds:
             name = f"{label}-s{seed}"
-            if label in want and not (run / name / "summary.json").is_file():
+            if finished(name):
+                per_seed.append(shared_row(None, name, seed))
+            elif label in want:
                 cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
                                    target_ratio=target_ratio, threads=threads, progress=progress)
                 found = search(pruned, str(run / f"search-{name}"), cfg, ShareConfig(),
                                DDPGConfig(), data, resume=True)
                 per_seed.append(shared_row(found["best"]["k"], name, seed))
-            elif (run / name / "summary.json").is_file():
-                per_seed.append(shared_row(None, name, seed))
         rows += [_seed_row(label, per_seed)] if per_seed else []
     done = {r["policy"] for r in rows}
     complete = done == set(ROWS) and all(len(r.get("seeds", seeds)) == len(seeds) for r in rows)

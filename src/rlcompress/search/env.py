@@ -148,7 +148,7 @@ class ClusterEnv(gym.Env):
         if done:
             if self.rule == "project":
                 self.ks = self.budget.project(self.ks)
-                self.used = sum(self.budget.cost(i, k) for i, k in enumerate(self.ks))
+                self.used = self.budget.total(self.ks) - self.budget.fixed
             policy = dict(zip(self.layers, self.ks, strict=True))
             acc = float(self.evaluate(policy))
             frac = (self.budget.fixed + self.used) / self.budget.limit

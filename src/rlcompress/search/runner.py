@@ -197,7 +197,8 @@ def run_search(
     set_threads(cfg.threads)
     t_start = time.perf_counter()
     model = model.eval()
-    names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
+    layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
+    names = list(layers)
     budget = make_budget(model, spec, names, cfg, share_cfg)
     budget.check()
     ref = reference_sizes(spec, model)
@@ -211,7 +212,7 @@ def run_search(
         shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
     env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
                      cfg.size_weight, cfg.snap, cfg.budget_rule)
-    demos = demo_policies(budget, clusterable_layers(model, share_cfg.first, share_cfg.last), names)
+    demos = demo_policies(budget, layers, names)
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
     if resume and agent_file.is_file():
@@ -246,7 +247,6 @@ def run_search(
         bar.update(1)
         bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
     bar.close()
-    layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
     rescorer = None
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
