@@ -118,3 +118,42 @@ def test_select_last_epoch(tmp_path: Path):
     assert all(torch.equal(best[k], last[k]) for k in best)
     with pytest.raises(ValueError, match="select"):
         fit(*_model(), data, TrainConfig(epochs=1, select="worst", **TINY), tmp_path / "x")
+
+
+def test_distill_loss_terms():
+    from rlcompress.engine.train import distill_loss
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
+    plain = TrainConfig(distill=0.0)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.allclose(distill_loss(logits, y, logits * 3, plain), ce)
+    pure = TrainConfig(distill=1.0, distill_temperature=2.0)
+    # a student equal to its teacher has nothing left to learn from it
+    assert distill_loss(logits, y, logits.clone(), pure).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(logits, y, -logits, pure).item() > 0.1
+
+
+def test_distillation_pulls_student_to_teacher(tmp_path: Path):
+    data = planted_data()
+    teacher, spec = _model()
+    fit(teacher, spec, data, TrainConfig(epochs=2, **TINY), tmp_path / "t")
+    teacher.eval()
+    loader = make_loaders(data, TrainConfig(**TINY))[1]
+
+    def gap(student: torch.nn.Module) -> float:
+        student.eval()
+        with torch.no_grad():
+            return sum(float((student(x).softmax(1) - teacher(x).softmax(1)).abs().sum())
+                       for x, _ in loader)
+
+    with pytest.raises(ValueError, match="teacher"):
+        fit(*_model(), data, TrainConfig(epochs=1, distill=1.0, **TINY), tmp_path / "none")
+    gaps = {}
+    for weight in (0.0, 1.0):  # the same student, trained on labels or on the teacher
+        torch.manual_seed(1)
+        student = build_model(spec)
+        cfg = TrainConfig(epochs=1, distill=weight, **{**TINY, "lr": 0.02})
+        fit(student, spec, data, cfg, tmp_path / f"s{weight}", teacher=teacher)
+        gaps[weight] = gap(student)
+    assert gaps[1.0] < 0.75 * gaps[0.0]

@@ -184,7 +184,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     table = reproduce(args.model, args.out, args.results, args.baseline_dir, args.baseline_epochs,
                       args.prune_epochs, args.share_epochs, args.episodes, tuple(args.seeds),
                       args.target_ratio, config_from_args(DataConfig, args), args.threads,
-                      progress=not args.quiet, only=tuple(args.rows) if args.rows else None)
+                      progress=not args.quiet, only=tuple(args.rows) if args.rows else None,
+                      distill=args.share_distill)
     print(markdown_table(table))
 
 
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-epochs", type=int, default=30, help="fine-tuning epochs after FPGM")
     p.add_argument("--share-epochs", type=int, default=3,
                    help="centroid fine-tuning epochs, the same for every row")
+    p.add_argument("--share-distill", type=float, default=0.0,
+                   help="weight of knowledge distillation from the pruned model during centroid "
+                   "fine-tuning, the same for every row (0: plain cross-entropy)")
     p.add_argument("--episodes", type=int, default=200, help="search episodes per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the random and learned rows")

@@ -100,7 +100,10 @@ def share(
     if cfg.epochs > 0:
         extra = {"model": model, "policy": policy if isinstance(policy, str) else "custom",
                  "share": scfg.__dict__, "argv": sys.argv}
-        fit(net, spec, dataset, cfg, run / "finetune", resume=resume, extra_config=extra)
+        # the unshared model teaches its shared copy (cfg.distill weighs it; 0 turns it off)
+        teacher = resolve_model(model, None, dataset.num_classes)[0] if cfg.distill > 0 else None
+        fit(net, spec, dataset, cfg, run / "finetune", resume=resume, extra_config=extra,
+            teacher=teacher)
         best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
     label = policy if isinstance(policy, str) else "custom"
     sizes = export(best.eval(), str(run / "model.rlc"), spec, encoding, codebook_dtype,
@@ -111,7 +114,7 @@ def share(
         "top1": round(scores["test"]["top1"], 2), "top5": round(scores["test"]["top5"], 2),
         "val_top1": round(scores["val"]["top1"], 2),
         "val_top1_before_finetune": round(before["top1"], 2),
-        **sizes, "epochs": cfg.epochs, "method": scfg.method, "kmeans_init": scfg.kmeans_init,
+        **sizes, "epochs": cfg.epochs, "distill": cfg.distill, "method": scfg.method, "kmeans_init": scfg.kmeans_init,
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
         "command": "rlcompress " + " ".join(sys.argv[1:]),
     }

@@ -70,6 +70,9 @@ class TrainConfig:
             Use ``last`` when the validation images were seen by the starting weights (the
             shared checkpoints were trained on all 50,000 training images), since early epochs
             then score high on validation by memory, not by generalisation.
+        distill: weight of knowledge distillation from a teacher passed to :func:`fit` (0: plain
+            cross-entropy; 1: the teacher's soft labels only).
+        distill_temperature: softmax temperature of the distillation term.
     """
 
     epochs: int = 30
@@ -90,6 +93,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     progress: bool = True
     select: str = "best"
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -130,6 +135,18 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
+def distill_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None,
+                 cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy, blended with Hinton et al.'s temperature-scaled KL to a teacher."""
+    ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    if teacher_logits is None or cfg.distill <= 0:
+        return ce
+    t = cfg.distill_temperature
+    kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                  reduction="batchmean", log_target=True)
+    return (1 - cfg.distill) * ce + cfg.distill * t * t * kl
+
+
 def _train_epoch(
     model: nn.Module,
     loader: BatchLoader,
@@ -140,6 +157,7 @@ def _train_epoch(
     total_steps: int,
     step_hooks: list[StepHook],
     desc: str,
+    teacher: nn.Module | None = None,
 ) -> tuple[float, float, int]:
     model.train()
     loss_sum, correct, seen, step = 0.0, 0, 0, step0
@@ -150,8 +168,11 @@ def _train_epoch(
             group["lr"] = lr
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(x).float()
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = distill_loss(logits.float(), y, soft if teacher is not None else None, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -175,12 +196,14 @@ def fit(
     step_hooks: list[StepHook] | None = None,
     extra_config: dict | None = None,
     epoch_hooks: list[EpochHook] | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict:
     """Train ``model`` on ``data.train``, select on ``data.val``; return the summary dict.
 
     ``step_hooks`` run after every optimizer step (pruning masks use this); ``epoch_hooks``
     run before every epoch with its number, and must depend only on the weights so that a
-    resumed run repeats them exactly (soft pruning recomputes masks there). With ``resume``
+    resumed run repeats them exactly (soft pruning recomputes masks there). A ``teacher``
+    (kept in eval mode) is distilled from when ``cfg.distill > 0``. With ``resume``
     the run continues from ``run_dir``'s last completed epoch; a finished run returns its
     summary unchanged.
     """
@@ -200,6 +223,14 @@ def fit(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg)
+    if cfg.distill > 0 and teacher is None:
+        raise ValueError("distill > 0 needs a teacher model")
+    if teacher is not None and cfg.distill > 0:
+        teacher = teacher.to(device).eval()
+        if cfg.channels_last:
+            teacher.to(memory_format=torch.channels_last)
+    else:
+        teacher = None
     start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -219,7 +250,7 @@ def fit(
             hook(model, epoch)
         loss, acc, _ = _train_epoch(
             runner, train_loader, opt, cfg, device, (epoch - 1) * len(train_loader),
-            total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}",
+            total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}", teacher,
         )
         train_time = time.perf_counter() - t0
         val = evaluate(runner, val_loader, device, cfg.precision)

@@ -88,13 +88,16 @@ def reproduce(
     threads: int = 0,
     progress: bool = True,
     only: tuple[str, ...] | None = None,
+    distill: float = 0.0,
 ) -> dict:
     """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
 
     ``target_ratio`` is the searched rows' budget as a paper ratio; 0 means the k16 row's own
     ratio on the pruned model, so the learned policy is compared with k16 at equal size.
     ``only`` runs just those rows (e.g. ``("rl",)``, so that two processes can share the work);
-    rows finished earlier are reported as well, and ``complete`` says whether all are there."""
+    rows finished earlier are reported as well, and ``complete`` says whether all are there.
+    ``distill`` > 0 fine-tunes every shared row's centroids with knowledge distillation from
+    the pruned model (that weight on the teacher's soft labels)."""
     run = Path(out or f"runs/reproduce-{model}")
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,8 @@ def reproduce(
     def shared_row(policy: object, name: str, seed: int | None = None) -> dict:
         d = run / name
         s = _summary(d / "summary.json") or share(
-            pruned, str(d), policy, ShareConfig(), data, tcfg(share_epochs, 0.01), resume=True)
+            pruned, str(d), policy, ShareConfig(), data, tcfg(share_epochs, 0.01, distill=distill),
+            resume=True)
         target = files / f"{model}-{name.replace('/', 'd')}.rlc"
         shutil.copyfile(d / "model.rlc", target)
         row = {k: s[k] for k in KEYS} | {"file": str(target), "k": s["k"]}
@@ -154,7 +158,7 @@ def reproduce(
     complete = done == set(ROWS) and all(len(r.get("seeds", seeds)) == len(seeds) for r in rows)
     table = {"model": model, "complete": complete, "baseline_top1": round(base_top1, 2),
              "target_ratio": round(target_ratio, 4),
-             "share_epochs": share_epochs, "episodes": episodes, "rows": rows,
+             "share_epochs": share_epochs, "share_distill": distill, "episodes": episodes, "rows": rows,
              "paper": PAPER.get(model)}
     Path(results, f"{model}.json").write_text(json.dumps(table, indent=1))
     Path(results, f"{model}.md").write_text(markdown_table(table))
@@ -169,7 +173,9 @@ def markdown_table(table: dict) -> str:
     base = table["baseline_top1"]
     lines = [f"{table['model']}: baseline {base:.2f} (paper {pbase:.2f}); searched rows under a "
              f"paper ratio of {table['target_ratio']:.2f}x; {table.get('share_epochs')} centroid "
-             f"fine-tuning epochs per row" + ("" if table.get("complete", True) else
+             f"fine-tuning epochs per row"
+             + (f" (distilled from the pruned model, weight {table['share_distill']})"
+                if table.get("share_distill") else "") + ("" if table.get("complete", True) else
                                               "; INCOMPLETE: rows still missing"), "",
              "| policy | top-1 | change | top-5 | paper ratio | file ratio | file KB | "
              "paper top-1 | paper change | paper ratio |",
