@@ -72,7 +72,10 @@ class TrainConfig:
             then score high on validation by memory, not by generalisation.
         distill: weight of knowledge distillation from a teacher passed to :func:`fit` (0: plain
             cross-entropy; 1: the teacher's soft labels only).
-        distill_temperature: softmax temperature of the distillation term.
+        distill_temperature: softmax temperature of the distillation term. Shared layers sum
+            the gradients of all their weights into each centroid, so the denser gradient of
+            a high temperature diverges there: at 4 and lr 0.01 a ResNet-20 k16 model fell from
+            92% to 30% train accuracy within 20 steps, at 1 and 2 it did not.
     """
 
     epochs: int = 30
@@ -94,7 +97,7 @@ class TrainConfig:
     progress: bool = True
     select: str = "best"
     distill: float = 0.0
-    distill_temperature: float = 4.0
+    distill_temperature: float = 1.0
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
