@@ -150,10 +150,13 @@ def test_distillation_pulls_student_to_teacher(tmp_path: Path):
     with pytest.raises(ValueError, match="teacher"):
         fit(*_model(), data, TrainConfig(epochs=1, distill=1.0, **TINY), tmp_path / "none")
     gaps = {}
-    for weight in (0.0, 1.0):  # the same student, trained on labels or on the teacher
+    # the same student, trained on labels or on the teacher (a temperature that shows its
+    # soft labels: at 1 this confident teacher's labels are nearly the hard ones)
+    for weight in (0.0, 1.0):
         torch.manual_seed(1)
         student = build_model(spec)
-        cfg = TrainConfig(epochs=1, distill=weight, **{**TINY, "lr": 0.02})
+        cfg = TrainConfig(epochs=1, distill=weight, distill_temperature=4.0,
+                          **{**TINY, "lr": 0.02})
         fit(student, spec, data, cfg, tmp_path / f"s{weight}", teacher=teacher)
         gaps[weight] = gap(student)
     assert gaps[1.0] < 0.75 * gaps[0.0]
