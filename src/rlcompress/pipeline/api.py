@@ -60,8 +60,8 @@ def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tens
 
 
 def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: TrainConfig,
-              run: Path, hooks: list) -> None:
-    fit(model, spec, data, cfg, run, resume=True, step_hooks=hooks)
+              run: Path, hooks: list, teacher: nn.Module | None = None) -> None:
+    fit(model, spec, data, cfg, run, resume=True, step_hooks=hooks, teacher=teacher)
     load_weights(model, load_state_dict_file(run / "best.safetensors"))
 
 
@@ -79,6 +79,7 @@ def compress(
     prune_epochs: int = 3,
     episodes: int = 100,
     share_epochs: int = 3,
+    distill: float = 0.9,
     lr: float = 0.01,
     val_images: int = 2000,
     out: str | Path = "runs/compress",
@@ -91,7 +92,8 @@ def compress(
     Returns the decoded compressed model (loaded back from ``out/model.rlc``) and a report
     with validation (and test, if a test loader or split exists) accuracy before and after,
     the file size and both ratios. ``spec`` is needed only for spec-driven registry models
-    (e.g. the CIFAR ResNets); any other ``nn.Module`` works without one.
+    (e.g. the CIFAR ResNets); any other ``nn.Module`` works without one. ``distill`` weighs
+    distillation from the pruned model while the centroids are fine-tuned (0: labels only).
     """
     if (target_size is None) == (target_ratio is None):
         raise ValueError("give exactly one of target_size and target_ratio")
@@ -112,12 +114,14 @@ def compress(
                         progress=progress, precision=precision)
     found = run_search(small.eval(), small_spec, data, out / "search", scfg, ShareConfig(),
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
+    teacher = copy.deepcopy(small).eval() if distill > 0 else None
     share_model(small, found["best"]["k"], ShareConfig())
     layout = {n: len(m.codebook) for n, m in small.named_modules() if hasattr(m, "codebook")}
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
-                          precision=precision)
-        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [])
+                          precision=precision, distill=distill)
+        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [],
+                  teacher)
     path = out / "model.rlc"
     save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})
     skeleton = None if small_spec.get("arch") == ARCH else copy.deepcopy(original)

@@ -88,7 +88,7 @@ def reproduce(
     threads: int = 0,
     progress: bool = True,
     only: tuple[str, ...] | None = None,
-    distill: float = 0.0,
+    distill: float = 0.9,
 ) -> dict:
     """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
 
@@ -97,7 +97,8 @@ def reproduce(
     ``only`` runs just those rows (e.g. ``("rl",)``, so that two processes can share the work);
     rows finished earlier are reported as well, and ``complete`` says whether all are there.
     ``distill`` > 0 fine-tunes every shared row's centroids with knowledge distillation from
-    the pruned model (that weight on the teacher's soft labels)."""
+    the pruned model (that weight on the teacher's soft labels; 0: plain cross-entropy). A run
+    directory holds one table: rows finished with another ``distill`` raise ``ValueError``."""
     run = Path(out or f"runs/reproduce-{model}")
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,12 @@ def reproduce(
 
     def shared_row(policy: object, name: str, seed: int | None = None) -> dict:
         d = run / name
-        s = _summary(d / "summary.json") or share(
+        s = _summary(d / "summary.json")
+        if s is not None and s.get("distill", 0.0) != distill:
+            raise ValueError(f"{d} was fine-tuned with distill={s.get('distill', 0.0)}, not "
+                             f"{distill}: every row of a table shares one fine-tuning; use "
+                             "another --out (and --results) or the same --share-distill")
+        s = s or share(
             pruned, str(d), policy, ShareConfig(), data, tcfg(share_epochs, 0.01, distill=distill),
             resume=True)
         target = files / f"{model}-{name.replace('/', 'd')}.rlc"

@@ -46,6 +46,8 @@ class PipelineConfig:
         share_epochs: centroid fine-tuning epochs after weight sharing.
         lr: peak learning rate of baseline and pruning fine-tuning.
         share_lr: peak learning rate of centroid fine-tuning.
+        share_distill: weight of distillation from the pruned model in centroid fine-tuning
+            (0: plain cross-entropy).
         seed: seed of training order and of the search.
         val_images: validation images that score each policy during the search.
         threads: CPU threads (0: one per core).
@@ -64,6 +66,7 @@ class PipelineConfig:
     share_epochs: int = 10
     lr: float = 0.05
     share_lr: float = 0.01
+    share_distill: float = 0.9
     seed: int = 0
     val_images: int = 2000
     threads: int = 0
@@ -115,7 +118,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                    DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
     shared = _done(run / "share") or share(
         str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
-        tcfg(cfg.share_epochs, cfg.share_lr), resume=True)
+        tcfg(cfg.share_epochs, cfg.share_lr, distill=cfg.share_distill), resume=True)
     return _report(run, cfg, data_cfg, shared, found)
 
 
