@@ -1,7 +1,7 @@
 """Sum the measured seconds of a reproduction's stages (fine-tuning epochs from metrics.csv,
 searches from their summaries) into results/paper_tables/<model>-times.json.
 
-Usage: python scripts/reproduce_times.py resnet20 [RUN_DIR]
+Usage: python scripts/reproduce_times.py resnet20 [RUN_DIR [RESULTS_DIR]]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     doc = {"model": model, "run_dir": str(run), "seconds": out, "total_seconds": total,
            "note": "wall-clock seconds of each stage as measured inside it, one thread each, with "
                    "2-4 other runs sharing the machine's 2 cores (so several times an idle run's)"}
-    path = Path("results/paper_tables") / f"{model}-times.json"
+    path = Path(sys.argv[3] if len(sys.argv) > 3 else "results/paper_tables") / f"{model}-times.json"
     path.write_text(json.dumps(doc, indent=1))
     print(f"{path}: {total / 3600:.2f} hours summed over stages")
 
