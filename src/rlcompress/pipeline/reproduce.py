@@ -37,6 +37,8 @@ PAPER = {
 }
 ROWS = ("fpgm", *RULE_POLICIES, "random", "rl")
 KEYS = ("top1", "top5", "paper_ratio", "file_ratio", "file_bytes")
+# validation top-1 after and before centroid fine-tuning (the search's reward is measured before)
+VAL_KEYS = ("val_top1", "val_top1_before_finetune")
 
 
 def _summary(path: Path) -> dict | None:
@@ -65,7 +67,7 @@ def k16_ratio(pruned: str) -> float:
 
 def _seed_row(policy: str, rows: list[dict]) -> dict:
     row = {"policy": policy, "seeds": [r["seed"] for r in rows], "per_seed": rows}
-    for k in KEYS:
+    for k in (*KEYS, *VAL_KEYS):
         vals = [float(r[k]) for r in rows]
         row[k] = round(statistics.mean(vals), 3)
         row[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0
@@ -130,7 +132,7 @@ def reproduce(
             resume=True)
         target = files / f"{model}-{name.replace('/', 'd')}.rlc"
         shutil.copyfile(d / "model.rlc", target)
-        row = {k: s[k] for k in KEYS} | {"file": str(target), "k": s["k"]}
+        row = {k: s[k] for k in (*KEYS, *VAL_KEYS)} | {"file": str(target), "k": s["k"]}
         return row | ({"seed": seed} if seed is not None else {"policy": name})
 
     want = set(only or ROWS)
