@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Save the finished rows and searches of a reproduction run (summaries, .rlc files, search
 # records: a few hundred KB) into checkpoints/, so an interrupted reproduction can continue on
-# a fresh checkout without redoing them. Usage: bash scripts/snapshot_rows.sh resnet32
+# a fresh checkout without redoing them.
+# Usage: bash scripts/snapshot_rows.sh resnet32 [RUN_DIR [DEST]]
 set -euo pipefail
 model=${1:?model name}
-run=runs/reproduce-$model
-dst=checkpoints/reproduce-$model-partial
+run=${2:-runs/reproduce-$model}
+dst=${3:-checkpoints/reproduce-$model-partial}
 rm -rf "$dst"
 for d in "$run"/*/; do
   name=$(basename "$d")
