@@ -6,7 +6,7 @@
 set -euo pipefail
 model=${1:?model name}
 run=${2:-runs/reproduce-$model}
-dst=${3:-checkpoints/reproduce-$model-partial}
+dst=${3:-checkpoints/reproduce-$model-rows}
 rm -rf "$dst"
 for d in "$run"/*/; do
   name=$(basename "$d")
