@@ -78,10 +78,10 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     part = reproduce("resnet20", str(tmp_path / "rep"), str(results), str(tmp_path / "base"),
                      only=("k16",), **kw)
     assert [r["policy"] for r in part["rows"]] == ["fpgm", "k16"] and not part["complete"]
-    assert part["share_distill"] == 0.9
+    assert part["share_distill"] == 0.0
     with pytest.raises(ValueError, match="distill"):  # one table, one fine-tuning
         reproduce("resnet20", str(tmp_path / "rep"), str(results), str(tmp_path / "base"),
-                  only=("k16",), **{**kw, "distill": 0.0})
+                  only=("k16",), **{**kw, "distill": 0.9})
     with pytest.raises(ValueError, match="unknown rows"):
         reproduce("resnet20", str(tmp_path / "rep"), str(results), str(tmp_path / "base"),
                   only=("k17",), **kw)
