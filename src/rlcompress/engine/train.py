@@ -171,11 +171,12 @@ def _train_epoch(
             group["lr"] = lr
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
+            soft = None
             if teacher is not None:
                 with torch.no_grad():
                     soft = teacher(x).float()
             logits = model(x)
-            loss = distill_loss(logits.float(), y, soft if teacher is not None else None, cfg)
+            loss = distill_loss(logits.float(), y, soft, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -228,12 +229,9 @@ def fit(
     opt = _optimizer(model, cfg)
     if cfg.distill > 0 and teacher is None:
         raise ValueError("distill > 0 needs a teacher model")
-    if teacher is not None and cfg.distill > 0:
-        teacher = teacher.to(device).eval()
-        if cfg.channels_last:
-            teacher.to(memory_format=torch.channels_last)
-    else:
-        teacher = None
+    teacher = teacher.to(device).eval() if cfg.distill > 0 else None
+    if teacher is not None and cfg.channels_last:
+        teacher.to(memory_format=torch.channels_last)
     start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)

@@ -114,7 +114,7 @@ def compress(
                         progress=progress, precision=precision)
     found = run_search(small.eval(), small_spec, data, out / "search", scfg, ShareConfig(),
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
-    teacher = copy.deepcopy(small).eval() if distill > 0 else None
+    teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None
     share_model(small, found["best"]["k"], ShareConfig())
     layout = {n: len(m.codebook) for n, m in small.named_modules() if hasattr(m, "codebook")}
     if share_epochs > 0:
