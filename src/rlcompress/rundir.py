@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+
+from rlcompress.fileio import atomic_path, write_json  # noqa: F401 - re-exported
 
 
 def open_run_dir(path: str | Path, resume: bool) -> Path:
@@ -26,16 +27,7 @@ def read_rows(path: Path, key: str, upto: int) -> list[dict]:
 
 def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     """Rewrite a CSV log atomically (a crash leaves the previous complete file)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
-
-
-def write_json(path: Path, obj: object) -> None:
-    """Write a JSON file atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)

@@ -28,6 +28,7 @@ from rlcompress.clustering.sharing import (
 from rlcompress.codec import load_compressed, save_compressed, size_report
 from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
+from rlcompress.fileio import write_json
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.rundir import open_run_dir
 
@@ -94,7 +95,7 @@ def share(
         share_model(net, ks, scfg, ClusterCache())
         spec = {**spec, "sharing": sharing_layout(net)}
         save_checkpoint(net, spec, run, "shared")
-        (run / "policy.json").write_text(json.dumps(ks, indent=1))
+        write_json((run / "policy.json"), ks)
     before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)
     best = net
     if cfg.epochs > 0:
@@ -118,8 +119,8 @@ def share(
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
         "command": "rlcompress " + " ".join(sys.argv[1:]),
     }
-    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json((run / "summary.json"), summary)
     if results:
         Path(results).parent.mkdir(parents=True, exist_ok=True)
-        Path(results).write_text(json.dumps(summary, indent=1))
+        write_json(Path(results), summary)
     return summary

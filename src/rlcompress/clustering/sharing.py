@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rlcompress.clustering.kmeans import Clustering, cluster_1d
+from rlcompress.fileio import atomic_path
 
 CLUSTERABLE = (nn.Conv2d, nn.Linear)
 
@@ -100,8 +101,8 @@ class ClusterCache:
             self.misses += 1
             result = cluster_1d(values, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed)
             if file is not None:
-                file.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(file, codebook=result.codebook, labels=result.labels, sse=result.sse)
+                with atomic_path(file) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, codebook=result.codebook, labels=result.labels, sse=result.sse)
         self.memory[key] = result
         return result
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from rlcompress.clustering.sharing import is_shared, prepare_shared, shared_layers
 from rlcompress.codec.bits import ans_decode, ans_encode, bits_for, entropy_bits, pack, unpack
+from rlcompress.fileio import write_bytes
 
 FORMAT = "rlcompress"
 VERSION = 1
@@ -141,11 +142,7 @@ def save_compressed(
     text = json.dumps(manifest, separators=(",", ":"))
     meta = {"rlcompress": text, "rlcompress.sha256": hashlib.sha256(text.encode()).hexdigest()}
     blob = st_save(tensors, metadata=meta)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
+    write_bytes(path, blob)
     return manifest
 
 

@@ -23,6 +23,7 @@ from rlcompress.data.sources import (
     read_pickle_archive,
     read_pickle_batches,
 )
+from rlcompress.fileio import atomic_path, write_json
 from rlcompress.paths import shared_roots
 
 SHARED_CIFAR10 = "datasets/cifar10-jpeg.tar.gz"
@@ -158,18 +159,11 @@ def load_raw(cfg: DataConfig, progress: bool = True) -> RawDataset:
         )
     raw = read_source(path, cfg.image_size, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tensors.with_suffix(".tmp")
-    save_file(
-        {
-            "train_x": raw.train.images,
-            "train_y": raw.train.labels,
-            "test_x": raw.test.images,
-            "test_y": raw.test.labels,
-        },
-        str(tmp),
-    )
-    tmp.replace(tensors)
-    meta.write_text(json.dumps({"classes": raw.classes, "source": raw.source}))
+    arrays = {"train_x": raw.train.images, "train_y": raw.train.labels,
+              "test_x": raw.test.images, "test_y": raw.test.labels}
+    with atomic_path(tensors) as tmp:
+        save_file(arrays, str(tmp))
+    write_json(meta, {"classes": raw.classes, "source": raw.source})
     return raw
 
 

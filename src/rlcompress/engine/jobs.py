@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import pick_device, set_threads
 from rlcompress.engine.train import TrainConfig, fit, write_summary
+from rlcompress.fileio import write_json
 from rlcompress.models import (
     build_model,
     load_checkpoint,
@@ -155,5 +155,5 @@ def baseline(
         "threads": torch.get_num_threads(),
     }
     Path(results).mkdir(parents=True, exist_ok=True)
-    (Path(results) / f"{Path(model).stem}.json").write_text(json.dumps(record, indent=1))
+    write_json((Path(results) / f"{Path(model).stem}.json"), record)
     return record

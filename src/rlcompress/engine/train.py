@@ -33,6 +33,7 @@ from rlcompress.data import BatchLoader, ImageData
 from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
+from rlcompress.fileio import atomic_path, write_json
 from rlcompress.models import load_weights, save_checkpoint
 from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
@@ -241,7 +242,7 @@ def fit(
         best = {"val_top1": float(state["best_val_top1"]), "epoch": int(state["best_epoch"])}
         elapsed = float(state["seconds"])
     config = {"train": asdict(cfg), **(extra_config or {})}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    write_json((run_dir / "config.json"), config)
     rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)
     runner = torch.compile(model) if cfg.compile else model
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -269,13 +270,12 @@ def fit(
             save_checkpoint(model, spec, run_dir, "best")
         save_checkpoint(model, spec, run_dir, "last")
         write_rows(run_dir / "metrics.csv", METRIC_FIELDS, rows)
-        tmp = run_dir / "state.tmp"
         # one file holds weights and optimizer, so they can never be from different epochs
-        torch.save({
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best_val_top1": best["val_top1"],
-            "best_epoch": best["epoch"], "seconds": elapsed,
-        }, tmp)
-        tmp.replace(state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                "best_val_top1": best["val_top1"], "best_epoch": best["epoch"], "seconds": elapsed,
+            }, tmp)
         if cfg.progress:
             tqdm.write(
                 f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
@@ -297,5 +297,5 @@ def fit(
 def write_summary(run_dir: str | Path, summary: dict) -> Path:
     """Write ``summary.json``, marking the run as finished."""
     path = Path(run_dir) / "summary.json"
-    path.write_text(json.dumps(summary, indent=1))
+    write_json(path, summary)
     return path

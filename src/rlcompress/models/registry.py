@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlcompress.fileio import atomic_path, write_json
 from rlcompress.models.resnet_cifar import ARCH, CifarResNet, resnet_spec
 
 # name -> function returning an architecture spec
@@ -95,11 +96,10 @@ def save_checkpoint(model: nn.Module, spec: dict, directory: str | Path, name: s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.safetensors"
-    tmp = directory / f".{name}.safetensors.tmp"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    tmp.replace(weights)
-    (directory / f"{name}.json").write_text(json.dumps(spec, indent=1))
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
+    write_json((directory / f"{name}.json"), spec)
     return weights
 
 

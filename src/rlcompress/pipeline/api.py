@@ -9,7 +9,6 @@ either an :class:`~rlcompress.data.ImageData` or the user's DataLoaders.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from rlcompress.codec.sizes import size_report
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
+from rlcompress.fileio import write_json
 from rlcompress.models import load_state_dict_file, load_weights
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_generic, shrink_resnet
@@ -135,7 +135,7 @@ def compress(
     if has_test:
         report["test_top1_before"] = round(before["test"], 2)
         report["test_top1"] = round(evaluate_model(decoded, data, "test", precision)["top1"], 2)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json((out / "report.json"), report)
     return decoded, report
 
 

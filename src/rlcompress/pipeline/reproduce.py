@@ -18,6 +18,7 @@ from rlcompress.clustering.sharing import ShareConfig, clusterable_layers, kept_
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, baseline
+from rlcompress.fileio import write_json, write_text
 from rlcompress.models import load_checkpoint
 from rlcompress.pruning import PruneConfig
 from rlcompress.pruning.job import prune
@@ -169,8 +170,8 @@ def reproduce(
              "target_ratio": round(target_ratio, 4),
              "share_epochs": share_epochs, "share_distill": distill, "episodes": episodes, "rows": rows,
              "paper": PAPER.get(model)}
-    Path(results, f"{model}.json").write_text(json.dumps(table, indent=1))
-    Path(results, f"{model}.md").write_text(markdown_table(table))
+    write_json(Path(results, f"{model}.json"), table)
+    write_text(Path(results, f"{model}.md"), markdown_table(table))
     plot_table(table, Path(results) / f"{model}.png")
     return table
 

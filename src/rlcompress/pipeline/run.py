@@ -22,6 +22,7 @@ from rlcompress.clustering.job import share
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig, baseline, evaluate_model, resolve_model
+from rlcompress.fileio import write_json
 from rlcompress.models import save_checkpoint
 from rlcompress.pruning import PruneConfig
 from rlcompress.pruning.job import prune
@@ -91,7 +92,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     cfg = (cfg or PipelineConfig()).resolved()
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "pipeline.json").write_text(json.dumps(asdict(cfg), indent=1))
+    write_json((run / "pipeline.json"), asdict(cfg))
     data_cfg = data or DataConfig()
 
     def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
@@ -137,7 +138,7 @@ def _report(run: Path, cfg: PipelineConfig, data_cfg: DataConfig, shared: dict, 
         "file": str(run / "share" / "model.rlc"), "policy": found["best"]["k"],
         "search_val_top1": found["best"]["val_top1"], "config": asdict(cfg),
     }
-    (run / "report.json").write_text(json.dumps(report, indent=1))
+    write_json((run / "report.json"), report)
     return report
 
 

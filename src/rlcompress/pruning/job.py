@@ -13,7 +13,6 @@ Each step is skipped when its output exists, so an interrupted job resumes where
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from rlcompress.codec.sizes import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
+from rlcompress.fileio import write_json
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning.masks import FilterMasks, PruneConfig, paper_weight_counts
@@ -112,8 +112,8 @@ def prune(
         "command": "rlcompress " + " ".join(sys.argv[1:]),
         "spec": best_spec if mode == "physical" else None,
     }
-    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json((run / "summary.json"), summary)
     if results:
         Path(results).parent.mkdir(parents=True, exist_ok=True)
-        Path(results).write_text(json.dumps(summary, indent=1))
+        write_json(Path(results), summary)
     return summary

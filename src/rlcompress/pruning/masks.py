@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import fx, nn
 
+from rlcompress.fileio import atomic_path
 from rlcompress.pruning.criteria import keep_indices
 
 
@@ -119,7 +120,8 @@ class FilterMasks:
         """Write the masks (uint8) and the conv->BN map to a safetensors file."""
         tensors = {k: v.to(torch.uint8) for k, v in self.keep.items()}
         meta = {f"bn:{c}": b for c, b in self.bn_of.items()}
-        save_file(tensors, str(path), metadata=meta)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> FilterMasks:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlcompress.fileio import atomic_path
+
 
 @dataclass
 class DDPGConfig:
@@ -163,9 +165,8 @@ class DDPGAgent:
             "episodes": self.episodes, "rng": json.dumps(self.rng.bit_generator.state),
             "cfg": json.dumps(asdict(self.cfg)),
         }
-        tmp = Path(str(path) + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote (``weights_only`` loading)."""

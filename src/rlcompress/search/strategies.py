@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlcompress.fileio import write_json
 from rlcompress.search.ddpg import DDPGAgent, DDPGConfig
 
 
@@ -30,8 +31,7 @@ class RandomStrategy:
 
     def save(self, path: str | Path) -> None:
         """Write the RNG state and episode count."""
-        Path(path).write_text(json.dumps({"rng": self.rng.bit_generator.state,
-                                          "episodes": self.episodes}))
+        write_json(path, {"rng": self.rng.bit_generator.state, "episodes": self.episodes})
 
     def load(self, path: str | Path) -> None:
         """Restore what :meth:`save` wrote."""

@@ -1,0 +1,77 @@
+"""Atomic file writes: every file a resume, a table or a later stage reads goes through here.
+
+A write goes to a temporary file in the target's folder, is flushed and fsynced, then renamed
+over the target (and the folder fsynced), so a kill at any moment leaves either the previous
+complete file or the new complete file, never a truncated one. The module depends on nothing
+else in the package, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _fsync_path(path: str | Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path`` atomically.
+
+    For writers that need a file name (``torch.save``, ``safetensors.save_file``). If the body
+    raises, the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_path(path.parent, directory=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: object, indent: int | None = 1) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (non-JSON values as ``str``)."""
+    return write_text(path, json.dumps(obj, indent=indent, default=str))
+
+
+def read_json(path: str | Path) -> object:
+    """Read a JSON file, naming the path in the error if it is unreadable or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: cannot read JSON ({exc.__class__.__name__}: {exc})") from exc
