@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -187,20 +186,103 @@ def test_truncation_at_every_boundary(rlc_file: Path):
             load_compressed(rlc_file.with_name("cut.rlc"))
 
 
-def test_unknown_version_and_foreign_files(rlc_file: Path, tmp_path: Path):
-    tensors = st_load(rlc_file.read_bytes())
-    data = rlc_file.read_bytes()
+def _rewrite(path: Path, out: Path, edit_meta=None, edit_manifest=None) -> None:
+    """Re-save an .rlc file after editing its metadata or manifest, checksums recomputed."""
+    import zlib
+
+    from rlcompress.codec.format import _digest
+
+    data = path.read_bytes()
     (hlen,) = struct.unpack("<Q", data[:8])
-    manifest = json.loads(json.loads(data[8 : 8 + hlen])["__metadata__"]["rlcompress"])
-    manifest["version"] = 99
-    text = json.dumps(manifest)
-    meta = {"rlcompress": text, "rlcompress.sha256": hashlib.sha256(text.encode()).hexdigest()}
-    (tmp_path / "v99.rlc").write_bytes(st_save(tensors, metadata=meta))
-    with pytest.raises(CodecError, match="unsupported .rlc format version 99"):
+    meta = json.loads(data[8 : 8 + hlen])["__metadata__"]
+    tensors = dict(st_load(data))
+    if edit_manifest:
+        manifest = json.loads(zlib.decompress(tensors["m"].tobytes()))
+        edit_manifest(manifest)
+        # a marker string stands for text json.dumps cannot produce (e.g. deep nesting)
+        text = json.dumps(manifest).replace('"DEEP"', "[" * 100000 + "]" * 100000)
+        tensors["m"] = np.frombuffer(zlib.compress(text.encode()), np.uint8)
+    meta["sha256"] = _digest(tensors)
+    if edit_meta:
+        edit_meta(meta)
+    out.write_bytes(st_save(tensors, metadata=meta))
+
+
+def test_unknown_version_and_foreign_files(rlc_file: Path, tmp_path: Path):
+    _rewrite(rlc_file, tmp_path / "v99.rlc", edit_meta=lambda m: m.update(version="99"))
+    with pytest.raises(CodecError, match="unsupported .rlc format version '99'"):
         load_compressed(tmp_path / "v99.rlc")
     (tmp_path / "plain.safetensors").write_bytes(st_save({"a": np.zeros(3, np.float32)}))
     with pytest.raises(CodecError, match="not an .rlc file"):
         load_compressed(tmp_path / "plain.safetensors")
+    (tmp_path / "notes.rlc").write_text("hello, this is not a model\n" * 5)
+    with pytest.raises(CodecError, match=r"notes\.rlc: not an \.rlc file"):
+        load_compressed(tmp_path / "notes.rlc")
+    with pytest.raises(CodecError, match="not a regular file"):
+        load_compressed(tmp_path)
+    with pytest.raises(CodecError, match="exceeds the 100-byte limit"):
+        load_compressed(rlc_file, max_bytes=100)
+
+
+def test_manifest_is_compact(tmp_path: Path):
+    torch.manual_seed(0)
+    model = build_model("resnet56").eval()
+    share_model(model, resolve_policy("k16", clusterable_layers(model)))
+    path = tmp_path / "r56.rlc"
+    save_compressed(model, model_spec("resnet56"), path)
+    info = inspect_file(path)
+    # fixed part at most 2 KB plus about 30 bytes per layer (the safetensors header included)
+    assert info["header_bytes"] <= 2048 + 30 * len(info["layers"]), info["header_bytes"]
+
+
+def test_dtype_edit_in_header_is_caught(rlc_file: Path, tmp_path: Path):
+    data = bytearray(rlc_file.read_bytes())
+    (hlen,) = struct.unpack("<Q", data[:8])
+    header = data[8 : 8 + hlen].decode()
+    assert '"F32"' in header
+    bad = header.replace('"F32"', '"I32"', 1).encode()
+    (tmp_path / "bad.rlc").write_bytes(bytes(data[:8]) + bad + bytes(data[8 + hlen :]))
+    with pytest.raises(CodecError):
+        load_compressed(tmp_path / "bad.rlc")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["layers"][0].__setitem__(1, 10**9),           # huge k
+    lambda m: m["layers"][0].__setitem__(3, 10**12),          # huge symbol count
+    lambda m: m["floats"].append(["conv.weight", "float32"]),  # overwrite a shared layer
+    lambda m: m["floats"].append(m["floats"][0]),             # a float listed twice
+    lambda m: m["spec"].update(c=10**7),                      # absurd width
+    lambda m: m["layers"][0].__setitem__(2, "ans"),           # wrong encoding
+    lambda m: m.update(extra="DEEP"),  # deep nesting
+])
+def test_hostile_manifests_raise_codec_error(rlc_file: Path, tmp_path: Path, edit):
+    _rewrite(rlc_file, tmp_path / "bad.rlc", edit_manifest=edit)
+    with pytest.raises(CodecError):
+        load_compressed(tmp_path / "bad.rlc")
+
+
+def test_nan_codebook_is_refused(rlc_file: Path, tmp_path: Path):
+    from rlcompress.codec.format import _digest
+
+    data = rlc_file.read_bytes()
+    (hlen,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + hlen])["__metadata__"]
+    tensors = {k: v.copy() for k, v in st_load(data).items()}
+    tensors["book"][0] = np.nan
+    meta["sha256"] = _digest(tensors)
+    (tmp_path / "nan.rlc").write_bytes(st_save(tensors, metadata=meta))
+    with pytest.raises(CodecError, match="NaN"):
+        load_compressed(tmp_path / "nan.rlc")
+
+
+def test_version_1_files_still_load(tmp_path: Path):
+    v1 = Path(__file__).parent / "data" / "v1-tiny.rlc"
+    model, manifest = load_compressed(v1)
+    assert manifest["version"] == 1
+    x = torch.randn(2, 3, 8, 8)
+    save_compressed(model, manifest["spec"], tmp_path / "v2.rlc")
+    again, m2 = load_compressed(tmp_path / "v2.rlc")
+    assert m2["version"] == 2 and torch.equal(again(x), model(x))
 
 
 def test_fuzz_random_bytes(tmp_path: Path, rlc_file: Path):

@@ -7,7 +7,6 @@ from rlcompress.codec.format import (
     CodecError,
     inspect_file,
     load_compressed,
-    read_manifest,
     save_compressed,
 )
 from rlcompress.codec.sizes import (
@@ -34,7 +33,6 @@ __all__ = [
     "model_layer_bits",
     "pack",
     "paper_ratio",
-    "read_manifest",
     "reference_sizes",
     "save_compressed",
     "size_report",

@@ -14,10 +14,13 @@ from rlcompress.models.registry import (
     save_checkpoint,
 )
 from rlcompress.models.resnet_cifar import ChannelMapShortcut, CifarResNet, resnet_spec
+from rlcompress.models.shapes import apply_layer_shapes, set_module
 
 __all__ = [
     "ARCHS",
     "MODEL_SPECS",
+    "apply_layer_shapes",
+    "set_module",
     "ChannelMapShortcut",
     "CheckpointError",
     "CifarResNet",

@@ -81,13 +81,71 @@ def shortcut_map(block: dict) -> tuple[list[int], list[int]]:
     return list(range(block["in"])), [c + offset for c in range(block["in"])]
 
 
+MAX_WIDTH = 1 << 16
+MAX_BLOCKS = 4096
+
+
+def _int_in(value: object, lo: int, hi: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"spec {what} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _int_list(value: object, hi: int, what: str) -> None:
+    if not isinstance(value, list) or len(value) > hi:
+        raise ValueError(f"spec {what} must be a list of at most {hi} integers")
+    for v in value:
+        _int_in(v, 0, hi - 1, what)
+
+
+def validate_spec(spec: dict) -> None:
+    """Check every value of a CIFAR ResNet spec before anything is allocated.
+
+    Specs also come from files (``.rlc`` manifests, checkpoint JSON), so types, ranges and the
+    chaining of widths are checked here; a bad value is a ``ValueError`` naming the field.
+    """
+    if not isinstance(spec, dict) or spec.get("arch") != ARCH:
+        raise ValueError(f"not a {ARCH} spec: arch={spec.get('arch') if isinstance(spec, dict) else spec!r}")
+    _int_in(spec.get("in_channels", 3), 1, MAX_WIDTH, "in_channels")
+    _int_in(spec.get("num_classes"), 1, MAX_WIDTH, "num_classes")
+    prev = _int_in(spec.get("stem"), 1, MAX_WIDTH, "stem")
+    stages, blocks = spec.get("stages"), spec.get("blocks")
+    if not isinstance(stages, list) or not 1 <= len(stages) <= 64:
+        raise ValueError("spec stages must be a list of 1 to 64 block counts")
+    if not isinstance(blocks, list) or not 1 <= len(blocks) <= MAX_BLOCKS:
+        raise ValueError(f"spec blocks must be a list of 1 to {MAX_BLOCKS} blocks")
+    if sum(_int_in(n, 0, MAX_BLOCKS, "stages[]") for n in stages) != len(blocks):
+        raise ValueError("spec stages do not add up to the number of blocks")
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict):
+            raise ValueError(f"spec blocks[{i}] must be an object")
+        if _int_in(b.get("in"), 1, MAX_WIDTH, f"blocks[{i}].in") != prev:
+            raise ValueError(f"spec blocks[{i}].in={b['in']} does not match the previous width {prev}")
+        _int_in(b.get("mid"), 1, MAX_WIDTH, f"blocks[{i}].mid")
+        prev = _int_in(b.get("out"), 1, MAX_WIDTH, f"blocks[{i}].out")
+        _int_in(b.get("stride"), 1, 2, f"blocks[{i}].stride")
+        if "conv2_dst" in b:
+            _int_list(b["conv2_dst"], prev, f"blocks[{i}].conv2_dst")
+            if not b["conv2_dst"]:
+                raise ValueError(f"spec blocks[{i}].conv2_dst is empty")
+        sc = b.get("shortcut") or {}
+        if not isinstance(sc, dict):
+            raise ValueError(f"spec blocks[{i}].shortcut must be an object")
+        if "src" in sc or "dst" in sc:
+            _int_list(sc.get("src"), b["in"], f"blocks[{i}].shortcut.src")
+            _int_list(sc.get("dst"), prev, f"blocks[{i}].shortcut.dst")
+        elif "offset" in sc:
+            _int_in(sc["offset"], 0, prev - b["in"], f"blocks[{i}].shortcut.offset")
+        elif b["in"] > prev:
+            raise ValueError(f"spec blocks[{i}]: identity shortcut wider than the block output")
+
+
 class CifarResNet(nn.Module):
     """CIFAR ResNet built from a spec (see :func:`resnet_spec`)."""
 
     def __init__(self, spec: dict) -> None:
         super().__init__()
-        if spec.get("arch") != ARCH:
-            raise ValueError(f"not a {ARCH} spec: arch={spec.get('arch')!r}")
+        validate_spec(spec)
         self.spec = spec
         in_ch = spec.get("in_channels", 3)
         self.conv1 = nn.Conv2d(in_ch, spec["stem"], 3, 1, 1, bias=False)
@@ -96,7 +154,8 @@ class CifarResNet(nn.Module):
         for s, n in enumerate(spec["stages"], start=1):
             setattr(self, f"layer{s}", nn.Sequential(*[BasicBlock(next(blocks)) for _ in range(n)]))
         self.linear = nn.Linear(spec["blocks"][-1]["out"], spec["num_classes"])
-        self.apply(_kaiming_init)
+        if not self.linear.weight.is_meta:  # a meta-device build only measures sizes
+            self.apply(_kaiming_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out = F.relu(self.bn1(self.conv1(x)))

@@ -27,6 +27,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from rlcompress.models import build_model
 from rlcompress.models.resnet_cifar import ARCH, shortcut_map
+from rlcompress.models.shapes import apply_layer_shapes, set_module  # noqa: F401 - re-exported
 from rlcompress.pruning.masks import FilterMasks
 
 
@@ -166,11 +167,6 @@ def _consumer(node: fx.Node, modules: dict) -> tuple[str, fx.Node | None, str]:
         return "reject", None, f"consumer {what} is not a channel-wise op, conv or linear"
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
 @torch.no_grad()
 def shrink_generic(
     model: nn.Module, masks: FilterMasks, example: torch.Tensor
@@ -219,11 +215,11 @@ def _shrink_out(model: nn.Module, conv_name: str, bn_name: str, idx: torch.Tenso
     new.weight.data.copy_(conv.weight.data[idx])
     if conv.bias is not None:
         new.bias.data.copy_(conv.bias.data[idx])
-    _set_module(model, conv_name, new)
+    set_module(model, conv_name, new)
     bn = model.get_submodule(bn_name)
     nbn = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
     _copy_bn(bn, nbn, idx)
-    _set_module(model, bn_name, nbn)
+    set_module(model, bn_name, nbn)
 
 
 def _shrink_conv_in(model: nn.Module, name: str, idx: torch.Tensor) -> None:
@@ -233,7 +229,7 @@ def _shrink_conv_in(model: nn.Module, name: str, idx: torch.Tensor) -> None:
     new.weight.data.copy_(conv.weight.data[:, idx])
     if conv.bias is not None:
         new.bias.data.copy_(conv.bias.data)
-    _set_module(model, name, new)
+    set_module(model, name, new)
 
 
 def _shrink_linear_in(model: nn.Module, name: str, idx: torch.Tensor, spatial: int) -> None:
@@ -244,7 +240,7 @@ def _shrink_linear_in(model: nn.Module, name: str, idx: torch.Tensor, spatial: i
     new.weight.data.copy_(lin.weight.data[:, cols])
     if lin.bias is not None:
         new.bias.data.copy_(lin.bias.data)
-    _set_module(model, name, new)
+    set_module(model, name, new)
 
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -258,19 +254,3 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
         elif isinstance(m, nn.Linear):
             shapes[name] = {"in": m.in_features, "out": m.out_features}
     return shapes
-
-
-def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
-    """Resize a freshly built user model's layers to ``shapes`` (before loading its weights)."""
-    for name, shape in shapes.items():
-        m = model.get_submodule(name)
-        if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels) != (shape["in"], shape["out"]):
-            _set_module(model, name, nn.Conv2d(shape["in"], shape["out"], m.kernel_size, m.stride,
-                                               m.padding, m.dilation, m.groups, m.bias is not None,
-                                               m.padding_mode))
-        elif isinstance(m, nn.BatchNorm2d) and m.num_features != shape["out"]:
-            _set_module(model, name, nn.BatchNorm2d(shape["out"], m.eps, m.momentum, m.affine,
-                                                    m.track_running_stats))
-        elif isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (shape["in"], shape["out"]):
-            _set_module(model, name, nn.Linear(shape["in"], shape["out"], m.bias is not None))
-    return model

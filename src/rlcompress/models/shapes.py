@@ -1,0 +1,31 @@
+"""Resizing a user model's layers to the widths recorded in a spec (after physical pruning).
+
+Lives in ``models`` because both pruning (which writes the widths) and the codec (which
+rebuilds the model from them) need it, and the codec must not import pruning.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name`` by ``module``."""
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
+    """Resize a freshly built user model's layers to ``shapes`` (before loading its weights)."""
+    for name, shape in shapes.items():
+        m = model.get_submodule(name)
+        if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels) != (shape["in"], shape["out"]):
+            set_module(model, name, nn.Conv2d(shape["in"], shape["out"], m.kernel_size, m.stride,
+                                               m.padding, m.dilation, m.groups, m.bias is not None,
+                                               m.padding_mode))
+        elif isinstance(m, nn.BatchNorm2d) and m.num_features != shape["out"]:
+            set_module(model, name, nn.BatchNorm2d(shape["out"], m.eps, m.momentum, m.affine,
+                                                    m.track_running_stats))
+        elif isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (shape["in"], shape["out"]):
+            set_module(model, name, nn.Linear(shape["in"], shape["out"], m.bias is not None))
+    return model
