@@ -185,3 +185,35 @@ def test_tar_with_prefix_dir(image_tree: Path, tmp_path: Path):
         tar.add(image_tree, arcname="cifar10")
     raw = read_image_archive(archive, progress=False)
     assert len(raw.train.labels) == 12
+
+
+@pytest.mark.parametrize("bad_name", ["../evil/train/cat/x.png", "/abs/train/cat/x.png"])
+def test_tar_member_names_escaping_are_refused(image_tree: Path, tmp_path: Path, bad_name: str):
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(image_tree, arcname="cifar10")
+        info = tarfile.TarInfo(bad_name)
+        data = (image_tree / "test" / "cat" / "0000.png").read_bytes()
+        info.size = len(data)
+        import io
+
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DatasetError, match="absolute or contains '..'"):
+        read_image_archive(archive, progress=False)
+
+
+def test_tar_member_size_is_bounded(image_tar: Path, monkeypatch):
+    import rlcompress.data.sources as sources
+
+    monkeypatch.setattr(sources, "MAX_MEMBER_BYTES", 64)
+    with pytest.raises(DatasetError, match="more than the 64-byte limit"):
+        read_image_archive(image_tar, progress=False)
+
+
+@pytest.mark.parametrize("limit", [300, 1000])  # error above 2x the limit, PIL warns between
+def test_decompression_bomb_is_a_dataset_error(image_tree: Path, monkeypatch, limit: int):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(DatasetError, match="cannot decode"):
+        read_image_folder(image_tree, progress=False)

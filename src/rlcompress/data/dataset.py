@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from rlcompress.checks import check_fields
 from rlcompress.data.sources import (
     DatasetError,
     RawDataset,
@@ -61,6 +62,9 @@ class DataConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     download: bool = True
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("val_size", "split_seed"))
 
 
 @dataclass

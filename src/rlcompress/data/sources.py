@@ -14,6 +14,7 @@ import io
 import pickle
 import tarfile
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,8 @@ def read_pickle_batches(folder: Path) -> RawDataset:
         raise DatasetError(f"{folder}: missing CIFAR batch files {missing}")
     parts = []
     for n in [*_TRAIN_BATCHES, "test_batch"]:
+        if (folder / n).stat().st_size > MAX_MEMBER_BYTES:
+            raise DatasetError(f"{folder / n}: larger than the {MAX_MEMBER_BYTES}-byte limit")
         with open(folder / n, "rb") as f:
             parts.append(_read_batch(f, str(folder / n)))
     return _from_batches(parts, str(folder))
@@ -137,8 +140,8 @@ def read_pickle_archive(archive: Path) -> RawDataset:
         for member in _members(tar, archive):
             base = Path(member.name).name
             if member.isfile() and base in [*_TRAIN_BATCHES, "test_batch"]:
-                fobj = tar.extractfile(member)
-                found[base] = _read_batch(fobj, f"{archive}:{member.name}")
+                data = _read_member(tar, member)
+                found[base] = _read_batch(io.BytesIO(data), f"{archive}:{member.name}")
     missing = [n for n in [*_TRAIN_BATCHES, "test_batch"] if n not in found]
     if missing:
         raise DatasetError(f"{archive}: archive lacks CIFAR batch files {missing}")
@@ -150,9 +153,14 @@ def read_pickle_archive(archive: Path) -> RawDataset:
 
 def _decode(data: bytes, name: str, image_size: tuple[int, int] | None) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its pixel limit; a dataset image that large is
+            # an error here, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DatasetError(f"{name}: cannot decode image ({exc})") from exc
     if image_size is not None and arr.shape[:2] != tuple(image_size):
         raise DatasetError(
@@ -240,12 +248,36 @@ def _open_tar(archive: Path) -> tarfile.TarFile:
         raise DatasetError(f"{archive}: not a readable tar archive ({exc})") from exc
 
 
+# A CIFAR pickle batch is 31 MB and an image a few KB; nothing legitimate comes near this.
+MAX_MEMBER_BYTES = 256 << 20
+
+
+def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse member names that would escape a folder and members too large to hold."""
+    name = member.name
+    if name.startswith(("/", "\\")) or ".." in Path(name).parts or (len(name) > 1 and name[1] == ":"):
+        raise DatasetError(f"{archive}: member name {name!r} is absolute or contains '..'")
+    if member.isfile() and member.size > MAX_MEMBER_BYTES:
+        raise DatasetError(f"{archive}: member {name!r} is {member.size} bytes, more than the "
+                           f"{MAX_MEMBER_BYTES}-byte limit")
+
+
 def _members(tar: tarfile.TarFile, archive: Path):  # noqa: ANN202 - generator of TarInfo
-    """Iterate members, turning a truncated or corrupt stream into a DatasetError."""
+    """Iterate checked members, turning a truncated or corrupt stream into a DatasetError."""
     try:
-        yield from tar
+        for member in tar:
+            _check_member(member, archive)
+            yield member
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DatasetError(f"{archive}: archive is truncated or corrupt ({exc})") from exc
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A member's bytes, never more than its checked size (a lying header cannot grow it)."""
+    fobj = tar.extractfile(member)
+    if fobj is None:
+        raise tarfile.TarError(f"member {member.name!r} has no data")
+    return fobj.read(min(member.size, MAX_MEMBER_BYTES))
 
 
 def read_image_archive(
@@ -264,7 +296,7 @@ def read_image_archive(
                 where = _classify_path(member.name) if member.isfile() else None
                 if where is None:
                     continue
-                data = tar.extractfile(member).read()
+                data = _read_member(tar, member)
                 files.setdefault(where[0], {}).setdefault(where[1], []).append((member.name, data))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DatasetError(f"{archive}: archive is truncated or corrupt ({exc})") from exc
@@ -275,7 +307,7 @@ def is_pickle_archive(archive: Path) -> bool:
     """True when the archive holds CIFAR pickle batches rather than image folders."""
     with _open_tar(archive) as tar:
         try:
-            for member in tar:
+            for member in _members(tar, archive):
                 if Path(member.name).name in ("data_batch_1", "test_batch"):
                     return True
                 if _classify_path(member.name):

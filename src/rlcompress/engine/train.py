@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from rlcompress.checks import check_fields
 from rlcompress.data import BatchLoader, ImageData
 from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.engine.evaluate import evaluate
@@ -99,6 +100,16 @@ class TrainConfig:
     select: str = "best"
     distill: float = 0.0
     distill_temperature: float = 1.0
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("epochs", "lr", "weight_decay", "threads", "seed"),
+                     ge1=("batch_size", "eval_batch_size"), unit=("momentum", "distill"),
+                     choices={"schedule": ("onecycle", "cosine"), "select": ("best", "last"),
+                              "precision": ("bf16", "fp16", "fp32")})
+        if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("TrainConfig.warmup and label_smoothing must be in [0, 1)")
+        if not self.distill_temperature > 0:
+            raise ValueError("TrainConfig.distill_temperature must be > 0")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

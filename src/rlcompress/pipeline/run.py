@@ -18,6 +18,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rlcompress.checks import check_fields
 from rlcompress.clustering.job import share
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.data import DataConfig, load_data
@@ -79,6 +80,13 @@ class PipelineConfig:
             return self
         return PipelineConfig(**{**asdict(self), "baseline_epochs": 0, "prune_epochs": 1,
                                  "episodes": 30, "share_epochs": 1, "val_images": 500})
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("baseline_epochs", "prune_epochs", "target_ratio", "episodes",
+                                "share_epochs", "lr", "share_lr", "seed", "val_images", "threads"),
+                     unit=("share_distill",))
+        if not 0 <= self.prune_rate < 1:
+            raise ValueError(f"PipelineConfig.prune_rate must be in [0, 1), got {self.prune_rate}")
 
 
 def _done(stage: Path) -> dict | None:

@@ -36,6 +36,10 @@ class PruneConfig:
     skip: list[str] = field(default_factory=list)
     soft: bool = False
 
+    def __post_init__(self) -> None:  # noqa: D105
+        if not 0 <= self.rate < 1:
+            raise ValueError(f"PruneConfig.rate must be in [0, 1), got {self.rate}")
+
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
     """All Conv2d modules of ``model`` by qualified name."""

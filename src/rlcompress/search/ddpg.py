@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlcompress.checks import check_fields
 from rlcompress.fileio import atomic_path
 
 
@@ -55,6 +56,11 @@ class DDPGConfig:
     sigma_min: float = 0.05
     buffer_size: int = 100_000
     baseline_alpha: float = 0.5
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("lr_actor", "lr_critic", "warmup", "sigma", "sigma_min"),
+                     ge1=("hidden", "batch_size", "buffer_size"),
+                     unit=("tau", "discount", "sigma_decay", "baseline_alpha"))
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, out: nn.Module | None) -> nn.Sequential:

@@ -25,6 +25,7 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from rlcompress.checks import check_fields
 from rlcompress.clustering.policies import RULE_POLICIES, resolve_policy
 from rlcompress.clustering.sharing import (
     ClusterCache,
@@ -96,6 +97,13 @@ class SearchConfig:
     rescore_images: int = 0
     threads: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
+                                "rescore", "rescore_images", "threads", "demo_noise"),
+                     ge1=("k_min", "k_max"), choices={"precision": ("bf16", "fp16", "fp32")})
+        if self.k_max < self.k_min:
+            raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
 
 
 def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
