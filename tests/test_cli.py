@@ -66,3 +66,48 @@ def test_errors_are_reported_not_raised(tmp_path: Path, capsys):
     code = main(["data", "info", "--source", str(tmp_path / "missing"), "--quiet"])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("rlcompress: error: "), err
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["train", "--epochs", "-3", "--out", "{tmp}/t"], "epochs must be a finite number >= 0"),
+    (["search", "--model", "resnet20", "--episodes", "-1", "--out", "{tmp}/s"], "episodes"),
+    (["prune", "--model", "resnet44", "--out", "{tmp}/p", "--epochs", "0"], "without weights"),
+    (["prune", "--model", "{tmp}/weights.th", "--out", "{tmp}/p"], "--init"),
+    (["evaluate", "{tmp}/notes.rlc"], "notes.rlc: not an .rlc file"),
+    (["inspect", "{tmp}"], "not a regular file"),
+])
+def test_bad_input_is_a_one_line_error(argv, expect, tmp_path: Path, capsys):
+    (tmp_path / "notes.rlc").write_text("just text\n" * 10)
+    (tmp_path / "weights.th").write_bytes(b"not read")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] in ("train", "prune", "search"):
+        argv += _data_args(tmp_path)
+    assert expect in _error(argv, capsys)
+
+
+def _data_args(tmp: Path) -> list[str]:
+    from conftest import write_image_tree
+
+    tree = tmp / "tree"
+    if not tree.is_dir():
+        write_image_tree(tree, per_class=6)
+    return ["--source", str(tree), "--data-dir", str(tmp / "data"), "--val-size", "8"]
+
+
+def test_tampered_state_is_a_one_line_error(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    common = [*_data_args(tmp_path), "--batch-size", "8", "--no-progress", "--no-test"]
+    assert main(["train", "--model", "resnet20", "--out", str(out), *common, "--epochs", "1"]) == 0
+    (out / "summary.json").unlink()  # as if killed before the end
+    (out / "state.pt").write_bytes(b"\x80\x04garbage that is not a torch file")
+    msg = _error(["train", "--model", "resnet20", "--out", str(out), "--resume", *common,
+                  "--epochs", "2"], capsys)
+    assert "state.pt: cannot resume" in msg

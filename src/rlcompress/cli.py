@@ -226,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "split is kept and evaluated on the test split at the end.")
     p.add_argument("--model", default="resnet20",
                    help=f"registered model ({models}) or a checkpoint X.safetensors with X.json")
-    p.add_argument("--init", default=None,
-                   help="weights to start from: a checkpoint path, or 'pretrained' for the shared one")
+    p.add_argument("--init", default="scratch",
+                   help="weights to start from: 'scratch' (random init; trains on the train split "
+                   "only, so validation stays clean), a weights file (e.g. akamaster's .th), or "
+                   "'pretrained' for the shared checkpoint (default: scratch)")
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
@@ -402,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         func(args)
     except (DatasetError, CheckpointError, CodecError, BudgetError, FileNotFoundError,
             FileExistsError, ValueError, KeyError) as exc:
-        print(f"rlcompress: error: {exc}", file=sys.stderr)
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rlcompress: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rlcompress: interrupted; rerun with --resume to continue", file=sys.stderr)

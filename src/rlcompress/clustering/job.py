@@ -90,7 +90,7 @@ def share(
         net, spec = load_checkpoint(run / "shared.safetensors")
         ks = json.loads((run / "policy.json").read_text())
     else:
-        net, spec = resolve_model(model, None, dataset.num_classes)
+        net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
         ks = resolve_policy(policy, clusterable_layers(net, scfg.first, scfg.last))
         share_model(net, ks, scfg, ClusterCache())
         spec = {**spec, "sharing": sharing_layout(net)}

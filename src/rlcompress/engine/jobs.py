@@ -25,15 +25,21 @@ from rlcompress.models import (
 from rlcompress.paths import pretrained_path
 
 
+TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
+
+
 def resolve_model(
-    model: str, init: str | None = None, num_classes: int = 10
+    model: str, init: str | None = None, num_classes: int = 10, require_weights: bool = False
 ) -> tuple[nn.Module, dict]:
     """A model and its spec from a registered name or a ``X.safetensors``/``X.json`` checkpoint.
 
     ``init`` loads weights into a registered model: a path, ``pretrained`` (the shared
-    checkpoint of that name), or None for a random init.
+    checkpoint of that name), or ``scratch``/None for a random init. With ``require_weights``
+    (pruning, sharing, searching: stages that need a trained model) a bare model name without
+    ``init`` is an error instead of a silently random network.
     """
     path = Path(model)
+    init = None if init == "scratch" else init
     if path.suffix == ".rlc":
         if init:
             raise ValueError("--init applies to a model name, not to a compressed file")
@@ -41,10 +47,17 @@ def resolve_model(
 
         net, manifest = load_compressed(path)
         return net, manifest["spec"]
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        raise ValueError(f"{model} is a torch weights file without an architecture: pass the "
+                         f"architecture as --model and the file as --init (e.g. --model resnet20 "
+                         f"--init {model})")
     if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
         if init:
             raise ValueError("--init applies to a model name, not to a checkpoint path")
         return load_checkpoint(path)
+    if init is None and require_weights:
+        raise ValueError(f"{model!r} is a model name without weights: this stage needs a trained "
+                         f"model (a checkpoint X.safetensors, or --init pretrained / --init PATH)")
     spec = model_spec(model, num_classes=num_classes)
     net = build_model(spec)
     if init:

@@ -35,7 +35,7 @@ from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
 from rlcompress.fileio import atomic_path, write_json
-from rlcompress.models import load_weights, save_checkpoint
+from rlcompress.models import CheckpointError, load_weights, save_checkpoint
 from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
 StepHook = Callable[[nn.Module], None]
@@ -246,12 +246,7 @@ def fit(
         teacher.to(memory_format=torch.channels_last)
     start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        load_weights(model, state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"]) + 1
-        best = {"val_top1": float(state["best_val_top1"]), "epoch": int(state["best_epoch"])}
-        elapsed = float(state["seconds"])
+        start_epoch, best, elapsed = _resume_state(state_path, model, opt)
     config = {"train": asdict(cfg), **(extra_config or {})}
     write_json((run_dir / "config.json"), config)
     rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)
@@ -303,6 +298,21 @@ def fit(
         "final_val_top1": float(rows[-1]["val_top1"]) if rows else None,
         "seconds": round(elapsed, 1),
     }
+
+
+def _resume_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict, float]:
+    """Restore weights and optimizer from ``state.pt``; a damaged file is a CheckpointError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        load_weights(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        best = {"val_top1": float(state["best_val_top1"]), "epoch": int(state["best_epoch"])}
+        return int(state["epoch"]) + 1, best, float(state["seconds"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch/pickle raise many types on a damaged or foreign file
+        raise CheckpointError(f"{path}: cannot resume from this file ({exc.__class__.__name__}: "
+                              f"{str(exc)[:200]}); delete it to restart the run") from exc
 
 
 def write_summary(run_dir: str | Path, summary: dict) -> Path:

@@ -71,7 +71,8 @@ def prune(
     pcfg, data_cfg, cfg = prune_cfg or PruneConfig(), data or DataConfig(), cfg or TrainConfig()
     run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
-    dense, dense_spec = resolve_model(model, None, dataset.num_classes)
+    dense, dense_spec = resolve_model(model, None, dataset.num_classes,
+                                      require_weights=True)
     dense.eval()
     if (run / "pruned.safetensors").is_file():
         net, spec = load_checkpoint(run / "pruned.safetensors")

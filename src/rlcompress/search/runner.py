@@ -17,6 +17,7 @@ episode in flight and the continued run is identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,7 +225,12 @@ def run_search(
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
     if resume and agent_file.is_file():
-        agent.load(agent_file)
+        try:
+            agent.load(agent_file)
+        except Exception as exc:  # torch/pickle/json raise many types on a damaged file
+            raise ValueError(f"{agent_file}: cannot resume the search from this file "
+                             f"({exc.__class__.__name__}: {str(exc)[:200]})") from exc
+        print(f"search: resuming after episode {agent.episodes} of {cfg.episodes}", file=sys.stderr)
     rows = read_rows(run / "episodes.csv", "episode", agent.episodes)
     write_json(run / "config.json", {"search": asdict(cfg), "share": asdict(share_cfg),
                                 "ddpg": asdict(ddpg_cfg), "layers": names, "kept": budget.kept,
@@ -382,7 +388,8 @@ def search(
     if path.is_dir():  # a prune run directory: its fine-tuned model
         path = path / "finetune" / "best.safetensors"
     dataset = load_data(data or DataConfig(), progress=cfg.progress)
-    net, spec = resolve_model(str(path) if path.suffix else model, init, dataset.num_classes)
+    net, spec = resolve_model(str(path) if path.suffix else model, init, dataset.num_classes,
+                              require_weights=True)
     return run_search(net, spec, dataset, out, cfg, share_cfg, ddpg_cfg, resume,
                       source={"model": model, "init": init})
 
