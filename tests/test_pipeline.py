@@ -100,3 +100,30 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     for ext in ("json", "md", "png"):
         assert (results / f"resnet20.{ext}").is_file()
     assert "| k16 |" in (results / "resnet20.md").read_text()
+
+
+def test_impossible_budget_fails_before_any_training(image_tar: Path, tmp_path: Path, capsys):
+    from rlcompress.cli import main
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
+            "--target-ratio", "500", "--out", str(out), "--quiet", *data]
+    assert main(args) == 2
+    assert "budget" in capsys.readouterr().err
+    assert not (out / "baseline").exists() and not (out / "prune").exists()
+
+
+def test_compress_checks_budget_before_fine_tuning(planted, tmp_path: Path):
+    from rlcompress.search import BudgetError
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    model(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(BudgetError):
+        rlcompress.compress(model, data=planted, target_size="50B", out=tmp_path / "c",
+                            progress=False)
+    assert not (tmp_path / "c" / "prune").exists()

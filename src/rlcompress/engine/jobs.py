@@ -24,7 +24,6 @@ from rlcompress.models import (
 )
 from rlcompress.paths import pretrained_path
 
-
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
 
 

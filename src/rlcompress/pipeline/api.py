@@ -24,7 +24,7 @@ from rlcompress.fileio import write_json
 from rlcompress.models import load_state_dict_file, load_weights
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_generic, shrink_resnet
-from rlcompress.search import DDPGConfig, SearchConfig, run_search
+from rlcompress.search import DDPGConfig, SearchConfig, check_budget, run_search
 
 
 def _data(data: ImageData | LoaderData | None, train_loader: object, val_loader: object,
@@ -103,15 +103,16 @@ def compress(
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
-    small, small_spec, rest, kept_whole = _prune(copy.deepcopy(original), spec, prune_rate,
-                                                 _example(data))
-    tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
-                       precision=precision)
-    if prune_epochs > 0:
-        _finetune(small, small_spec, data, tcfg, out / "prune", [rest])
     scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
                         target_size=str(target_size or ""), val_images=val_images,
                         progress=progress, precision=precision)
+    tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
+                       precision=precision)
+    small, small_spec, rest, kept_whole = _prune(copy.deepcopy(original), spec, prune_rate,
+                                                 _example(data))
+    check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
+    if prune_epochs > 0:
+        _finetune(small, small_spec, data, tcfg, out / "prune", [rest])
     found = run_search(small.eval(), small_spec, data, out / "search", scfg, ShareConfig(),
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
     teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None

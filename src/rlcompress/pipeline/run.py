@@ -25,9 +25,10 @@ from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig, baseline, evaluate_model, resolve_model
 from rlcompress.fileio import write_json
 from rlcompress.models import save_checkpoint
-from rlcompress.pruning import PruneConfig
+from rlcompress.models.resnet_cifar import ARCH
+from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
 from rlcompress.pruning.job import prune
-from rlcompress.search import DDPGConfig, SearchConfig
+from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.runner import search
 
 
@@ -94,6 +95,18 @@ def _done(stage: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _preflight(cfg: PipelineConfig, init: str | None, scfg: SearchConfig) -> None:
+    """Prune a copy of the starting model (instant, no training) and check that the budget
+    can be met, so an impossible budget fails now rather than after hours of fine-tuning."""
+    net, spec = resolve_model(cfg.model, init)
+    if spec.get("arch") != ARCH:
+        return  # other architectures are checked when the search starts
+    masks = FilterMasks.compute(net, PruneConfig(rate=cfg.prune_rate))
+    masks.apply(net)
+    small, small_spec = shrink_resnet(net, spec, masks)
+    check_budget(small, small_spec, scfg)
+
+
 def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                  data: DataConfig | None = None, progress: bool = True) -> dict:
     """Run (or resume) every stage and return the report."""
@@ -109,6 +122,11 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
 
     start = run / "baseline" / "best.safetensors"
     init = None if Path(cfg.model).suffix or cfg.init in ("", "none") else cfg.init
+    scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
+                        target_ratio=cfg.target_ratio, target_size=cfg.target_size,
+                        val_images=cfg.val_images, threads=cfg.threads, progress=progress)
+    if _done(run / "prune") is None:
+        _preflight(cfg, init, scfg)
     if cfg.baseline_epochs > 0:
         # the shared checkpoints have seen the validation images: keep the last epoch
         baseline(cfg.model, str(run / "baseline"), str(run / "baseline"), init, data_cfg,
@@ -120,9 +138,6 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
         prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
               data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
     pruned = run / "prune" / "finetune" / "best.safetensors"
-    scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
-                        target_ratio=cfg.target_ratio, target_size=cfg.target_size,
-                        val_images=cfg.val_images, threads=cfg.threads, progress=progress)
     found = search(str(pruned), str(run / "search"), scfg, ShareConfig(),
                    DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
     shared = _done(run / "share") or share(

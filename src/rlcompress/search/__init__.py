@@ -4,7 +4,13 @@ from rlcompress.search.budget import Budget, BudgetError, file_budget, paper_bud
 from rlcompress.search.ddpg import DDPGAgent, DDPGConfig
 from rlcompress.search.env import ClusterEnv, action_to_k, k_to_action, layer_features
 from rlcompress.search.evaluator import PolicyEvaluator
-from rlcompress.search.runner import SearchConfig, make_budget, paper_ratio_of, run_search
+from rlcompress.search.runner import (
+    SearchConfig,
+    check_budget,
+    make_budget,
+    paper_ratio_of,
+    run_search,
+)
 from rlcompress.search.strategies import (
     STRATEGIES,
     RandomStrategy,
@@ -23,6 +29,7 @@ __all__ = [
     "RandomStrategy",
     "SearchConfig",
     "action_to_k",
+    "check_budget",
     "file_budget",
     "k_to_action",
     "layer_features",

@@ -184,6 +184,18 @@ def _pareto(rows: list[dict]) -> list[dict]:
     return front
 
 
+def check_budget(model: nn.Module, spec: dict, cfg: SearchConfig,
+                 share_cfg: ShareConfig | None = None) -> Budget:
+    """Build the budget of ``cfg`` for ``model`` and raise :class:`BudgetError` if even the
+    smallest k everywhere cannot meet it. Cheap (no data, no training): callers run it before
+    hours of fine-tuning."""
+    share_cfg = share_cfg or ShareConfig()
+    names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
+    budget = make_budget(model.eval(), spec, names, cfg, share_cfg)
+    budget.check()
+    return budget
+
+
 def run_search(
     model: nn.Module,
     spec: dict,
