@@ -117,6 +117,12 @@ def _pre_hook(module: nn.Module, _inputs: tuple) -> None:
     module.weight = shared_weight(module)
 
 
+def _post_hook(module: nn.Module, _inputs: tuple, _output: object) -> None:
+    # outside forward the attribute holds a detached copy: a graph-connected tensor attribute
+    # would make the model impossible to deepcopy and keep the last graph alive
+    module.weight = module.weight.detach()
+
+
 def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor) -> nn.Module:
     """Turn a Conv2d/Linear into a shared layer in place.
 
@@ -134,7 +140,8 @@ def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor
     module.register_parameter("codebook", nn.Parameter(codebook.detach().float().clone()))
     module.register_buffer("indices", indices.to(torch.long))
     module.register_forward_pre_hook(_pre_hook)
-    module.weight = shared_weight(module)
+    module.register_forward_hook(_post_hook)
+    module.weight = shared_weight(module).detach()
     return module
 
 
@@ -181,6 +188,8 @@ def unshare(model: nn.Module) -> nn.Module:
             # found by identity rather than a handle: a handle would not survive deepcopy
             for key in [k for k, h in m._forward_pre_hooks.items() if h is _pre_hook]:
                 del m._forward_pre_hooks[key]
+            for key in [k for k, h in m._forward_hooks.items() if h is _post_hook]:
+                del m._forward_hooks[key]
             del m._parameters["codebook"], m._buffers["indices"]
             m.__dict__.pop("weight", None)
             m.weight = nn.Parameter(w)

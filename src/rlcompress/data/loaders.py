@@ -63,13 +63,56 @@ class LoaderData:
             raise ValueError(f"no {name!r} loader was given")
         return loader
 
-    def materialise(self, split: str, limit: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``limit`` examples of a split as a list of batches (for fast re-use)."""
-        out, n = [], 0
-        for x, y in self.split(split):
-            take = min(len(y), limit - n)
-            out.append((x[:take].contiguous(memory_format=torch.channels_last), y[:take]))
-            n += take
-            if n >= limit:
-                break
+    def materialise(self, split: str, limit: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A seeded, class-stratified sample of ``limit`` examples of a split, as batches.
+
+        Loaders are often sorted by class, so the first ``limit`` examples would be one or two
+        classes. A first pass reads only the labels, the sample is drawn per class in
+        proportion to the split, and a second pass keeps the chosen examples. Both passes run
+        with torch's RNG seeded alike, so a shuffling loader yields the same order twice (a
+        loader whose order still differs is an error, not a silent wrong sample).
+        """
+        loader = self.split(split)
+        labels = torch.cat([y for _, y in _seeded(loader, seed)])
+        if limit <= 0 or limit >= len(labels):
+            chosen = torch.arange(len(labels))
+        else:
+            chosen = stratified_sample(labels, limit, seed)
+        keep = torch.zeros(len(labels), dtype=torch.bool)
+        keep[chosen] = True
+        out, pos = [], 0
+        for x, y in _seeded(loader, seed):
+            sel = keep[pos : pos + len(y)]
+            if not torch.equal(y, labels[pos : pos + len(y)]):
+                raise ValueError(f"the {split} loader gave a different order on a second pass; "
+                                 "use a loader without random transforms or shuffling")
+            if sel.any():
+                out.append((x[sel].contiguous(memory_format=torch.channels_last), y[sel]))
+            pos += len(y)
         return out
+
+
+def _seeded(loader: Iterable, seed: int) -> Iterator:
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield from loader
+    finally:
+        torch.set_rng_state(state)
+
+
+def stratified_sample(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``n`` examples drawn per class in proportion to the class counts
+    (largest remainders get the leftover places), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(labels, return_counts=True)
+    share = counts.double() * n / len(labels)
+    quota = share.floor().long()
+    rest = n - int(quota.sum())
+    if rest > 0:
+        quota[torch.argsort(share - quota, descending=True, stable=True)[:rest]] += 1
+    picks = []
+    for c, q in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=g)[:q]])
+    return torch.sort(torch.cat(picks)).values

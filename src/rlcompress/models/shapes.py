@@ -12,7 +12,11 @@ from torch import nn
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at dotted path ``name`` by ``module``."""
     parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, leaf, None)
+    if isinstance(old, nn.Module):  # a fresh module is in train mode; keep the model's mode
+        module.train(old.training)
+    setattr(owner, leaf, module)
 
 
 def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:

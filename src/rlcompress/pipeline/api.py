@@ -86,6 +86,7 @@ def compress(
     seed: int = 0,
     progress: bool = True,
     precision: str = "bf16",
+    threads: int = 0,
 ) -> tuple[nn.Module, dict]:
     """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
 
@@ -94,7 +95,10 @@ def compress(
     the file size and both ratios. ``spec`` is needed only for spec-driven registry models
     (e.g. the CIFAR ResNets); any other ``nn.Module`` works without one. ``distill`` weighs
     distillation from the pruned model while the centroids are fine-tuned (0: labels only).
+    ``threads``: CPU threads for every stage (0: whatever ``torch.get_num_threads()`` is now,
+    so the caller's setting is kept).
     """
+    threads = threads or torch.get_num_threads()
     if (target_size is None) == (target_ratio is None):
         raise ValueError("give exactly one of target_size and target_ratio")
     data = _data(data, train_loader, val_loader, test_loader)
@@ -105,9 +109,9 @@ def compress(
               for s in (("val", "test") if has_test else ("val",))}
     scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
                         target_size=str(target_size or ""), val_images=val_images,
-                        progress=progress, precision=precision)
+                        progress=progress, precision=precision, threads=threads)
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
-                       precision=precision)
+                       precision=precision, threads=threads)
     small, small_spec, rest, kept_whole = _prune(copy.deepcopy(original), spec, prune_rate,
                                                  _example(data))
     check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
@@ -120,8 +124,9 @@ def compress(
     layout = {n: len(m.codebook) for n, m in small.named_modules() if hasattr(m, "codebook")}
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
-                          precision=precision, distill=distill)
-        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [],
+                          precision=precision, distill=distill, threads=threads)
+        # the masks of layers kept whole stay applied, so their batch-norm shifts stay zero
+        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [rest],
                   teacher)
     path = out / "model.rlc"
     save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})

@@ -93,13 +93,20 @@ class FilterMasks:
         return cls(keep, {c: b for c, b in conv_bn_pairs(model).items() if c in keep})
 
     @torch.no_grad()
+    @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
-        """Zero pruned filters (weights, bias) and their batch-norm scale and shift."""
+        """Zero pruned filters (weights, bias) and their batch-norm scale and shift.
+
+        On a weight-shared layer the pruned positions already point at a constant zero; the
+        batch norm after it still needs zeroing, or its shift would drift during fine-tuning
+        and feed a constant into the channel (and into any residual add it meets).
+        """
         modules = dict(model.named_modules())
         for name, keep in self.keep.items():
-            drop = ~keep.to(modules[name].weight.device)
             conv = modules[name]
-            conv.weight[drop] = 0
+            drop = ~keep.to(conv.weight.device)
+            if "weight" in conv._parameters:
+                conv.weight[drop] = 0
             if conv.bias is not None:
                 conv.bias[drop] = 0
             if name in self.bn_of:

@@ -122,17 +122,20 @@ def _simplify(block: dict) -> dict:
 
 # ------------------------------------------------------------------------ generic models
 
+# Channel-wise ops a pruned (all-zero) channel may pass through: each must map 0 to 0, or
+# the removed channel would have fed a non-zero value to the next layer (Sigmoid, Hardsigmoid,
+# Softplus and the like map 0 elsewhere and are deliberately absent).
 _CHANNELWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
     nn.Tanh, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
     nn.Dropout, nn.Dropout2d, nn.Identity,
 )
 _CHANNELWISE_FUNCS = {
-    torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.sigmoid, torch.tanh,
+    torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.tanh,
     torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d,
     torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.gelu, torch.nn.functional.silu,
 }
-_CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+_CHANNELWISE_METHODS = {"relu", "tanh", "contiguous"}
 _FLATTEN = {torch.flatten}
 
 
@@ -205,7 +208,28 @@ def shrink_generic(
             spatial = consumer.args[0].meta["tensor_meta"].shape[1] // conv.out_channels
             _shrink_linear_in(out, consumer.target, idx, spatial)
         report.kept[name] = len(idx)
-    return out, report
+    return _verified(model, out, report, example)
+
+
+def _verified(model: nn.Module, out: nn.Module, report: ShrinkReport,
+              example: torch.Tensor) -> tuple[nn.Module, ShrinkReport]:
+    """Accept the shrunk model only if it computes what the masked model computes."""
+    if not report.kept:
+        return out, report
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(max(2, example.shape[0]), *example.shape[1:], generator=g)
+    was = model.training
+    model.eval()
+    out.eval()
+    ref, got = model(probe), out(probe)
+    model.train(was)
+    out.train(was)
+    if torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-6):
+        return out, report
+    why = (f"shrunk model differs from the masked one (max |diff| "
+           f"{float((ref - got).abs().max()):.3g}); kept whole to stay exact")
+    return copy.deepcopy(model), ShrinkReport(
+        kept={}, kept_whole={**{n: why for n in report.kept}, **report.kept_whole})
 
 
 def _shrink_out(model: nn.Module, conv_name: str, bn_name: str, idx: torch.Tensor) -> None:

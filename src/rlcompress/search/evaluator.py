@@ -43,7 +43,7 @@ class PolicyEvaluator:
         self.cache = cache or ClusterCache()
         self.precision = precision
         if isinstance(data, LoaderData):
-            self.inputs = data.materialise("val", n_val)
+            self.inputs = data.materialise("val", n_val, seed)
         else:
             subset: SplitData = data.val.subset(n_val, seed=seed)
             self.inputs = [

@@ -1,0 +1,115 @@
+"""Correct results on a user's own model and data through the library API."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import rlcompress
+from rlcompress.clustering import share_model
+from rlcompress.data.loaders import LoaderData
+from rlcompress.pruning import FilterMasks, PruneConfig, shrink_generic
+
+
+def test_validation_subset_is_class_stratified_on_a_sorted_loader():
+    y = torch.arange(4).repeat_interleave(50)  # class-sorted, as many datasets are stored
+    x = torch.randn(len(y), 3, 4, 4)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    data = LoaderData(loader, loader)
+    sample = data.materialise("val", 40, seed=0)
+    labels = torch.cat([b[1] for b in sample])
+    assert len(labels) == 40
+    assert torch.bincount(labels, minlength=4).tolist() == [10, 10, 10, 10]
+    again = torch.cat([b[1] for b in data.materialise("val", 40, seed=0)])
+    other = data.materialise("val", 40, seed=1)
+    assert torch.equal(labels, again)
+    assert not torch.equal(torch.cat([b[0] for b in sample]), torch.cat([b[0] for b in other]))
+
+
+class SigmoidNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(self.bn1(self.conv1(x)))  # sigmoid(0) = 0.5: not zero-preserving
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _masked(model: nn.Module) -> tuple[nn.Module, FilterMasks]:
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.bias.data.uniform_(-1, 1)
+    masks = FilterMasks.compute(model, PruneConfig(rate=0.5))
+    masks.apply(model)
+    return model.eval(), masks
+
+
+def test_non_zero_preserving_ops_keep_the_layer_whole():
+    model, masks = _masked(SigmoidNet())
+    x = torch.randn(2, 3, 8, 8)
+    small, report = shrink_generic(model, masks, x)
+    assert "conv1" in report.kept_whole and "conv1" not in report.kept
+    assert torch.allclose(small.eval()(x), model(x), atol=1e-5)
+
+
+def test_shrunk_modules_keep_the_eval_mode():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3),
+                          nn.BatchNorm2d(4))
+    model, masks = _masked(model)
+    small, report = shrink_generic(model, masks, torch.zeros(1, 3, 8, 8))
+    assert report.kept  # something was shrunk
+    assert not any(m.training for m in small.modules())
+
+
+def test_shared_models_can_be_deep_copied_after_training_steps():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    share_model(model, {"0": 4, "2": 4})
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    clone = copy.deepcopy(model)
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(clone(x), model(x))
+
+
+class ResidualNet(nn.Module):
+    """A conv whose output meets a residual add: it is kept whole and stays masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv, self.bn = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn0(self.stem(x)))
+        h = torch.relu(self.bn(self.conv(h)) + h)
+        return self.fc(h.mean((2, 3)))
+
+
+def test_compress_keeps_pruned_channels_zero_and_the_callers_threads(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    model = ResidualNet()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        decoded, report = rlcompress.compress(
+            model, data=planted, target_size="20KB", prune_epochs=1, episodes=2,
+            share_epochs=1, val_images=32, out=tmp_path / "c", progress=False, precision="fp32")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "conv" in report["layers_kept_whole"]
+    # the pruned filters of the kept-whole conv: their batch-norm shift must still be zero
+    dead = decoded.conv.indices.flatten(1).eq(len(decoded.conv.codebook)).all(1)
+    assert dead.any()
+    assert torch.all(decoded.bn.bias[dead] == 0) and torch.all(decoded.bn.weight[dead] == 0)
+    copy.deepcopy(decoded)
