@@ -166,8 +166,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> None:
     from rlcompress.pipeline import PipelineConfig, format_report, run_pipeline
 
-    out = args.resume or args.out
     cfg = config_from_args(PipelineConfig, args)
+    out = args.resume or args.out or ("runs/pipeline-quick" if cfg.quick else "runs/pipeline")
     saved = Path(out) / "pipeline.json"
     if args.resume:
         if not saved.is_file():
@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the budget (DDPG), share weights, fine-tune centroids, export and evaluate "
                        "the file. With no options: ResNet-20 on CIFAR-10 at a paper ratio of "
                        "13.35. Each stage is skipped when done; --resume RUN_DIR continues.")
-    p.add_argument("--out", default="runs/pipeline", help="run directory")
+    p.add_argument("--out", default=None,
+                   help="run directory (default: runs/pipeline, or runs/pipeline-quick with --quick)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved settings")
     add_config_args(p, PipelineConfig)

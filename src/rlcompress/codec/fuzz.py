@@ -198,7 +198,7 @@ def fuzz(path: str | Path, cases: int, seed: int = 0, input_shape: tuple[int, ..
         target = Path(tmp) / "case.rlc"
         for i in range(cases):
             kind = kinds[i % len(kinds)]
-            target.write_bytes(MUTATORS[kind](data, rng))
+            target.write_bytes(MUTATORS[kind](data, rng))  # scratch file, never resumed from
             outcome, detail = _outcome(target, x, reference)
             if kind == "raw" and outcome == "valid":
                 outcome, detail = "crash", "raw edit loaded a different model (silently wrong)"

@@ -247,6 +247,8 @@ def fit(
     start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
     if resume and state_path.is_file():
         start_epoch, best, elapsed = _resume_state(state_path, model, opt)
+        if cfg.progress:
+            tqdm.write(f"{run_dir}: resuming at epoch {start_epoch}/{cfg.epochs}")
     config = {"train": asdict(cfg), **(extra_config or {})}
     write_json((run_dir / "config.json"), config)
     rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)

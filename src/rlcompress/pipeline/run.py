@@ -15,6 +15,7 @@ continues an interrupted run; inside a stage, the stage's own resume applies.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def _done(stage: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _stage_printer(progress: bool):  # noqa: ANN202 - a small closure
+    def say(i: int, name: str, done: dict | None, what: str) -> None:
+        if progress:
+            state = "done, skipped" if done is not None else what
+            print(f"[{i}/4] {name}: {state}", file=sys.stderr, flush=True)
+    return say
+
+
 def _preflight(cfg: PipelineConfig, init: str | None, scfg: SearchConfig) -> None:
     """Prune a copy of the starting model (instant, no training) and check that the budget
     can be met, so an impossible budget fails now rather than after hours of fine-tuning."""
@@ -112,9 +121,18 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     """Run (or resume) every stage and return the report."""
     cfg = (cfg or PipelineConfig()).resolved()
     run = Path(out)
+    saved = run / "pipeline.json"
+    if saved.is_file() and json.loads(saved.read_text()) != asdict(cfg):
+        raise FileExistsError(f"{run} holds a run with other settings: continue it with "
+                              f"--resume {run}, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
-    write_json((run / "pipeline.json"), asdict(cfg))
+    write_json(saved, asdict(cfg))
     data_cfg = data or DataConfig()
+    say = _stage_printer(progress)
+    if progress:
+        dataset = load_data(data_cfg, progress=progress)
+        print(f"data: {dataset.source} ({len(dataset.train)} train / {len(dataset.val)} val / "
+              f"{len(dataset.test)} test images)", file=sys.stderr)
 
     def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
         return TrainConfig(epochs=epochs, lr=lr, seed=cfg.seed, threads=cfg.threads,
@@ -127,6 +145,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                         val_images=cfg.val_images, threads=cfg.threads, progress=progress)
     if _done(run / "prune") is None:
         _preflight(cfg, init, scfg)
+    say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")
     if cfg.baseline_epochs > 0:
         # the shared checkpoints have seen the validation images: keep the last epoch
         baseline(cfg.model, str(run / "baseline"), str(run / "baseline"), init, data_cfg,
@@ -134,12 +153,16 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     elif not start.is_file():
         net, spec = resolve_model(cfg.model, init, load_data(data_cfg, progress=False).num_classes)
         save_checkpoint(net, spec, run / "baseline", "best")
+    say(2, "prune", _done(run / "prune"), f"FPGM rate {cfg.prune_rate}, "
+        f"{cfg.prune_epochs} fine-tuning epochs")
     if _done(run / "prune") is None:
         prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
               data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
     pruned = run / "prune" / "finetune" / "best.safetensors"
+    say(3, "search", _done(run / "search"), f"{cfg.strategy}, {cfg.episodes} episodes")
     found = search(str(pruned), str(run / "search"), scfg, ShareConfig(),
                    DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
+    say(4, "share", _done(run / "share"), f"{cfg.share_epochs} centroid fine-tuning epochs")
     shared = _done(run / "share") or share(
         str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
         tcfg(cfg.share_epochs, cfg.share_lr, distill=cfg.share_distill), resume=True)
