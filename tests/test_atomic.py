@@ -24,6 +24,11 @@ def test_failed_write_leaves_the_previous_file(tmp_path: Path):
         raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"episode": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # as a plain open() would make it
 
 
 def test_no_direct_writes_in_the_package():
