@@ -111,3 +111,16 @@ def test_tampered_state_is_a_one_line_error(tmp_path: Path, capsys):
     msg = _error(["train", "--model", "resnet20", "--out", str(out), "--resume", *common,
                   "--epochs", "2"], capsys)
     assert "state.pt: cannot resume" in msg
+
+
+def test_help_defaults_are_the_defaults_used():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a.choices, dict))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest in p._defaults and action.dest != "func" and action.help:
+                assert f"(default: {p._defaults[action.dest]})" in action.help, (name, action.dest)
+            m = action.help and "(default: " in action.help
+            if m and action.dest not in p._defaults and action.default is not None:
+                assert f"(default: {action.default})" in action.help or isinstance(
+                    action.default, (tuple, list)), (name, action.dest)

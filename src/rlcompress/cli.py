@@ -39,8 +39,13 @@ def _field_help(cls: type) -> dict[str, str]:
     return helps
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--option`` per field of dataclass ``cls`` (bools get ``--no-`` forms)."""
+def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                    defaults: dict[str, object] | None = None) -> None:
+    """Add one ``--option`` per field of dataclass ``cls`` (bools get ``--no-`` forms).
+
+    ``defaults`` overrides the dataclass defaults for this command, in the help text too (a
+    later ``set_defaults`` would leave ``--help`` showing a value that is not used).
+    """
     helps = _field_help(cls)
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -48,6 +53,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = (defaults or {}).get(f.name, default)
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         # argparse %-formats help strings
@@ -290,9 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="also write the summary JSON to this path")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_config_args(p, ShareConfig)
-    add_config_args(p, TrainConfig)
+    add_config_args(p, TrainConfig, defaults={"epochs": 5, "lr": 0.01})
     add_config_args(p, DataConfig)
-    p.set_defaults(epochs=5, lr=0.01)
     _common(p)
     p.set_defaults(func=_cmd_share)
 
