@@ -80,9 +80,8 @@ def _rows(path: Path) -> list[dict]:
 
 def test_search_killed_mid_write_resumes_exactly(tmp_path: Path):
     from conftest import planted_data
-    from test_search import CFG, _tiny
-
     from rlcompress.search import DDPGConfig, SearchConfig, run_search
+    from test_search import CFG, _tiny
 
     tests = Path(__file__).parent
     cut = tmp_path / "cut"
