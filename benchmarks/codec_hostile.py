@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import torch
 
 from rlcompress.clustering import clusterable_layers, resolve_policy, share_model
 from rlcompress.codec import inspect_file, load_compressed, save_compressed
+from rlcompress.codec.fuzz import fuzz_in_subprocess
 from rlcompress.models import build_model, model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,19 +55,11 @@ def header_sizes(tmp: Path) -> list[dict]:
 
 
 def run_fuzz(path: Path, cases: int, memory_gb: float) -> dict:
-    code = (
-        "import json\n"
-        "from rlcompress.codec.fuzz import fuzz, limit_memory\n"
-        f"limit_memory({int(memory_gb * (1 << 30))})\n"
-        f"print(json.dumps(fuzz({str(path)!r}, {cases}, 0, (4, 3, 32, 32))))\n"
-    )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"died": proc.returncode, "stderr": proc.stderr[-3000:]}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["address_space_gb"] = memory_gb
+    out = fuzz_in_subprocess(path, cases, 0, (4, 3, 32, 32), int(memory_gb * (1 << 30)))
+    if "died" not in out:
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+        out["address_space_gb"] = memory_gb
     return out
 
 

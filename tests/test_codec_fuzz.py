@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 
 from rlcompress.clustering import share_model
 from rlcompress.codec import save_compressed
+from rlcompress.codec.fuzz import fuzz_in_subprocess
 from rlcompress.models import build_model, resnet_spec
 from rlcompress.pruning import FilterMasks, PruneConfig
 
@@ -34,15 +34,9 @@ def small_file(tmp: Path) -> Path:
 
 
 def run_fuzz(path: Path, cases: int, seed: int) -> dict:
-    code = (
-        "import json, sys\n"
-        "from rlcompress.codec.fuzz import fuzz, limit_memory\n"
-        f"limit_memory({ADDRESS_SPACE})\n"
-        f"print(json.dumps(fuzz({str(path)!r}, {cases}, {seed}, (2, 3, 8, 8))))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"fuzz process died (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = fuzz_in_subprocess(path, cases, seed, (2, 3, 8, 8), ADDRESS_SPACE)
+    assert "died" not in result, f"fuzz process died: {result}"
+    return result
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux-only")

@@ -208,3 +208,26 @@ def fuzz(path: str | Path, cases: int, seed: int = 0, input_shape: tuple[int, ..
     return {"cases": cases, "seed": seed, "counts": dict(sorted(counts.items())),
             "crashes": sum(v for k, v in counts.items() if k.endswith(":crash")),
             "findings": findings}
+
+
+def fuzz_in_subprocess(path: str | Path, cases: int, seed: int = 0,
+                       input_shape: tuple[int, ...] = (2, 3, 8, 8),
+                       address_space: int = 3 << 30) -> dict:
+    """:func:`fuzz` in a fresh Python process whose address space is capped (Linux).
+
+    Returns the fuzz result, or ``{"died": returncode, "stderr": ...}`` if the process died
+    (an abort or an allocation failure: both are findings).
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import json\n"
+        "from rlcompress.codec.fuzz import fuzz, limit_memory\n"
+        f"limit_memory({int(address_space)})\n"
+        f"print(json.dumps(fuzz({str(path)!r}, {cases}, {seed}, {tuple(input_shape)!r})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"died": proc.returncode, "stderr": proc.stderr[-3000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
