@@ -130,8 +130,11 @@ def evaluate_checkpoint(
 ) -> dict:
     """Accuracy of a checkpoint (or a registered model with ``init`` weights) on a split."""
     set_threads(threads)
+    # a model file is read (and a bad one refused) before any data is looked for
+    net = resolve_model(model, init)[0] if Path(model).suffix else None
     dataset = load_data(data or DataConfig(), progress=progress)
-    net, _ = resolve_model(model, init, dataset.num_classes)
+    if net is None:
+        net, _ = resolve_model(model, init, dataset.num_classes)
     if limit:
         setattr(dataset, split, getattr(dataset, split).subset(limit))
     result = evaluate_model(net, dataset, split, precision, progress=progress)
