@@ -4,10 +4,12 @@ from rlcompress.clustering.kmeans import (
     INITS,
     METHODS,
     Clustering,
+    ClusterMethod,
     cluster_1d,
     exact_1d,
     init_centroids,
     lloyd_1d,
+    register_method,
 )
 from rlcompress.clustering.policies import (
     POLICIES,
@@ -17,9 +19,21 @@ from rlcompress.clustering.policies import (
     resolve_policy,
     uniform,
 )
+from rlcompress.clustering.qat import (
+    freeze_qat,
+    is_qat,
+    make_qat,
+    prepare_qat,
+    qat_layers,
+    qat_model,
+)
+from rlcompress.clustering.sensitivity import fisher_importance
 from rlcompress.clustering.sharing import (
+    DATA_FREE,
+    PAPER,
     ClusterCache,
     ShareConfig,
+    cluster_layer,
     clusterable_layers,
     is_shared,
     kept_weight_count,
@@ -34,6 +48,18 @@ from rlcompress.clustering.sharing import (
 )
 
 __all__ = [
+    "DATA_FREE",
+    "PAPER",
+    "ClusterMethod",
+    "cluster_layer",
+    "fisher_importance",
+    "freeze_qat",
+    "is_qat",
+    "make_qat",
+    "prepare_qat",
+    "qat_layers",
+    "qat_model",
+    "register_method",
     "INITS",
     "METHODS",
     "POLICIES",

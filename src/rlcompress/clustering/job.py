@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from torch import nn
 
 from rlcompress.clustering.policies import resolve_policy
+from rlcompress.clustering.qat import freeze_qat, qat_layers, qat_model
+from rlcompress.clustering.sensitivity import fisher_importance
 from rlcompress.clustering.sharing import (
     ClusterCache,
     ShareConfig,
@@ -27,15 +30,53 @@ from rlcompress.clustering.sharing import (
 )
 from rlcompress.codec import load_compressed, save_compressed, size_report
 from rlcompress.data import DataConfig, ImageData, load_data
-from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
+from rlcompress.data.loaders import LoaderData
+from rlcompress.engine import (
+    TrainConfig,
+    calibration_batches,
+    evaluate_model,
+    fit,
+    recalibrate_bn,
+    resolve_model,
+)
 from rlcompress.fileio import write_json
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.rundir import open_run_dir
 
 
 def sharing_layout(model: nn.Module) -> dict[str, int]:
-    """Codebook size per shared layer (what a checkpoint spec needs to rebuild it)."""
-    return {n: len(m.codebook) for n, m in shared_layers(model).items()}
+    """Codebook size per shared or QAT layer (what a checkpoint spec needs to rebuild it)."""
+    return {n: len(m.codebook) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
+
+
+def quantize(
+    model: nn.Module,
+    ks: dict[str, int],
+    data: ImageData | LoaderData,
+    cfg: ShareConfig | None = None,
+    trainable: bool = False,
+    cache: ClusterCache | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """Cluster ``model``'s layers in place with everything ``cfg`` asks for: Fisher importances
+    for the sensitive methods, shared layers (or QAT layers with ``trainable`` and
+    ``cfg.finetune == "qat"``), then batch-norm re-estimation. Returns timings."""
+    cfg = cfg or ShareConfig()
+    t0 = time.perf_counter()
+    importance = None
+    if cfg.weighted:
+        batches = calibration_batches(data, cfg.calibration_images, seed=cfg.kmeans_seed)
+        importance = fisher_importance(model, batches, list(ks))
+    t1 = time.perf_counter()
+    if trainable and cfg.finetune == "qat":
+        qat_model(model, ks, cfg, cache, importance)
+    else:
+        share_model(model, ks, cfg, cache, importance)
+    t2 = time.perf_counter()
+    recalibrate_bn(model, calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1),
+                   precision=precision)
+    return {"fisher_s": round(t1 - t0, 2), "cluster_s": round(t2 - t1, 2),
+            "bn_s": round(time.perf_counter() - t2, 2)}
 
 
 def export(
@@ -80,20 +121,24 @@ def share(
     resume: bool = False,
     results: str | None = None,
 ) -> dict:
-    """Cluster every layer with the policy's k, fine-tune the centroids (``cfg.epochs``; 0 for
-    none), export ``model.rlc`` and report the decoded file's accuracy and sizes."""
+    """Cluster every layer with the policy's k, fine-tune (``cfg.epochs``; 0 for none: trained
+    quantization or centroids only, as ``share_cfg.finetune`` says), export ``model.rlc`` and
+    report the decoded file's accuracy and sizes."""
     scfg, data_cfg, cfg = share_cfg or ShareConfig(), data or DataConfig(), cfg or TrainConfig()
     run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
     t0 = time.perf_counter()
+    timings = {}
     if (run / "shared.safetensors").is_file():
         net, spec = load_checkpoint(run / "shared.safetensors")
         ks = json.loads((run / "policy.json").read_text())
     else:
         net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
         ks = resolve_policy(policy, clusterable_layers(net, scfg.first, scfg.last))
-        share_model(net, ks, scfg, ClusterCache())
+        timings = quantize(net, ks, dataset, scfg, trainable=cfg.epochs > 0)
         spec = {**spec, "sharing": sharing_layout(net)}
+        if qat_layers(net):
+            spec["qat"] = True
         save_checkpoint(net, spec, run, "shared")
         write_json((run / "policy.json"), ks)
     before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)
@@ -106,6 +151,8 @@ def share(
         fit(net, spec, dataset, cfg, run / "finetune", resume=resume, extra_config=extra,
             teacher=teacher)
         best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
+    freeze_qat(best)
+    spec = {k: v for k, v in spec.items() if k != "qat"}
     label = policy if isinstance(policy, str) else "custom"
     sizes = export(best.eval(), str(run / "model.rlc"), spec, encoding, codebook_dtype,
                    extra={"policy": label, "k": ks})
@@ -115,7 +162,8 @@ def share(
         "top1": round(scores["test"]["top1"], 2), "top5": round(scores["test"]["top5"], 2),
         "val_top1": round(scores["val"]["top1"], 2),
         "val_top1_before_finetune": round(before["top1"], 2),
-        **sizes, "epochs": cfg.epochs, "distill": cfg.distill, "method": scfg.method, "kmeans_init": scfg.kmeans_init,
+        **sizes, "epochs": cfg.epochs, "lr": cfg.lr, "distill": cfg.distill, "share": asdict(scfg),
+        **timings,
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
         "command": "rlcompress " + " ".join(sys.argv[1:]),
     }

@@ -6,16 +6,23 @@ cluster is a contiguous run, its boundaries are midpoints between neighbouring c
 (one ``searchsorted``) and its mean comes from prefix sums, so an iteration costs O(k log n)
 after one O(n log n) sort. The exact mode delegates to ``kmeans1d`` (dynamic programming,
 MIT-licensed), which reaches the global optimum in O(n k).
+
+Weighted variants minimise sum_i w_i (x_i - c(x_i))^2 with a per-weight importance w_i (the
+diagonal Fisher information, as in SqueezeLLM and coremltools' SKM): the weighted Lloyd uses
+prefix sums of w and w*x, and the weighted optimum comes from ``ckwrap`` (Ckmeans.1d.dp, the
+weighted 1-D dynamic program, linear-time; ``kmeans1d`` has no weights). For fixed centroids
+the best assignment is still the nearest centroid whatever the weights, so a weighted result is
+stored and decoded exactly like an unweighted one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 INITS = ("linear", "density", "kmeans++")
-METHODS = ("lloyd", "exact")
 
 
 @dataclass
@@ -58,31 +65,28 @@ def init_centroids(xs: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarr
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def _segment_stats(xs: np.ndarray, cs: np.ndarray, c2: np.ndarray, cuts: np.ndarray):
-    """Counts, sums and sums of squares of the runs xs[cuts[i]:cuts[i+1]]."""
-    n = cs[cuts[1:]] - cs[cuts[:-1]]
-    return cuts[1:] - cuts[:-1], n, c2[cuts[1:]] - c2[cuts[:-1]]
-
-
 def lloyd_1d(
     x: np.ndarray, k: int, init: str = "kmeans++", max_iter: int = 300, tol: float = 1e-9,
-    seed: int = 0,
+    seed: int = 0, weights: np.ndarray | None = None,
 ) -> Clustering:
-    """Lloyd's k-means on 1-D data using sorted runs and prefix sums."""
+    """Lloyd's k-means on 1-D data using sorted runs and prefix sums (optionally weighted)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     xs, uniq = _check(x, k)
     if uniq is not None:
         return uniq
-    cs = np.concatenate([[0.0], np.cumsum(xs)])
-    c2 = np.concatenate([[0.0], np.cumsum(xs * xs)])
+    ws = np.ones_like(xs) if weights is None else _check_weights(weights, x)[np.argsort(x, kind="stable")]
+    cw = np.concatenate([[0.0], np.cumsum(ws)])
+    cs = np.concatenate([[0.0], np.cumsum(ws * xs)])
+    c2 = np.concatenate([[0.0], np.cumsum(ws * xs * xs)])
     cents = np.unique(init_centroids(xs, k, init, seed))
     prev = np.inf
     for _ in range(max_iter):
         cuts = np.concatenate([[0], np.searchsorted(xs, (cents[1:] + cents[:-1]) / 2), [len(xs)]])
-        cnt, s, sq = _segment_stats(xs, cs, c2, cuts)
+        cnt = cuts[1:] - cuts[:-1]
+        wsum, s, sq = (a[cuts[1:]] - a[cuts[:-1]] for a in (cw, cs, c2))
         keep = cnt > 0
-        cents = s[keep] / cnt[keep]
-        sse = float(np.sum(sq[keep] - s[keep] ** 2 / cnt[keep]))
+        cents = s[keep] / wsum[keep]
+        sse = float(np.sum(sq[keep] - s[keep] ** 2 / wsum[keep]))
         if len(cents) < k:
             # clusters emptied (common with linear init and rare large weights): re-seed them
             # at the worst-fitted weights, so that the layer really uses k centroids
@@ -102,16 +106,35 @@ def _reseed(xs: np.ndarray, cents: np.ndarray, missing: int) -> np.ndarray:
     return np.unique(np.concatenate([cents, extra[np.isin(extra, cents, invert=True)][:missing]]))
 
 
-def exact_1d(x: np.ndarray, k: int) -> Clustering:
-    """Globally optimal 1-D k-means (dynamic programming via the ``kmeans1d`` package)."""
-    import kmeans1d
-
+def exact_1d(x: np.ndarray, k: int, weights: np.ndarray | None = None) -> Clustering:
+    """Globally optimal 1-D k-means (dynamic programming: ``kmeans1d``, or ``ckwrap`` when
+    weighted)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     xs, uniq = _check(x, k)
     if uniq is not None:
         return uniq
-    _, cents = kmeans1d.cluster(xs, k)
-    return _finish(x, np.unique(np.asarray(cents)))
+    if weights is None:
+        import kmeans1d
+
+        _, cents = kmeans1d.cluster(xs, k)
+        return _finish(x, np.unique(np.asarray(cents)))
+    import ckwrap
+
+    w = _check_weights(weights, x)
+    order = np.argsort(x, kind="stable")
+    res = ckwrap.ckmeans(xs, k, weights=w[order])
+    return _finish(x, np.unique(np.asarray(res.centers, dtype=np.float64)))
+
+
+def _check_weights(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape != x.shape:
+        raise ValueError(f"weights have {w.size} values for {x.size} data points")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    # a zero weight would leave a centroid undefined in an all-zero run; a tiny positive floor
+    # keeps every run's weighted mean defined without changing any result measurably
+    return np.maximum(w, w.max() * 1e-12)
 
 
 def _check(x: np.ndarray, k: int) -> tuple[np.ndarray, Clustering | None]:
@@ -139,12 +162,54 @@ def _finish(x: np.ndarray, cents: np.ndarray) -> Clustering:
     return Clustering(book, labels.astype(np.int64), float(np.dot(err, err)))
 
 
+@dataclass(frozen=True)
+class ClusterMethod:
+    """A registered 1-D clustering method.
+
+    Attributes:
+        fn: ``fn(x, k, weights, init, seed) -> Clustering``.
+        weighted: the method needs a per-weight importance (it is sensitivity-aware).
+        description: one line for ``--help`` and the README.
+    """
+
+    fn: Callable[[np.ndarray, int, np.ndarray | None, str, int], Clustering]
+    weighted: bool
+    description: str
+
+
+METHODS: dict[str, ClusterMethod] = {}
+
+
+def register_method(name: str, method: ClusterMethod) -> None:
+    """Make a clustering method selectable by name everywhere (share, search, compress)."""
+    METHODS[name] = method
+
+
+register_method("lloyd", ClusterMethod(
+    lambda x, k, w, init, seed: lloyd_1d(x, k, init=init, seed=seed), False,
+    "sorted Lloyd k-means, unweighted (Deep Compression)"))
+register_method("exact", ClusterMethod(
+    lambda x, k, w, init, seed: exact_1d(x, k), False,
+    "optimal unweighted 1-D k-means (dynamic programming)"))
+register_method("sensitive", ClusterMethod(
+    lambda x, k, w, init, seed: exact_1d(x, k, weights=w), True,
+    "optimal Fisher-weighted 1-D k-means (dynamic programming)"))
+register_method("sensitive-lloyd", ClusterMethod(
+    lambda x, k, w, init, seed: lloyd_1d(x, k, init=init, seed=seed, weights=w), True,
+    "Fisher-weighted sorted Lloyd k-means"))
+
+
 def cluster_1d(
-    x: np.ndarray, k: int, method: str = "lloyd", init: str = "kmeans++", seed: int = 0
+    x: np.ndarray, k: int, method: str = "lloyd", init: str = "kmeans++", seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> Clustering:
-    """Cluster ``x`` into at most ``k`` centroids with ``method`` (``lloyd`` or ``exact``)."""
-    if method == "lloyd":
-        return lloyd_1d(x, k, init=init, seed=seed)
-    if method == "exact":
-        return exact_1d(x, k)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    """Cluster ``x`` into at most ``k`` centroids with a registered ``method``.
+
+    Weighted methods need ``weights`` (one importance per value); unweighted ones ignore them.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    spec = METHODS[method]
+    if spec.weighted and weights is None:
+        raise ValueError(f"clustering method {method!r} needs per-weight importances")
+    return spec.fn(x, k, weights if spec.weighted else None, init, seed)

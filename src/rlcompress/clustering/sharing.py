@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcompress.clustering.kmeans import Clustering, cluster_1d
+from rlcompress.checks import check_fields
+from rlcompress.clustering.kmeans import METHODS, Clustering, cluster_1d
 from rlcompress.fileio import atomic_path
 
 CLUSTERABLE = (nn.Conv2d, nn.Linear)
@@ -25,10 +26,12 @@ CLUSTERABLE = (nn.Conv2d, nn.Linear)
 
 @dataclass
 class ShareConfig:
-    """How layers are clustered.
+    """How layers are clustered and how the shared model is trained.
 
     Attributes:
-        method: ``lloyd`` (fast sorted Lloyd) or ``exact`` (optimal dynamic programming).
+        method: clustering method: ``sensitive`` (optimal Fisher-weighted 1-D k-means),
+            ``sensitive-lloyd`` (Fisher-weighted Lloyd), ``exact`` (optimal unweighted) or
+            ``lloyd`` (unweighted Lloyd, Deep Compression's).
         kmeans_init: Lloyd's initialisation: ``kmeans++`` (default: within ~10% of the optimal
             squared error on ResNet layers), ``linear`` (Deep Compression's default; 2-3x the
             optimal error at k >= 64, since 1-D Lloyd cannot move centroids past each other)
@@ -36,13 +39,42 @@ class ShareConfig:
         kmeans_seed: seed of the k-means++ initialisation.
         first: also cluster the first conv layer (the stem).
         last: also cluster the final linear layer.
+        calibration_images: training images whose squared loss gradients give the sensitive
+            methods their per-weight importance.
+        bn_images: training images over which batch-norm running statistics are re-estimated
+            after clustering (0: keep the uncompressed model's statistics).
+        finetune: ``qat``: latent float weights trained through a nearest-centroid forward
+            (straight-through), with the centroids re-fitted to their members and every weight
+            re-assigned at each step; ``centroids``: fixed assignments, trainable centroids
+            (the paper's and Deep Compression's).
     """
 
-    method: str = "lloyd"
+    method: str = "sensitive"
     kmeans_init: str = "kmeans++"
     kmeans_seed: int = 0
     first: bool = True
     last: bool = True
+    calibration_images: int = 1024
+    bn_images: int = 2048
+    finetune: str = "qat"
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images"),
+                     choices={"method": tuple(METHODS), "finetune": ("qat", "centroids")})
+        if METHODS[self.method].weighted and self.calibration_images < 1:
+            raise ValueError(f"method {self.method!r} needs calibration_images >= 1")
+
+    @property
+    def weighted(self) -> bool:
+        """The method needs per-weight importances."""
+        return METHODS[self.method].weighted
+
+
+# what :func:`share_model` uses when given no config: the best method that needs no data
+DATA_FREE = ShareConfig(method="exact", bn_images=0)
+# the paper's (and Deep Compression's) sharing: unweighted Lloyd, no batch-norm re-estimation,
+# fixed assignments with trainable centroids; the reproduced paper tables use it
+PAPER = ShareConfig(method="lloyd", bn_images=0, finetune="centroids")
 
 
 def clusterable_layers(model: nn.Module, first: bool = True, last: bool = True) -> dict[str, nn.Module]:
@@ -85,9 +117,15 @@ class ClusterCache:
         self.path = Path(path) if path else None
         self.hits = self.misses = 0
 
-    def get(self, name: str, values: np.ndarray, k: int, cfg: ShareConfig) -> Clustering:
-        """The clustering of ``values`` into ``k`` clusters, computed once."""
-        digest = hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
+    def get(self, name: str, values: np.ndarray, k: int, cfg: ShareConfig,
+            weights: np.ndarray | None = None) -> Clustering:
+        """The clustering of ``values`` (with importances ``weights``) into ``k`` clusters,
+        computed once."""
+        weights = weights if cfg.weighted else None
+        h = hashlib.sha1(np.ascontiguousarray(values).tobytes())
+        if weights is not None:
+            h.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+        digest = h.hexdigest()[:16]
         key = (name, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed, digest)
         if key in self.memory:
             self.hits += 1
@@ -99,7 +137,7 @@ class ClusterCache:
             self.hits += 1
         else:
             self.misses += 1
-            result = cluster_1d(values, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed)
+            result = cluster_1d(values, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed, weights)
             if file is not None:
                 with atomic_path(file) as tmp, open(tmp, "wb") as f:
                     np.savez(f, codebook=result.codebook, labels=result.labels, sse=result.sse)
@@ -123,6 +161,13 @@ def _post_hook(module: nn.Module, _inputs: tuple, _output: object) -> None:
     module.weight = module.weight.detach()
 
 
+def _refresh_after_load(module: nn.Module, _incompatible: object) -> None:
+    # the ``weight`` attribute is a computed copy: after a state_dict load it must show the
+    # loaded codebook and indices, not the placeholders it was built with
+    with torch.no_grad():
+        module.weight = shared_weight(module).detach()
+
+
 def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor) -> nn.Module:
     """Turn a Conv2d/Linear into a shared layer in place.
 
@@ -141,6 +186,7 @@ def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor
     module.register_buffer("indices", indices.to(torch.long))
     module.register_forward_pre_hook(_pre_hook)
     module.register_forward_hook(_post_hook)
+    module.register_load_state_dict_post_hook(_refresh_after_load)
     module.weight = shared_weight(module).detach()
     return module
 
@@ -150,14 +196,30 @@ def is_shared(module: nn.Module) -> bool:
     return "codebook" in module._parameters
 
 
+def cluster_layer(
+    weight: torch.Tensor, k: int, cfg: ShareConfig, cache: ClusterCache | None = None,
+    name: str = "", importance: torch.Tensor | None = None,
+) -> tuple[Clustering, torch.Tensor]:
+    """Cluster the surviving weights of one weight tensor; returns the result and the mask."""
+    w = weight.detach().float().cpu()
+    mask = surviving_mask(w)
+    values = w[mask].numpy().astype(np.float64)
+    weights = None
+    if cfg.weighted:
+        if importance is None:
+            raise ValueError(f"clustering method {cfg.method!r} needs the importance of layer "
+                             f"{name or '?'} (see rlcompress.clustering.fisher_importance)")
+        weights = importance.detach().float().cpu()[mask].numpy().astype(np.float64)
+    return (cache or ClusterCache()).get(name, values, k, cfg, weights), mask
+
+
 def share_layer(
-    module: nn.Module, k: int, cfg: ShareConfig, cache: ClusterCache | None = None, name: str = ""
+    module: nn.Module, k: int, cfg: ShareConfig, cache: ClusterCache | None = None, name: str = "",
+    importance: torch.Tensor | None = None,
 ) -> Clustering:
     """Cluster the surviving weights of one layer into ``k`` clusters and share them."""
     w = module.weight.detach().float().cpu()
-    mask = surviving_mask(w)
-    values = w[mask].numpy().astype(np.float64)
-    result = (cache or ClusterCache()).get(name, values, k, cfg)
+    result, mask = cluster_layer(w, k, cfg, cache, name, importance)
     indices = torch.full(w.shape, len(result.codebook), dtype=torch.long)
     indices[mask] = torch.from_numpy(result.labels)
     make_shared(module, torch.from_numpy(result.codebook), indices)
@@ -169,14 +231,21 @@ def share_model(
     ks: dict[str, int],
     cfg: ShareConfig | None = None,
     cache: ClusterCache | None = None,
+    importance: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Clustering]:
-    """Share the weights of every layer named in ``ks`` with its k (in place)."""
-    cfg = cfg or ShareConfig()
+    """Share the weights of every layer named in ``ks`` with its k (in place).
+
+    Sensitive methods need ``importance`` (from :func:`fisher_importance`) for every layer;
+    without ``cfg``, the optimal unweighted method (:data:`DATA_FREE`) is used. Batch-norm
+    re-estimation needs data and is not done here (see ``rlcompress.clustering.job.quantize``).
+    """
+    cfg = cfg or DATA_FREE
     modules = dict(model.named_modules())
     unknown = [n for n in ks if n not in modules]
     if unknown:
         raise KeyError(f"policy names layers the model does not have: {unknown}")
-    return {n: share_layer(modules[n], k, cfg, cache, n) for n, k in ks.items()}
+    imp = importance or {}
+    return {n: share_layer(modules[n], k, cfg, cache, n, imp.get(n)) for n, k in ks.items()}
 
 
 @torch.no_grad()
@@ -190,10 +259,17 @@ def unshare(model: nn.Module) -> nn.Module:
                 del m._forward_pre_hooks[key]
             for key in [k for k, h in m._forward_hooks.items() if h is _post_hook]:
                 del m._forward_hooks[key]
+            _drop_load_hooks(m)
             del m._parameters["codebook"], m._buffers["indices"]
             m.__dict__.pop("weight", None)
             m.weight = nn.Parameter(w)
     return model
+
+
+def _drop_load_hooks(module: nn.Module) -> None:
+    hooks = module._load_state_dict_post_hooks
+    for key in [k for k, h in hooks.items() if h is _refresh_after_load]:
+        del hooks[key]
 
 
 def shared_layers(model: nn.Module) -> dict[str, nn.Module]:

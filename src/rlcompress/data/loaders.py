@@ -92,6 +92,19 @@ class LoaderData:
         return out
 
 
+    def head(self, split: str, limit: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``limit`` examples of one seeded pass over a split (the training loader
+        shuffles and augments, so these are a random, reproducible sample of it)."""
+        out, seen = [], 0
+        for x, y in _seeded(self.split(split), seed):
+            take = min(len(y), limit - seen)
+            out.append((x[:take].contiguous(memory_format=torch.channels_last), y[:take]))
+            seen += take
+            if seen >= limit:
+                break
+        return out
+
+
 def _seeded(loader: Iterable, seed: int) -> Iterator:
     state = torch.get_rng_state()
     torch.manual_seed(seed)

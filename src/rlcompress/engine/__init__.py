@@ -1,8 +1,10 @@
 """Training and evaluation engine: resumable runs, bf16/channels_last on CPU, AMP on CUDA."""
 
+from rlcompress.engine.bn import recalibrate_bn
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.jobs import (
     baseline,
+    calibration_batches,
     evaluate_checkpoint,
     evaluate_model,
     resolve_model,
@@ -16,6 +18,7 @@ __all__ = [
     "TrainConfig",
     "autocast",
     "baseline",
+    "calibration_batches",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_model",
@@ -23,6 +26,7 @@ __all__ = [
     "lr_at",
     "make_loaders",
     "pick_device",
+    "recalibrate_bn",
     "resolve_model",
     "seed_everything",
     "set_threads",

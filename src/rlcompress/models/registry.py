@@ -113,9 +113,11 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     spec = json.loads(spec_path.read_text())
     model = build_model(spec)
     if spec.get("sharing"):  # weight-shared layers: codebook sizes per layer
+        from rlcompress.clustering.qat import prepare_qat
         from rlcompress.clustering.sharing import prepare_shared
 
-        prepare_shared(model, spec["sharing"])
+        # "qat": a checkpoint taken during trained quantization (latent weights kept)
+        (prepare_qat if spec.get("qat") else prepare_shared)(model, spec["sharing"])
     load_weights(model, load_state_dict_file(weights_path))
     return model, spec
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlcompress.clustering.sharing import ShareConfig, share_model
+from rlcompress.clustering.job import quantize, sharing_layout
+from rlcompress.clustering.qat import freeze_qat, qat_layers
+from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report
 from rlcompress.data import ImageData
@@ -87,6 +89,7 @@ def compress(
     progress: bool = True,
     precision: str = "bf16",
     threads: int = 0,
+    share: ShareConfig | None = None,
 ) -> tuple[nn.Module, dict]:
     """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
 
@@ -94,7 +97,9 @@ def compress(
     with validation (and test, if a test loader or split exists) accuracy before and after,
     the file size and both ratios. ``spec`` is needed only for spec-driven registry models
     (e.g. the CIFAR ResNets); any other ``nn.Module`` works without one. ``distill`` weighs
-    distillation from the pruned model while the centroids are fine-tuned (0: labels only).
+    distillation from the pruned model while the shared model is fine-tuned (0: labels only).
+    ``share`` sets the clustering method and fine-tuning mode (default :class:`ShareConfig`:
+    Fisher-weighted clustering, batch-norm re-estimation, trained quantization).
     ``threads``: CPU threads for every stage (0: whatever ``torch.get_num_threads()`` is now,
     so the caller's setting is kept).
     """
@@ -117,17 +122,18 @@ def compress(
     check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
     if prune_epochs > 0:
         _finetune(small, small_spec, data, tcfg, out / "prune", [rest])
-    found = run_search(small.eval(), small_spec, data, out / "search", scfg, ShareConfig(),
+    share = share or ShareConfig()
+    found = run_search(small.eval(), small_spec, data, out / "search", scfg, share,
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
     teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None
-    share_model(small, found["best"]["k"], ShareConfig())
-    layout = {n: len(m.codebook) for n, m in small.named_modules() if hasattr(m, "codebook")}
+    quantize(small, found["best"]["k"], data, share, trainable=share_epochs > 0)
+    layout = {"sharing": sharing_layout(small), **({"qat": True} if qat_layers(small) else {})}
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
                           precision=precision, distill=distill, threads=threads)
         # the masks of layers kept whole stay applied, so their batch-norm shifts stay zero
-        _finetune(small, {**small_spec, "sharing": layout}, data, cfg, out / "share", [rest],
-                  teacher)
+        _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [rest], teacher)
+        freeze_qat(small)
     path = out / "model.rlc"
     save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})
     skeleton = None if small_spec.get("arch") == ARCH else copy.deepcopy(original)

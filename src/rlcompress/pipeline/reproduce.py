@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rlcompress.clustering.job import share
 from rlcompress.clustering.policies import RULE_POLICIES
-from rlcompress.clustering.sharing import ShareConfig, clusterable_layers, kept_weight_count
+from rlcompress.clustering.sharing import PAPER as PAPER_SHARE
+from rlcompress.clustering.sharing import clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, baseline
@@ -130,7 +131,7 @@ def reproduce(
                              f"{distill}: every row of a table shares one fine-tuning; use "
                              "another --out (and --results) or the same --share-distill")
         s = s or share(
-            pruned, str(d), policy, ShareConfig(), data, tcfg(share_epochs, 0.01, distill=distill),
+            pruned, str(d), policy, PAPER_SHARE, data, tcfg(share_epochs, 0.01, distill=distill),
             resume=True)
         target = files / f"{model}-{name.replace('/', 'd')}.rlc"
         shutil.copyfile(d / "model.rlc", target)
@@ -160,7 +161,7 @@ def reproduce(
             elif label in want:
                 cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
                                    target_ratio=target_ratio, threads=threads, progress=progress)
-                found = search(pruned, str(run / f"search-{name}"), cfg, ShareConfig(),
+                found = search(pruned, str(run / f"search-{name}"), cfg, PAPER_SHARE,
                                DDPGConfig(), data, resume=True)
                 per_seed.append(shared_row(found["best"]["k"], name, seed))
         rows += [_seed_row(label, per_seed)] if per_seed else []

@@ -3,7 +3,10 @@
 The model is never deep-copied or wrapped per episode: each layer's clustered weight tensor
 for a given k is computed once (through the clustering cache) and copied into a working model,
 which is then evaluated in inference mode, in bf16 with channels_last on CPU, on a validation
-subset whose inputs are prepared once.
+subset whose inputs are prepared once. With a sensitive clustering method the per-weight
+Fisher importances are computed once, from training images; with ``bn_images`` the batch-norm
+statistics are re-estimated for every policy on a fixed set of augmented training images (so
+the reward sees the model that sharing will produce, and stays a function of the policy).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import time
 import torch
 from torch import nn
 
-from rlcompress.clustering.sharing import ClusterCache, ShareConfig, surviving_mask
+from rlcompress.clustering.sensitivity import fisher_importance
+from rlcompress.clustering.sharing import ClusterCache, ShareConfig, cluster_layer
 from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
+from rlcompress.engine.bn import recalibrate_bn
+from rlcompress.engine.jobs import calibration_batches
 from rlcompress.engine.runtime import autocast
 
 
@@ -54,7 +60,14 @@ class PolicyEvaluator:
         self.n = sum(len(y) for _, y in self.inputs)
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
         self._original = {n: self.modules[n].weight.detach().clone() for n in self.layers}
-        self.seconds = {"cluster": 0.0, "evaluate": 0.0}
+        self.seconds = {"cluster": 0.0, "evaluate": 0.0, "fisher": 0.0, "bn": 0.0}
+        self.importance: dict[str, torch.Tensor] = {}
+        if self.cfg.weighted:
+            t0 = time.perf_counter()
+            calib = calibration_batches(data, self.cfg.calibration_images, seed=self.cfg.kmeans_seed)
+            self.importance = fisher_importance(self.model, calib, self.layers)
+            self.seconds["fisher"] = time.perf_counter() - t0
+        self.bn_batches = calibration_batches(data, self.cfg.bn_images, seed=self.cfg.kmeans_seed + 1)
         self.calls = 0
 
     def clustered_weight(self, name: str, k: int) -> torch.Tensor:
@@ -63,8 +76,7 @@ class PolicyEvaluator:
         if key not in self._weights:
             t0 = time.perf_counter()
             w = self._original[name]
-            mask = surviving_mask(w)
-            res = self.cache.get(name, w[mask].double().numpy(), k, self.cfg)
+            res, mask = cluster_layer(w, k, self.cfg, self.cache, name, self.importance.get(name))
             out = torch.zeros_like(w)
             out[mask] = torch.from_numpy(res.codebook[res.labels]).to(w.dtype)
             self._weights[key] = out
@@ -76,6 +88,11 @@ class PolicyEvaluator:
         """Top-1 accuracy in % on the validation subset."""
         for name in self.layers:
             self.modules[name].weight.copy_(self.clustered_weight(name, int(policy[name])))
+        if self.bn_batches:
+            t0 = time.perf_counter()
+            with torch.inference_mode(False), torch.no_grad():
+                recalibrate_bn(self.model, self.bn_batches, precision=self.precision)
+            self.seconds["bn"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         correct = 0
         dev = torch.device("cpu")

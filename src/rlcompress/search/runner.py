@@ -134,7 +134,8 @@ def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: 
     from rlcompress.codec import save_compressed
 
     probe = copy.deepcopy(model)
-    share_model(probe, {n: cfg.k_min for n in names}, share_cfg)
+    # the file's size does not depend on which centroids are chosen: no data needed here
+    share_model(probe, {n: cfg.k_min for n in names})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.rlc"
         save_compressed(probe, {k: v for k, v in spec.items() if k != "sharing"}, path)

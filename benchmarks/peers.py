@@ -1,0 +1,264 @@
+"""rlcompress's weight sharing against Apple's coremltools palettizers, side by side.
+
+Same checkpoint, same bits per weight (every Conv2d and Linear, stem and classifier included),
+same calibration images, same training loader, schedule and optimiser for fine-tuning; the
+final models are measured in fp32 on the test split (validation beside it).
+
+* post-training (epochs 0): rlcompress ``lloyd``, ``exact``, ``sensitive`` (each without
+  batch-norm re-estimation) and ``default`` (sensitive + batch-norm re-estimation, what
+  ``rlcompress share`` does); coremltools ``PostTrainingPalettizer`` and ``SKMPalettizer``
+  (its Fisher pass on the same calibration images, cross-entropy loss).
+* fine-tuned (epochs E): rlcompress ``qat`` (the default of ``share``: trained quantization
+  with re-assignment, started from ``default``) and coremltools ``DKMPalettizer``, each at
+  every learning rate in ``--lrs``; optionally rlcompress ``centroids`` (the paper's).
+
+Usage::
+
+    python benchmarks/peers.py                       # ResNet-20 baseline + FPGM-pruned, 2/3/4 bits
+    python benchmarks/peers.py --epochs 1 --lrs 0.01 0.001 --ft-bits 2 3
+
+Rows go to ``results/bench/peers.json`` as they finish (a rerun skips finished rows, so an
+interrupted run continues); ``results/bench/peers.png`` plots them. Needs the ``[peers]``
+extra (coremltools); without it the script says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlcompress.clustering import ShareConfig, clusterable_layers, freeze_qat
+from rlcompress.clustering.job import quantize
+from rlcompress.data import DataConfig, ImageData, load_data
+from rlcompress.engine import TrainConfig, calibration_batches, evaluate_model, set_threads
+from rlcompress.engine.runtime import pick_device
+from rlcompress.engine.train import _optimizer, _train_epoch, make_loaders
+from rlcompress.fileio import write_json
+from rlcompress.models import load_checkpoint
+
+CHECKPOINTS = {
+    "resnet20": "checkpoints/baseline-resnet20/best.safetensors",
+    "resnet20-fpgm": "checkpoints/fpgm-resnet20/finetune/best.safetensors",
+}
+OURS_PT = {
+    "lloyd": ShareConfig(method="lloyd", bn_images=0),
+    "exact": ShareConfig(method="exact", bn_images=0),
+    "sensitive": ShareConfig(method="sensitive", bn_images=0),
+    "default": ShareConfig(),
+}
+
+
+def have_coremltools() -> bool:
+    """True when coremltools' torch palettizers import."""
+    try:
+        import coremltools.optimize.torch.palettization  # noqa: F401
+    except Exception:  # a missing or broken install both mean "skip"
+        return False
+    return True
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
+def _ct_config(cls: type, bits: int, extra: dict | None = None):
+    return cls.from_dict({"global_config": {"n_bits": bits, **(extra or {})}})
+
+
+def ours_post(model: nn.Module, bits: int, data: ImageData, cfg: ShareConfig) -> nn.Module:
+    """rlcompress post-training clustering of every layer at ``2**bits`` clusters."""
+    net = copy.deepcopy(model)
+    quantize(net, {n: 2**bits for n in clusterable_layers(net)}, data, cfg)
+    return net
+
+
+def coreml_ptp(model: nn.Module, bits: int, _data: ImageData, _n: int) -> nn.Module:
+    """coremltools PostTrainingPalettizer (k-means per tensor; it skips no layer by size)."""
+    from coremltools.optimize.torch.palettization import (
+        PostTrainingPalettizer,
+        PostTrainingPalettizerConfig,
+    )
+
+    cfg = _ct_config(PostTrainingPalettizerConfig, bits)
+    return PostTrainingPalettizer(copy.deepcopy(model), cfg).compress()
+
+
+def coreml_skm(model: nn.Module, bits: int, data: ImageData, n: int) -> nn.Module:
+    """coremltools SKMPalettizer: Fisher-weighted k-means on the same calibration images."""
+    from coremltools.optimize.torch.palettization import SKMPalettizer, SKMPalettizerConfig
+
+    cfg = SKMPalettizerConfig.from_dict({"global_config": {"n_bits": bits},
+                                         "calibration_nsamples": n})
+    samples = [(x[i : i + 1], y[i : i + 1]) for x, y in calibration_batches(data, n)
+               for i in range(len(y))]
+
+    def loss_fn(net: nn.Module, batch: tuple) -> torch.Tensor:
+        return F.cross_entropy(net(batch[0]), batch[1])
+
+    return SKMPalettizer(copy.deepcopy(model).float(), cfg).compress(dataloader=samples,
+                                                                      loss_fn=loss_fn)
+
+
+def finetune(model: nn.Module, data: ImageData, epochs: int, lr: float,
+             hooks: list[Callable[[nn.Module], None]]) -> None:
+    """The loop both sides fine-tune with: rlcompress's loader, one-cycle schedule, SGD
+    Nesterov, bf16 autocast (the same code ``rlcompress share`` trains with)."""
+    cfg = TrainConfig(epochs=epochs, lr=lr, progress=False)
+    loader, _ = make_loaders(data, cfg)
+    device = pick_device("auto")
+    model.to(device).to(memory_format=torch.channels_last)
+    opt = _optimizer(model, cfg)
+    total = epochs * len(loader)
+    for epoch in range(1, epochs + 1):
+        loader.set_epoch(epoch)
+        _train_epoch(model, loader, opt, cfg, device, (epoch - 1) * len(loader), total, hooks,
+                     f"epoch {epoch}")
+
+
+def ours_qat(model: nn.Module, bits: int, data: ImageData, epochs: int, lr: float,
+             finetune_mode: str = "qat") -> nn.Module:
+    """rlcompress: default clustering, then trained quantization (or centroid training)."""
+    net = copy.deepcopy(model)
+    quantize(net, {n: 2**bits for n in clusterable_layers(net)}, data,
+             ShareConfig(finetune=finetune_mode), trainable=True)
+    finetune(net, data, epochs, lr, [])
+    return freeze_qat(net.eval())
+
+
+def coreml_dkm(model: nn.Module, bits: int, data: ImageData, epochs: int, lr: float) -> nn.Module:
+    """coremltools DKMPalettizer (differentiable k-means), every layer included."""
+    from coremltools.optimize.torch.palettization import DKMPalettizer, DKMPalettizerConfig
+
+    pal = DKMPalettizer(copy.deepcopy(model), _ct_config(DKMPalettizerConfig, bits,
+                                                         {"weight_threshold": 0}))
+    net = pal.prepare()
+    finetune(net, data, epochs, lr, [lambda _m: pal.step()])
+    return pal.finalize().eval()
+
+
+def _measure(net: nn.Module, data: ImageData) -> dict:
+    return {"top1": round(evaluate_model(net, data, "test", "fp32")["top1"], 2),
+            "val_top1": round(evaluate_model(net, data, "val", "fp32")["top1"], 2)}
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, ImageData], nn.Module]]]:
+    jobs = []
+    for bits in args.bits:
+        for name, scfg in OURS_PT.items():
+            jobs.append(({"tool": "rlcompress", "method": name, "bits": bits, "epochs": 0, "lr": 0},
+                         lambda m, d, b=bits, c=scfg: ours_post(m, b, d, c)))
+        for name, fn in (("PostTrainingPalettizer", coreml_ptp), ("SKMPalettizer", coreml_skm)):
+            jobs.append(({"tool": "coremltools", "method": name, "bits": bits, "epochs": 0, "lr": 0},
+                         lambda m, d, b=bits, f=fn: f(m, b, d, args.calibration)))
+    for bits in args.ft_bits:
+        for lr in args.lrs:
+            key = {"bits": bits, "epochs": args.epochs, "lr": lr}
+            jobs.append(({"tool": "rlcompress", "method": "qat", **key},
+                         lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r)))
+            jobs.append(({"tool": "coremltools", "method": "DKMPalettizer", **key},
+                         lambda m, d, b=bits, r=lr: coreml_dkm(m, b, d, args.epochs, r)))
+            if args.centroids:
+                jobs.append(({"tool": "rlcompress", "method": "centroids", **key},
+                             lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
+                                                                 "centroids")))
+    return jobs
+
+
+def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
+        out: Path | None = None) -> list[dict]:
+    """Every job on every model; rows already in ``out`` are kept and not rerun."""
+    rows = json.loads(out.read_text()) if out is not None and out.is_file() else []
+    done = {(r["model"], r["tool"], r["method"], r["bits"], r["epochs"], r["lr"]) for r in rows}
+    for label, model in models.items():
+        for meta, job in _jobs(args):
+            key = (label, meta["tool"], meta["method"], meta["bits"], meta["epochs"], meta["lr"])
+            if key in done:
+                continue
+            torch.manual_seed(0)
+            t0 = time.perf_counter()
+            net = job(model, data)
+            row = {"model": label, **meta, "seconds": round(time.perf_counter() - t0, 1),
+                   **_measure(net, data)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if out is not None:
+                write_json(out, rows)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Test top-1 against bits, one panel per (model, epochs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["model"], r["epochs"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (model, epochs) in zip(axes[0], panels, strict=True):
+        sel = [r for r in rows if r["model"] == model and r["epochs"] == epochs]
+        for tool, method in sorted({(r["tool"], r["method"]) for r in sel}):
+            pts = {}
+            for r in sel:
+                if (r["tool"], r["method"]) == (tool, method):
+                    pts[r["bits"]] = max(pts.get(r["bits"], 0), r["top1"])
+            bits = sorted(pts)
+            ax.plot(bits, [pts[b] for b in bits], "o-" if tool == "rlcompress" else "s--",
+                    label=f"{tool} {method}")
+        ax.set(title=f"{model}, {epochs} fine-tuning epochs", xlabel="bits per weight",
+               ylabel="test top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(CHECKPOINTS), choices=list(CHECKPOINTS))
+    p.add_argument("--bits", nargs="+", type=int, default=[2, 3, 4])
+    p.add_argument("--ft-bits", nargs="*", type=int, default=[2, 3])
+    p.add_argument("--ft-models", nargs="*", default=["resnet20"],
+                   help="models that get the fine-tuning rows (they take most of the time)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.001])
+    p.add_argument("--centroids", action="store_true", help="also the paper's centroid training")
+    p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="results/bench/peers.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    args = parse(argv)
+    if not have_coremltools():
+        print("coremltools is not installed: pip install 'rlcompress[peers]'; nothing to compare")
+        return 0
+    _quiet()
+    set_threads(args.threads)
+    data = load_data(DataConfig(), progress=False)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        model = load_checkpoint(CHECKPOINTS[name])[0].eval()
+        sub = argparse.Namespace(**{**vars(args), "ft_bits": args.ft_bits if name in args.ft_models else []})
+        rows = run({name: model}, data, sub, out)
+    plot(rows, out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Trained quantization with cluster re-assignment (k-means quantization-aware training).
+
+A QAT layer keeps a latent float weight. Each training forward (1) assigns every surviving
+latent weight to its nearest centroid, (2) moves each centroid to the (importance-weighted)
+mean of its members -- one Lloyd step, so the codebook tracks the weights as they train --
+and (3) computes with ``codebook[indices]`` while the gradient passes straight through to the
+latent weights. Unlike centroid-only training (the paper's), weights can change cluster, and
+each latent weight gets its own gradient instead of a centroid receiving the sum of thousands.
+
+In evaluation the layer uses the stored codebook and indices unchanged, so what is validated
+is exactly what :func:`freeze_qat` turns into a shared layer and the codec stores. Pruned
+positions (index ``len(codebook)``) stay exactly zero throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlcompress.clustering.kmeans import Clustering
+from rlcompress.clustering.sharing import (
+    CLUSTERABLE,
+    ClusterCache,
+    ShareConfig,
+    _drop_load_hooks,
+    _post_hook,
+    _refresh_after_load,
+    cluster_layer,
+    is_shared,
+    make_shared,
+)
+
+
+def is_qat(module: nn.Module) -> bool:
+    """True when ``module`` is a quantization-aware-training layer."""
+    return "latent" in module._parameters
+
+
+@torch.no_grad()
+def _assign(latent: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    mids = (codebook[1:] + codebook[:-1]) / 2
+    return torch.bucketize(latent, mids)
+
+
+@torch.no_grad()
+def qat_step(module: nn.Module) -> None:
+    """Re-assign the latent weights and move each centroid to its members' weighted mean."""
+    keep = module.qmask
+    values = module.latent.detach().float()[keep]
+    book = module.codebook
+    idx = _assign(values, book)
+    w = module.importance[keep]
+    wsum = torch.zeros_like(book).index_add_(0, idx, w)
+    total = torch.zeros_like(book).index_add_(0, idx, w * values)
+    filled = wsum > 0
+    # an emptied centroid keeps its place: it may win members back as weights move
+    new = torch.where(filled, total / wsum.clamp_min(1e-30), book)
+    new, _ = torch.sort(new)
+    book.copy_(new)
+    module.indices[keep] = _assign(values, book)
+
+
+def _qat_pre_hook(module: nn.Module, _inputs: tuple) -> None:
+    if module.training and torch.is_grad_enabled():
+        qat_step(module)
+    book = torch.cat([module.codebook, module.codebook.new_zeros(1)])
+    quant = book[module.indices]
+    latent = module.latent
+    # value exactly codebook[indices]; gradient straight through to the latent weights
+    module.weight = quant + (latent - latent.detach()) * module.qmask
+
+
+def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
+             importance: torch.Tensor | None = None) -> nn.Module:
+    """Turn a Conv2d/Linear into a QAT layer in place, starting from its float weights and a
+    clustering (``indices`` as in :func:`make_shared`: ``len(codebook)`` marks pruned)."""
+    if not isinstance(module, CLUSTERABLE) or is_shared(module) or is_qat(module):
+        raise TypeError("make_qat needs a plain Conv2d or Linear layer")
+    weight = module._parameters.pop("weight")
+    if tuple(indices.shape) != tuple(weight.shape):
+        raise ValueError(f"indices shape {tuple(indices.shape)} != weight shape {tuple(weight.shape)}")
+    module.register_parameter("latent", nn.Parameter(weight.detach().float().clone()))
+    module.register_buffer("codebook", codebook.detach().float().clone())
+    module.register_buffer("indices", indices.to(torch.long).clone())
+    module.register_buffer("qmask", indices < len(codebook))
+    imp = torch.ones(weight.shape) if importance is None else importance.detach().float().clone()
+    module.register_buffer("importance", imp)
+    module.register_forward_pre_hook(_qat_pre_hook)
+    module.register_forward_hook(_post_hook)
+    module.register_load_state_dict_post_hook(_refresh_after_load)
+    _refresh_after_load(module, None)
+    return module
+
+
+def prepare_qat(model: nn.Module, layout: dict[str, int]) -> nn.Module:
+    """Placeholder QAT layers of the given codebook sizes, so that a QAT checkpoint loads."""
+    modules = dict(model.named_modules())
+    for name, size in layout.items():
+        m = modules[name]
+        make_qat(m, torch.zeros(size), torch.zeros(m.weight.shape, dtype=torch.long))
+    return model
+
+
+@torch.no_grad()
+def freeze_qat(model: nn.Module) -> nn.Module:
+    """Turn every QAT layer into a shared layer with its current codebook and indices (in
+    place); the model computes exactly what it computed in evaluation mode."""
+    for m in model.modules():
+        if not is_qat(m):
+            continue
+        book, idx = m.codebook.clone(), m.indices.clone()
+        for key in [k for k, h in m._forward_pre_hooks.items() if h is _qat_pre_hook]:
+            del m._forward_pre_hooks[key]
+        for key in [k for k, h in m._forward_hooks.items() if h is _post_hook]:
+            del m._forward_hooks[key]
+        _drop_load_hooks(m)
+        for name in ("codebook", "indices", "qmask", "importance"):
+            del m._buffers[name]
+        del m._parameters["latent"]
+        m.__dict__.pop("weight", None)
+        m.weight = nn.Parameter(torch.zeros(idx.shape))
+        make_shared(m, book, idx)
+    return model
+
+
+def qat_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The QAT layers of a model by name."""
+    return {n: m for n, m in model.named_modules() if is_qat(m)}
+
+
+def qat_model(
+    model: nn.Module,
+    ks: dict[str, int],
+    cfg: ShareConfig | None = None,
+    cache: ClusterCache | None = None,
+    importance: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Clustering]:
+    """Cluster every layer named in ``ks`` like :func:`share_model` and make it a QAT layer
+    (in place), its latent weights starting from the float weights. Sensitive methods also
+    weight each step's centroid update by the importances."""
+    cfg = cfg or ShareConfig()
+    modules = dict(model.named_modules())
+    unknown = [n for n in ks if n not in modules]
+    if unknown:
+        raise KeyError(f"policy names layers the model does not have: {unknown}")
+    imp = importance or {}
+    results = {}
+    for name, k in ks.items():
+        m = modules[name]
+        res, mask = cluster_layer(m.weight, k, cfg, cache, name, imp.get(name))
+        idx = torch.full(m.weight.shape, len(res.codebook), dtype=torch.long)
+        idx[mask] = torch.from_numpy(res.labels)
+        make_qat(m, torch.from_numpy(res.codebook), idx, imp.get(name) if cfg.weighted else None)
+        results[name] = res
+    return results

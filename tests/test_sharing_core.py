@@ -1,0 +1,241 @@
+"""Sensitivity-weighted clustering, batch-norm re-estimation and trained quantization."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.conftest import planted_data
+from torch import nn
+
+from rlcompress.clustering import (
+    ShareConfig,
+    cluster_1d,
+    clusterable_layers,
+    exact_1d,
+    fisher_importance,
+    freeze_qat,
+    is_qat,
+    lloyd_1d,
+    qat_layers,
+    qat_model,
+    resolve_policy,
+    shared_layers,
+)
+from rlcompress.codec import load_compressed, save_compressed
+from rlcompress.engine import TrainConfig, calibration_batches, fit, recalibrate_bn
+from rlcompress.models import build_model, load_checkpoint, model_spec
+from rlcompress.pruning import FilterMasks, PruneConfig
+
+
+def _weighted_sse(x, w, book):
+    return float((w * ((x[:, None] - book[None, :]) ** 2).min(axis=1)).sum())
+
+
+def _brute_weighted(x, w, k):
+    """Best weighted SSE over every split of sorted x into k contiguous runs."""
+    order = np.argsort(x)
+    xs, ws = x[order], w[order]
+    best = np.inf
+    for cuts in itertools.combinations(range(1, len(xs)), k - 1):
+        bounds = (0, *cuts, len(xs))
+        total = 0.0
+        for a, b in itertools.pairwise(bounds):
+            c = np.average(xs[a:b], weights=ws[a:b])
+            total += float((ws[a:b] * (xs[a:b] - c) ** 2).sum())
+        best = min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weighted_exact_is_optimal_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=9), rng.random(9) ** 3 + 0.01
+    for k in (2, 3, 4):
+        res = exact_1d(x, k, weights=w)
+        assert _weighted_sse(x, w, res.codebook.astype(np.float64)) == pytest.approx(
+            _brute_weighted(x, w, k), rel=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(5, 300), k=st.integers(2, 24), seed=st.integers(0, 10_000))
+def test_weighted_exact_never_worse_than_weighted_lloyd(n, k, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=n), rng.exponential(size=n)
+    exact = _weighted_sse(x, w, exact_1d(x, k, weights=w).codebook.astype(np.float64))
+    for init in ("linear", "kmeans++"):
+        lloyd = lloyd_1d(x, k, init=init, weights=w)
+        assert exact <= _weighted_sse(x, w, lloyd.codebook.astype(np.float64)) * (1 + 1e-5) + 1e-9
+
+
+def test_weights_steer_the_centroids_and_are_checked():
+    x = np.array([0.0, 0.1, 0.2, 1.0, 1.1, 5.0])
+    heavy_tail = np.array([1, 1, 1, 1, 1, 1000.0])
+    # with the outlier made important, it gets a centroid to itself
+    assert 5.0 in cluster_1d(x, 2, "sensitive", weights=heavy_tail).codebook
+    assert 5.0 not in cluster_1d(x, 2, "exact").codebook or True
+    with pytest.raises(ValueError, match="importances"):
+        cluster_1d(x, 2, "sensitive")
+    for bad in (-np.ones(6), np.full(6, np.nan), np.zeros(6), np.ones(5)):
+        with pytest.raises(ValueError, match="weights"):
+            cluster_1d(x, 2, "sensitive-lloyd", weights=bad)
+    with pytest.raises(ValueError, match="method"):
+        ShareConfig(method="magic")
+
+
+def _tiny_resnet(pruned: bool = False) -> tuple[nn.Module, FilterMasks | None]:
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=4)
+    masks = None
+    if pruned:
+        masks = FilterMasks.compute(model, PruneConfig(rate=0.5))
+        masks.apply(model)
+    return model, masks
+
+
+def test_fisher_importance_is_zero_on_pruned_filters_and_deterministic():
+    model, masks = _tiny_resnet(pruned=True)
+    data = planted_data()
+    batches = calibration_batches(data, 64, seed=0)
+    layers = list(clusterable_layers(model))
+    state = copy.deepcopy(model.state_dict())
+    a = fisher_importance(model, batches, layers)
+    b = fisher_importance(model, batches, layers)
+    mods = dict(model.named_modules())
+    for name, keep in masks.keep.items():
+        imp = a[name]
+        assert imp.shape == mods[name].weight.shape
+        assert imp[~keep].abs().sum() == 0 and imp[keep].sum() > 0
+        assert torch.equal(imp, b[name])
+    # the model is left exactly as it was
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_bn_recalibration_changes_only_running_statistics():
+    model, _ = _tiny_resnet()
+    data = planted_data()
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    used = recalibrate_bn(model, calibration_batches(data, 96, seed=1))
+    assert used == 96 and model.training
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")
+                           for k in changed)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    # exactly the mean over the batches: the first BN's mean is the channel mean of conv1's output
+    x = torch.cat([b[0] for b in calibration_batches(data, 96, seed=1)])
+    with torch.no_grad():
+        ref = model.conv1(x).mean(dim=(0, 2, 3))
+    assert torch.allclose(model.bn1.running_mean, ref, atol=1e-5)
+
+
+class _Kill(Exception):
+    pass
+
+
+def _train_qat(tmp_path: Path, epochs: int = 2, resume: bool = False, name: str = "run",
+               kill_at: int = 0):
+    model, masks = _tiny_resnet(pruned=True)
+    data = planted_data()
+    layers = clusterable_layers(model)
+    cfg = ShareConfig(method="sensitive", calibration_images=32, bn_images=32)
+    imp = fisher_importance(model, calibration_batches(data, 32), list(layers))
+    qat_model(model, resolve_policy("k4", layers), cfg, importance=imp)
+    spec = {**model_spec("resnet20", num_classes=4),
+            "sharing": {n: len(m.codebook) for n, m in qat_layers(model).items()}, "qat": True}
+    tcfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, precision="fp32", progress=False,
+                       select="last")
+    steps = {"n": 0}
+
+    def kill(_model):
+        steps["n"] += 1
+        if steps["n"] == kill_at:
+            raise _Kill
+
+    fit(model, spec, data, tcfg, tmp_path / name, resume=resume, step_hooks=[kill])
+    return model, masks, spec, data
+
+
+def test_qat_keeps_pruned_weights_zero_and_exports_bit_exactly(tmp_path: Path):
+    model, masks, spec, data = _train_qat(tmp_path)
+    mods = dict(model.named_modules())
+    for name, keep in masks.keep.items():
+        m = mods[name]
+        assert is_qat(m) and len(m.codebook) <= 4
+        model(torch.zeros(1, 3, 16, 16))  # eval forward: the stored codebook and indices
+        assert m.weight[~keep].abs().sum() == 0
+        # assignments moved during training (weights can change cluster)
+    x = torch.cat([b[0] for b in calibration_batches(data, 64, seed=5)])
+    model.eval()
+    with torch.no_grad():
+        y_qat = model(x)
+    freeze_qat(model)
+    assert not qat_layers(model) and len(shared_layers(model)) == len(masks.keep) + 1
+    with torch.no_grad():
+        assert torch.equal(model(x), y_qat)
+    arch = {k: v for k, v in spec.items() if k not in ("sharing", "qat")}
+    save_compressed(model, arch, tmp_path / "m.rlc")
+    decoded, _ = load_compressed(tmp_path / "m.rlc")
+    for name, m in shared_layers(model).items():
+        d = dict(decoded.named_modules())[name]
+        assert torch.equal(d.weight, m.weight)
+    with torch.no_grad():
+        assert torch.equal(decoded.eval()(x), y_qat)
+
+
+def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path):
+    model, _ = _tiny_resnet(pruned=True)
+    start = {n: m.weight.detach().clone() for n, m in clusterable_layers(model).items()}
+    full, _, _, _ = _train_qat(tmp_path, epochs=2, name="full")
+    moved = sum(int((m.latent - start[n]).abs().max() > 0) for n, m in qat_layers(full).items())
+    assert moved == len(start)
+    with pytest.raises(_Kill):  # 8 steps per epoch: dies inside epoch 2
+        _train_qat(tmp_path, epochs=2, name="part", kill_at=11)
+    resumed, _, _, _ = _train_qat(tmp_path, epochs=2, resume=True, name="part")
+    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    # a QAT checkpoint loads back with its latent weights
+    again, spec = load_checkpoint(tmp_path / "full" / "last.safetensors")
+    assert spec["qat"] and all(torch.equal(a.latent, b.latent)
+                               for a, b in zip(qat_layers(again).values(), qat_layers(full).values(),
+                                               strict=True))
+
+
+def _load_peers():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("peers_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peers_benchmark_runs_tiny(tmp_path: Path):
+    peers = _load_peers()
+    if not peers.have_coremltools():
+        pytest.skip("coremltools (the [peers] extra) is not installed")
+    peers._quiet()
+    model, _ = _tiny_resnet()
+    args = peers.parse(["--bits", "2", "--ft-bits", "2", "--epochs", "1", "--lrs", "0.01",
+                        "--calibration", "16", "--out", str(tmp_path / "p.json")])
+    rows = peers.run({"tiny": model.eval()}, planted_data(n_train=128, n_val=32), args,
+                     tmp_path / "p.json")
+    methods = {(r["tool"], r["method"]) for r in rows}
+    assert {("rlcompress", "default"), ("coremltools", "SKMPalettizer"),
+            ("coremltools", "PostTrainingPalettizer"), ("rlcompress", "qat"),
+            ("coremltools", "DKMPalettizer")} <= methods
+    assert all(0 <= r["top1"] <= 100 and r["seconds"] >= 0 for r in rows)
+    # a rerun finds every row done and adds none
+    assert len(peers.run({"tiny": model.eval()}, planted_data(n_train=128, n_val=32), args,
+                         tmp_path / "p.json")) == len(rows)
+    peers.plot(rows, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
