@@ -18,7 +18,8 @@ import torch
 
 from rlcompress.clustering import RULE_POLICIES, clusterable_layers, resolve_policy, share_model
 from rlcompress.codec import load_compressed, save_compressed, size_report
-from rlcompress.engine import resolve_model, set_threads
+from rlcompress.engine import set_threads
+from rlcompress.jobs import resolve_model
 
 
 def _timed(fn, repeats: int = 3) -> tuple[float, object]:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlcompress.clustering import ShareConfig, clusterable_layers, freeze_qat
-from rlcompress.clustering.job import quantize
+from rlcompress.clustering.quantize import quantize
 from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.engine import TrainConfig, calibration_batches, evaluate_model, set_threads
 from rlcompress.engine.runtime import pick_device
@@ -161,8 +161,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
         for name, fn in (("PostTrainingPalettizer", coreml_ptp), ("SKMPalettizer", coreml_skm)):
             jobs.append(({"tool": "coremltools", "method": name, "bits": bits, "epochs": 0, "lr": 0},
                          lambda m, d, b=bits, f=fn: f(m, b, d, args.calibration)))
-    for bits in args.ft_bits:
-        for lr in args.lrs:
+    for lr in args.lrs:  # every bit width at the first rate before trying the next
+        for bits in args.ft_bits:
             key = {"bits": bits, "epochs": args.epochs, "lr": lr}
             jobs.append(({"tool": "rlcompress", "method": "qat", **key},
                          lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r)))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rlcompress.data import DataConfig, load_data
-from rlcompress.engine import resolve_model
+from rlcompress.jobs import resolve_model
 from rlcompress.search import DDPGConfig, SearchConfig, run_search
 
 

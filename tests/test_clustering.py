@@ -147,7 +147,7 @@ def test_unshare_restores_plain_layers():
 def test_cache_hits_and_disk(tmp_path: Path):
     cache = ClusterCache(tmp_path / "c")
     x = np.random.default_rng(0).normal(size=300)
-    cfg = ShareConfig()
+    cfg = ShareConfig(method="lloyd")
     a = cache.get("l", x, 8, cfg)
     b = cache.get("l", x, 8, cfg)
     assert a is b and cache.hits == 1 and cache.misses == 1

@@ -63,7 +63,8 @@ def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, cap
 
 def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     from rlcompress.data import DataConfig
-    from rlcompress.engine import TrainConfig, train
+    from rlcompress.engine import TrainConfig
+    from rlcompress.jobs import train
     from rlcompress.models import build_model, model_spec, save_checkpoint
     from rlcompress.pipeline.reproduce import reproduce
 

@@ -30,7 +30,7 @@ from rlcompress.clustering import (
 )
 from rlcompress.codec import load_compressed, save_compressed
 from rlcompress.engine import TrainConfig, calibration_batches, fit, recalibrate_bn
-from rlcompress.models import build_model, load_checkpoint, model_spec
+from rlcompress.models import build_model, load_checkpoint, model_spec, save_checkpoint
 from rlcompress.pruning import FilterMasks, PruneConfig
 
 
@@ -239,3 +239,36 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
                          tmp_path / "p.json")) == len(rows)
     peers.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_share_never_returns_a_model_worse_than_before_fine_tuning(image_tar: Path, tmp_path: Path,
+                                                                    monkeypatch):
+    import importlib
+
+    from rlcompress.data import DataConfig
+
+    share_job = importlib.import_module("rlcompress.jobs.share")  # the module, not the function
+
+    real_fit = share_job.fit
+
+    def fit_that_never_helps(*args, **kwargs):
+        return {**real_fit(*args, **kwargs), "best_val_top1": -1.0}
+
+    monkeypatch.setattr(share_job, "fit", fit_that_never_helps)
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=6)
+    summary = share_job.share(
+        str(tmp_path / "dense.safetensors"), str(tmp_path / "s"), "k4",
+        ShareConfig(calibration_images=8, bn_images=8), data,
+        TrainConfig(epochs=1, batch_size=4, lr=0.5, precision="fp32", progress=False))
+    assert summary["share"]["finetune"] == "qat" and summary["share"]["method"] == "sensitive"
+    assert summary["kept_clustered_model"]
+    # the exported file is the clustered model that was measured before fine-tuning
+    assert summary["val_top1"] == pytest.approx(summary["val_top1_before_finetune"], abs=0.01)
+    shared, _ = load_checkpoint(tmp_path / "s" / "shared.safetensors")
+    decoded, _ = load_compressed(tmp_path / "s" / "model.rlc")
+    freeze_qat(shared)
+    for name, m in shared_layers(shared).items():
+        assert torch.equal(dict(decoded.named_modules())[name].weight, m.weight)

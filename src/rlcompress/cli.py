@@ -17,17 +17,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlcompress.clustering import RULE_POLICIES, ShareConfig
-from rlcompress.clustering.job import export, share
 from rlcompress.codec import CodecError, inspect_file
 from rlcompress.data import DataConfig, DatasetError, describe, load_data
-from rlcompress.engine import TrainConfig, baseline, evaluate_checkpoint, train
+from rlcompress.engine import TrainConfig
+from rlcompress.jobs import MODES as PRUNE_MODES
+from rlcompress.jobs import (
+    baseline,
+    evaluate_checkpoint,
+    export,
+    prune,
+    search,
+    search_resume,
+    share,
+    train,
+)
 from rlcompress.models import MODEL_SPECS, CheckpointError
 from rlcompress.pipeline.run import PipelineConfig
 from rlcompress.pruning import CRITERIA, PruneConfig
-from rlcompress.pruning.job import MODES as PRUNE_MODES
-from rlcompress.pruning.job import prune
 from rlcompress.search import STRATEGIES, BudgetError, DDPGConfig, SearchConfig
-from rlcompress.search.runner import search, search_resume
 
 
 def _field_help(cls: type) -> dict[str, str]:

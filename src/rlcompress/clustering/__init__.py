@@ -1,4 +1,5 @@
-"""Weight sharing: 1-D k-means per layer, shared layers with trainable codebooks, k policies."""
+"""Weight sharing: 1-D k-means per layer (optionally Fisher-weighted), shared layers with
+trainable codebooks, trained quantization, k policies."""
 
 from rlcompress.clustering.kmeans import (
     INITS,
@@ -46,6 +47,7 @@ from rlcompress.clustering.sharing import (
     surviving_mask,
     unshare,
 )
+from rlcompress.models.registry import register_spec_hook
 
 __all__ = [
     "DATA_FREE",
@@ -87,3 +89,11 @@ __all__ = [
     "unshare",
     "uniform",
 ]
+
+
+def _prepare_from_spec(model: object, spec: dict) -> None:
+    # "qat": a checkpoint taken during trained quantization (latent weights kept)
+    (prepare_qat if spec.get("qat") else prepare_shared)(model, spec["sharing"])
+
+
+register_spec_hook("sharing", _prepare_from_spec)

@@ -70,7 +70,7 @@ class ShareConfig:
         return METHODS[self.method].weighted
 
 
-# what :func:`share_model` uses when given no config: the best method that needs no data
+# what :func:`share_model` uses when given no config: the optimal method that needs no data
 DATA_FREE = ShareConfig(method="exact", bn_images=0)
 # the paper's (and Deep Compression's) sharing: unweighted Lloyd, no batch-norm re-estimation,
 # fixed assignments with trainable centroids; the reproduced paper tables use it
@@ -237,7 +237,7 @@ def share_model(
 
     Sensitive methods need ``importance`` (from :func:`fisher_importance`) for every layer;
     without ``cfg``, the optimal unweighted method (:data:`DATA_FREE`) is used. Batch-norm
-    re-estimation needs data and is not done here (see ``rlcompress.clustering.job.quantize``).
+    re-estimation needs data and is not done here (see ``rlcompress.clustering.quantize``).
     """
     cfg = cfg or DATA_FREE
     modules = dict(model.named_modules())

@@ -91,6 +91,16 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], strict: bool 
     return model
 
 
+# Spec keys whose layers a stage above this one rebuilds before a state_dict loads (weight
+# sharing registers "sharing"), so that models never imports a layer above its own.
+SPEC_HOOKS: dict[str, Callable[[nn.Module, dict], None]] = {}
+
+
+def register_spec_hook(key: str, hook: Callable[[nn.Module, dict], None]) -> None:
+    """Make :func:`load_checkpoint` call ``hook(model, spec)`` when ``spec[key]`` is set."""
+    SPEC_HOOKS[key] = hook
+
+
 def save_checkpoint(model: nn.Module, spec: dict, directory: str | Path, name: str = "model") -> Path:
     """Write ``<name>.safetensors`` (weights) and ``<name>.json`` (architecture spec)."""
     directory = Path(directory)
@@ -112,12 +122,11 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"{spec_path}: architecture spec not found next to the weights")
     spec = json.loads(spec_path.read_text())
     model = build_model(spec)
-    if spec.get("sharing"):  # weight-shared layers: codebook sizes per layer
-        from rlcompress.clustering.qat import prepare_qat
-        from rlcompress.clustering.sharing import prepare_shared
-
-        # "qat": a checkpoint taken during trained quantization (latent weights kept)
-        (prepare_qat if spec.get("qat") else prepare_shared)(model, spec["sharing"])
+    for key, hook in SPEC_HOOKS.items():
+        if spec.get(key):
+            hook(model, spec)
+    if spec.get("sharing") and "sharing" not in SPEC_HOOKS:
+        raise CheckpointError(f"{spec_path}: a weight-shared checkpoint; import rlcompress.clustering")
     load_weights(model, load_state_dict_file(weights_path))
     return model, spec
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlcompress.clustering.job import quantize, sharing_layout
 from rlcompress.clustering.qat import freeze_qat, qat_layers
+from rlcompress.clustering.quantize import quantize, sharing_layout
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report

@@ -12,19 +12,17 @@ import shutil
 import statistics
 from pathlib import Path
 
-from rlcompress.clustering.job import share
 from rlcompress.clustering.policies import RULE_POLICIES
 from rlcompress.clustering.sharing import PAPER as PAPER_SHARE
 from rlcompress.clustering.sharing import clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
-from rlcompress.engine import TrainConfig, baseline
+from rlcompress.engine import TrainConfig
 from rlcompress.fileio import write_json, write_text
+from rlcompress.jobs import baseline, prune, search, share
 from rlcompress.models import load_checkpoint
 from rlcompress.pruning import PruneConfig
-from rlcompress.pruning.job import prune
 from rlcompress.search import DDPGConfig, SearchConfig
-from rlcompress.search.runner import search
 
 # The paper's own rows (PAPER.md): top-1, top-5, printed ratio (k32/k64 by the formula)
 PAPER = {

@@ -3,7 +3,7 @@
 Run directory::
 
     baseline/   fine-tuning of the starting weights on this data (skipped with 0 epochs)
-    prune/      FPGM pruning + fine-tuning            (rlcompress.pruning.job)
+    prune/      FPGM pruning + fine-tuning            (rlcompress.jobs.prune)
     search/     k per layer under the budget           (rlcompress.search.runner)
     share/      weight sharing with the found policy, centroid fine-tuning, model.rlc
     report.json the numbers printed at the end
@@ -20,17 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlcompress.checks import check_fields
-from rlcompress.clustering.job import share
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.data import DataConfig, load_data
-from rlcompress.engine import TrainConfig, baseline, evaluate_model, resolve_model
+from rlcompress.engine import TrainConfig, evaluate_model
 from rlcompress.fileio import write_json
+from rlcompress.jobs import baseline, prune, resolve_model, search, share
 from rlcompress.models import save_checkpoint
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
-from rlcompress.pruning.job import prune
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
-from rlcompress.search.runner import search
 
 
 @dataclass

@@ -22,8 +22,8 @@ from rlcompress.clustering.sensitivity import fisher_importance
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, cluster_layer
 from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
+from rlcompress.engine.batches import calibration_batches
 from rlcompress.engine.bn import recalibrate_bn
-from rlcompress.engine.jobs import calibration_batches
 from rlcompress.engine.runtime import autocast
 
 

@@ -20,8 +20,9 @@ import torch
 
 from rlcompress.codec.sizes import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig, load_data
-from rlcompress.engine import TrainConfig, evaluate_model, fit, resolve_model
+from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.fileio import write_json
+from rlcompress.jobs.train import resolve_model
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning.masks import FilterMasks, PruneConfig, paper_weight_counts

@@ -19,64 +19,20 @@ from pathlib import Path
 from torch import nn
 
 from rlcompress.clustering.policies import resolve_policy
-from rlcompress.clustering.qat import freeze_qat, qat_layers, qat_model
-from rlcompress.clustering.sensitivity import fisher_importance
+from rlcompress.clustering.qat import freeze_qat, qat_layers
+from rlcompress.clustering.quantize import quantize, sharing_layout
 from rlcompress.clustering.sharing import (
-    ClusterCache,
     ShareConfig,
     clusterable_layers,
-    share_model,
     shared_layers,
 )
 from rlcompress.codec import load_compressed, save_compressed, size_report
 from rlcompress.data import DataConfig, ImageData, load_data
-from rlcompress.data.loaders import LoaderData
-from rlcompress.engine import (
-    TrainConfig,
-    calibration_batches,
-    evaluate_model,
-    fit,
-    recalibrate_bn,
-    resolve_model,
-)
+from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.fileio import write_json
+from rlcompress.jobs.train import resolve_model
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.rundir import open_run_dir
-
-
-def sharing_layout(model: nn.Module) -> dict[str, int]:
-    """Codebook size per shared or QAT layer (what a checkpoint spec needs to rebuild it)."""
-    return {n: len(m.codebook) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
-
-
-def quantize(
-    model: nn.Module,
-    ks: dict[str, int],
-    data: ImageData | LoaderData,
-    cfg: ShareConfig | None = None,
-    trainable: bool = False,
-    cache: ClusterCache | None = None,
-    precision: str = "fp32",
-) -> dict:
-    """Cluster ``model``'s layers in place with everything ``cfg`` asks for: Fisher importances
-    for the sensitive methods, shared layers (or QAT layers with ``trainable`` and
-    ``cfg.finetune == "qat"``), then batch-norm re-estimation. Returns timings."""
-    cfg = cfg or ShareConfig()
-    t0 = time.perf_counter()
-    importance = None
-    if cfg.weighted:
-        batches = calibration_batches(data, cfg.calibration_images, seed=cfg.kmeans_seed)
-        importance = fisher_importance(model, batches, list(ks))
-    t1 = time.perf_counter()
-    if trainable and cfg.finetune == "qat":
-        qat_model(model, ks, cfg, cache, importance)
-    else:
-        share_model(model, ks, cfg, cache, importance)
-    t2 = time.perf_counter()
-    recalibrate_bn(model, calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1),
-                   precision=precision)
-    return {"fisher_s": round(t1 - t0, 2), "cluster_s": round(t2 - t1, 2),
-            "bn_s": round(time.perf_counter() - t2, 2)}
 
 
 def export(
@@ -142,15 +98,20 @@ def share(
         save_checkpoint(net, spec, run, "shared")
         write_json((run / "policy.json"), ks)
     before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)
-    best = net
+    best, kept_clustered = net, False
     if cfg.epochs > 0:
         extra = {"model": model, "policy": policy if isinstance(policy, str) else "custom",
                  "share": scfg.__dict__, "argv": sys.argv}
         # the unshared model teaches its shared copy (cfg.distill weighs it; 0 turns it off)
         teacher = resolve_model(model, None, dataset.num_classes)[0] if cfg.distill > 0 else None
-        fit(net, spec, dataset, cfg, run / "finetune", resume=resume, extra_config=extra,
-            teacher=teacher)
+        tuned = fit(net, spec, dataset, cfg, run / "finetune", resume=resume,
+                    extra_config=extra, teacher=teacher)
         best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
+        if tuned["best_val_top1"] < before["top1"]:
+            # fine-tuning never beat the clustered model on validation: keep that one, so that
+            # sharing never hands back a model worse than before its fine-tuning
+            best, _ = load_checkpoint(run / "shared.safetensors")
+            kept_clustered = True
     freeze_qat(best)
     spec = {k: v for k, v in spec.items() if k != "qat"}
     label = policy if isinstance(policy, str) else "custom"
@@ -162,6 +123,7 @@ def share(
         "top1": round(scores["test"]["top1"], 2), "top5": round(scores["test"]["top5"], 2),
         "val_top1": round(scores["val"]["top1"], 2),
         "val_top1_before_finetune": round(before["top1"], 2),
+        "kept_clustered_model": kept_clustered,
         **sizes, "epochs": cfg.epochs, "lr": cfg.lr, "distill": cfg.distill, "share": asdict(scfg),
         **timings,
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),

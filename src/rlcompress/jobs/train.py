@@ -1,18 +1,17 @@
-"""Whole jobs (what the CLI subcommands call): train a model, evaluate a checkpoint, baselines."""
+"""Jobs (what the CLI subcommands call): resolve a model, train it, evaluate a checkpoint,
+baselines."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from rlcompress.data import BatchLoader, DataConfig, ImageData, load_data
-from rlcompress.data.loaders import LoaderData
-from rlcompress.engine.evaluate import evaluate
-from rlcompress.engine.runtime import pick_device, set_threads
+from rlcompress.data import DataConfig, load_data
+from rlcompress.engine.batches import evaluate_model
+from rlcompress.engine.runtime import set_threads
 from rlcompress.engine.train import TrainConfig, fit, write_summary
 from rlcompress.fileio import write_json
 from rlcompress.models import (
@@ -63,48 +62,6 @@ def resolve_model(
         src = pretrained_path(model) if init == "pretrained" else Path(init)
         load_weights(net, load_state_dict_file(src))
     return net, spec
-
-
-def split_loader(data: ImageData | LoaderData, split: str, batch_size: int = 512) -> Iterable:
-    """An unshuffled, unaugmented loader over ``train``, ``val`` or ``test``."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
-    if isinstance(data, LoaderData):
-        return data.split(split)
-    return BatchLoader(getattr(data, split), batch_size, data.mean, data.std)
-
-
-def calibration_batches(data: ImageData | LoaderData, n: int, seed: int = 0,
-                        batch_size: int = 256, augment: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A fixed, seeded sample of ``n`` training images as model-input batches, augmented as in
-    training (what Fisher importance and batch-norm re-estimation are computed on).
-
-    Augmentation matters for batch norm: a ResNet-20 trained with padded crops lost 2.6 points
-    of validation top-1 when its statistics were re-estimated on plain images, and none on
-    augmented ones. A user's loaders are used as they are (their train loader augments).
-    """
-    if n <= 0:
-        return []
-    if isinstance(data, LoaderData):
-        return data.head("train", n, seed)
-    loader = BatchLoader(data.train.subset(n, seed=seed), batch_size, data.mean, data.std,
-                         shuffle=False, augment=augment, seed=seed)
-    loader.set_epoch(0)
-    return list(loader)
-
-
-def evaluate_model(
-    model: nn.Module,
-    data: ImageData | LoaderData,
-    split: str = "test",
-    precision: str = "bf16",
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, float]:
-    """Top-1 / top-5 of ``model`` on one split of ``data``."""
-    dev = pick_device(device)
-    model.to(dev).to(memory_format=torch.channels_last)
-    return evaluate(model, split_loader(data, split), dev, precision, progress, f"eval {split}")
 
 
 def train(

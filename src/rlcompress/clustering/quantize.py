@@ -1,0 +1,55 @@
+"""Cluster a model with everything a :class:`ShareConfig` asks for, given data.
+
+Sensitive methods need Fisher importances from training images and batch-norm re-estimation
+needs augmented training images, so this is the one place where clustering meets data; the
+share job, the library's ``compress`` and the benchmarks all go through it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from torch import nn
+
+from rlcompress.clustering.qat import qat_layers, qat_model
+from rlcompress.clustering.sensitivity import fisher_importance
+from rlcompress.clustering.sharing import ClusterCache, ShareConfig, share_model, shared_layers
+from rlcompress.data import ImageData
+from rlcompress.data.loaders import LoaderData
+from rlcompress.engine.batches import calibration_batches
+from rlcompress.engine.bn import recalibrate_bn
+
+
+def sharing_layout(model: nn.Module) -> dict[str, int]:
+    """Codebook size per shared or QAT layer (what a checkpoint spec needs to rebuild it)."""
+    return {n: len(m.codebook) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
+
+
+def quantize(
+    model: nn.Module,
+    ks: dict[str, int],
+    data: ImageData | LoaderData,
+    cfg: ShareConfig | None = None,
+    trainable: bool = False,
+    cache: ClusterCache | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """Cluster ``model``'s layers in place with everything ``cfg`` asks for: Fisher importances
+    for the sensitive methods, shared layers (or QAT layers with ``trainable`` and
+    ``cfg.finetune == "qat"``), then batch-norm re-estimation. Returns timings."""
+    cfg = cfg or ShareConfig()
+    t0 = time.perf_counter()
+    importance = None
+    if cfg.weighted:
+        batches = calibration_batches(data, cfg.calibration_images, seed=cfg.kmeans_seed)
+        importance = fisher_importance(model, batches, list(ks))
+    t1 = time.perf_counter()
+    if trainable and cfg.finetune == "qat":
+        qat_model(model, ks, cfg, cache, importance)
+    else:
+        share_model(model, ks, cfg, cache, importance)
+    t2 = time.perf_counter()
+    recalibrate_bn(model, calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1),
+                   precision=precision)
+    return {"fisher_s": round(t1 - t0, 2), "cluster_s": round(t2 - t1, 2),
+            "bn_s": round(time.perf_counter() - t2, 2)}

@@ -1,0 +1,49 @@
+"""The ``rlcompress search`` job: load a model, run the search in a run directory, resume it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlcompress.clustering.sharing import ShareConfig
+from rlcompress.data import DataConfig, load_data
+from rlcompress.jobs.train import resolve_model
+from rlcompress.search import DDPGConfig, SearchConfig, run_search
+
+
+def search(
+    model: str,
+    out: str = "runs/search",
+    cfg: SearchConfig | None = None,
+    share_cfg: ShareConfig | None = None,
+    ddpg_cfg: DDPGConfig | None = None,
+    data: object = None,
+    resume: bool = False,
+    init: str | None = None,
+) -> dict:
+    """CLI job: load a checkpoint (or a pruned run's best model) and run :func:`run_search`.
+
+    With a registered model name, ``init`` gives its weights (a path or ``pretrained``)."""
+    cfg = cfg or SearchConfig()
+    path = Path(model)
+    if path.is_dir():  # a prune run directory: its fine-tuned model
+        path = path / "finetune" / "best.safetensors"
+    dataset = load_data(data or DataConfig(), progress=cfg.progress)
+    net, spec = resolve_model(str(path) if path.suffix else model, init, dataset.num_classes,
+                              require_weights=True)
+    return run_search(net, spec, dataset, out, cfg, share_cfg, ddpg_cfg, resume,
+                      source={"model": model, "init": init})
+
+
+def search_resume(run_dir: str, data: object = None, progress: bool = True) -> dict:
+    """Continue the search in ``run_dir`` with the settings and model it recorded."""
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved}: not a search run directory")
+    c = json.loads(saved.read_text())
+    cfg = SearchConfig(**{**c["search"], "progress": progress})
+    src = c.get("source") or {}
+    if "model" not in src:
+        raise ValueError(f"{saved} does not record its model; resume with --model ... --out")
+    return search(src["model"], run_dir, cfg, ShareConfig(**c["share"]), DDPGConfig(**c["ddpg"]),
+                  data, resume=True, init=src.get("init"))
