@@ -31,6 +31,8 @@ from rlcompress.jobs import (
     share,
     train,
 )
+from rlcompress.jobs.deploy import FORMATS as EXPORT_FORMATS
+from rlcompress.jobs.deploy import export_deploy
 from rlcompress.models import MODEL_SPECS, CheckpointError
 from rlcompress.pipeline.run import PipelineConfig
 from rlcompress.pruning import CRITERIA, PruneConfig
@@ -141,8 +143,12 @@ def _cmd_share(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    _print(export(args.checkpoint, args.out, encoding=args.encoding,
-                  codebook_dtype=args.codebook_dtype))
+    if args.format == "rlc":
+        _print(export(args.checkpoint, args.out, encoding=args.encoding,
+                      codebook_dtype=args.codebook_dtype))
+        return
+    _print(export_deploy(args.checkpoint, args.out, args.format, tuple(args.image_size),
+                         args.verify, config_from_args(DataConfig, args)))
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
@@ -289,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_prune)
 
-    p = sub.add_parser("share", help="weight-share a model with a k policy, fine-tune centroids, export",
-                       description="Cluster every conv/linear layer into its policy's k clusters, "
-                       "fine-tune the centroids, write model.rlc and report accuracy and ratios.")
+    p = sub.add_parser("share", help="weight-share a model with a k policy, fine-tune, export",
+                       description="Cluster every conv/linear layer into its policy's k clusters "
+                       "(Fisher-weighted by default), re-estimate batch norm, fine-tune (trained "
+                       "quantization by default), write model.rlc and report accuracy and ratios.")
     p.add_argument("--model", required=True,
                    help=f"checkpoint X.safetensors (e.g. a pruned run's finetune/best.safetensors) "
                    f"or a model name ({models})")
@@ -308,12 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_share)
 
-    p = sub.add_parser("export", help="write a weight-shared checkpoint to a compressed .rlc file",
+    p = sub.add_parser("export", help="write a shared model as .rlc, or an .rlc as ONNX",
                        description="Encode a weight-shared checkpoint (X.safetensors + X.json with "
-                       "'sharing') as an .rlc file and print its sizes and ratios.")
-    p.add_argument("checkpoint", help="shared checkpoint, e.g. runs/share/finetune/best.safetensors")
-    p.add_argument("--out", required=True, help="the .rlc file to write")
+                       "'sharing') as an .rlc file (--format rlc), or an .rlc file / shared "
+                       "checkpoint as ONNX: palettized (--format onnx: codebooks and bit-packed "
+                       "indices in the graph) or dense float weights (--format onnx-dense). Needs "
+                       "the [onnx] extra for ONNX.")
+    p.add_argument("checkpoint", help="shared checkpoint (e.g. runs/share/finetune/best.safetensors)"
+                   " or, for ONNX, an .rlc file")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--format", default="rlc", choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("--image-size", type=int, nargs=2, default=[32, 32],
+                   help="input height and width of the ONNX graph (the batch is dynamic)")
+    p.add_argument("--verify", action="store_true",
+                   help="run the ONNX file with onnxruntime on the test split against PyTorch")
     _codec_args(p)
+    add_config_args(p, DataConfig, skip=("image_size",))
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("inspect", help="per-layer table of an .rlc file",

@@ -46,11 +46,12 @@ def export(
     """Write a shared model (or a shared checkpoint path) to an ``.rlc`` file; returns its sizes."""
     if isinstance(model, str):
         model, spec = load_checkpoint(model)
+        freeze_qat(model)  # a checkpoint taken during trained quantization
     if spec is None:
         raise ValueError("export of an in-memory model needs its architecture spec")
     if not shared_layers(model):
         raise ValueError("the model has no shared layers: run `rlcompress share` first")
-    arch = {k: v for k, v in spec.items() if k != "sharing"}
+    arch = {k: v for k, v in spec.items() if k not in ("sharing", "qat")}
     save_compressed(model, arch, out, encoding, codebook_dtype, extra)
     return {"file": str(out), **size_report(model, arch, Path(out).stat().st_size)}
 
