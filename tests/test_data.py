@@ -72,6 +72,20 @@ def test_load_data_caches_and_splits(image_tar: Path, tmp_path: Path):
     assert torch.equal(first.train.images, again.train.images)
 
 
+def test_training_split_never_holds_a_validation_or_test_image(image_tar: Path, tmp_path: Path):
+    data = load_data(DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=3),
+                     progress=False)
+
+    def keys(split):
+        return {bytes(img.numpy().tobytes()) for img in split.images}
+
+    train, val, test = keys(data.train), keys(data.val), keys(data.test)
+    # the random images are all distinct, so equal bytes would mean the same image
+    assert len(train) == len(data.train) and len(val) == len(data.val)
+    assert not train & val and not train & test and not val & test
+    assert len(train) + len(val) == 12  # train + val is exactly the original training set
+
+
 def test_stratified_split_deterministic():
     labels = np.repeat(np.arange(10), 500)
     tr1, va1 = stratified_split(labels, 500, seed=3)
