@@ -15,5 +15,5 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   fi
   rm -rf "$wheels"
 fi
-"$PY" -m pip install -q -e ".[dev,bench,peers,onnx]"
+"$PY" -m pip install -q -e ".[dev,bench,peers,onnx,coreml]"
 "$PY" -c "import torch, rlcompress; print('rlcompress ready; torch', torch.__version__)"

@@ -106,3 +106,27 @@ def test_cli_export_onnx_verifies_against_pytorch(image_tar: Path, tmp_path: Pat
         report = json.loads(capsys.readouterr().out)
         assert report["onnx_top1"] == report["torch_top1"] and report["max_logit_diff"] < 1e-4
         assert report["bytes"] == (tmp_path / f"{fmt}.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("policy,pruned", [("k4", False), ("k8", True)])
+def test_coreml_export_reproduces_every_layer_exactly(tmp_path: Path, policy: str, pruned: bool):
+    pytest.importorskip("coremltools", reason="the [coreml] extra is not installed")
+    from rlcompress.deploy import export_coreml, verify_coreml
+
+    model, _ = load_compressed(_rlc(tmp_path, policy, pruned=pruned))
+    report = export_coreml(model, tmp_path / "m.mlpackage", (3, 16, 16))
+    assert report["verified_layers"] == 20 and report["bytes"] > 0
+    layers = report["layers"].values()
+    if policy == "k4":
+        assert {(v["distinct"], v["lut_bits"], v["padded"]) for v in layers} == {(4, 2, False)}
+    else:
+        # 8 centroids (3 bits, iOS 18), plus the zero of pruned filters: 9 values in 16 entries
+        assert {(v["distinct"], v["lut_bits"], v["padded"]) for v in layers} == {
+            (8, 3, False), (9, 4, True)}
+    expected = {n: m.weight.detach().numpy() for n, m in
+                {n: m for n, m in model.named_modules() if hasattr(m, "codebook")}.items()}
+    verify_coreml(tmp_path / "m.mlpackage", expected)
+    wrong = dict(expected)
+    wrong["conv1"] = expected["conv1"] * 1.0000001 + 1e-7
+    with pytest.raises(ValueError, match="conv1"):
+        verify_coreml(tmp_path / "m.mlpackage", wrong)

@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode a weight-shared checkpoint (X.safetensors + X.json with "
                        "'sharing') as an .rlc file (--format rlc), or an .rlc file / shared "
                        "checkpoint as ONNX: palettized (--format onnx: codebooks and bit-packed "
-                       "indices in the graph) or dense float weights (--format onnx-dense). Needs "
-                       "the [onnx] extra for ONNX.")
+                       "indices in the graph) or dense float weights (--format onnx-dense), or as "
+                       "a Core ML package with exactly the file's look-up tables (--format coreml, "
+                       "an .mlpackage directory). Needs the [onnx] / [coreml] extra.")
     p.add_argument("checkpoint", help="shared checkpoint (e.g. runs/share/finetune/best.safetensors)"
                    " or, for ONNX, an .rlc file")
     p.add_argument("--out", required=True, help="the file to write")

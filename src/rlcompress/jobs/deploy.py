@@ -1,5 +1,6 @@
-"""The ``rlcompress export --format onnx|onnx-dense`` job: an ``.rlc`` (or shared checkpoint)
-as an ONNX file, verified against the decoded model with onnxruntime."""
+"""The ``rlcompress export --format onnx|onnx-dense|coreml`` job: an ``.rlc`` (or shared
+checkpoint) as an ONNX file, verified against the decoded model with onnxruntime, or as a Core ML
+package whose look-up tables are verified to reproduce the ``.rlc``'s weights exactly."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import torch
 
 from rlcompress.clustering.qat import freeze_qat
 from rlcompress.data import DataConfig, ImageData, load_data
-from rlcompress.deploy import export_onnx, onnx_session, run_onnx
+from rlcompress.deploy import export_coreml, export_onnx, onnx_session, run_onnx
 from rlcompress.engine import split_loader
 from rlcompress.jobs.train import resolve_model
 
-FORMATS = ("rlc", "onnx", "onnx-dense")
+FORMATS = ("rlc", "onnx", "onnx-dense", "coreml")
 
 
 @torch.no_grad()
@@ -43,18 +44,21 @@ def verify_onnx(path: str | Path, model: torch.nn.Module, data: ImageData,
 def export_deploy(source: str, out: str, fmt: str = "onnx", image_size: tuple[int, int] = (32, 32),
                   verify: bool = False, data: DataConfig | None = None) -> dict:
     """Export an ``.rlc`` file or a shared checkpoint as ONNX (``onnx``: palettized;
-    ``onnx-dense``: float weights); with ``verify``, compare it with the decoded model on the
-    test split."""
+    ``onnx-dense``: float weights; with ``verify``, compared with the decoded model on the test
+    split) or as a Core ML package (``coreml``: always verified layer by layer)."""
     if fmt not in FORMATS[1:]:
         raise ValueError(f"format must be one of {FORMATS[1:]} here, got {fmt!r}")
     model, spec = resolve_model(source)
     freeze_qat(model)
     shape = (int(spec.get("in_channels", 3)), *image_size)
     t0 = time.perf_counter()
-    report = export_onnx(model, out, shape, palettized=fmt == "onnx")
+    if fmt == "coreml":
+        report = export_coreml(model, out, shape)
+    else:
+        report = export_onnx(model, out, shape, palettized=fmt == "onnx")
     report |= {"source": source, "source_bytes": Path(source).stat().st_size,
                "seconds": round(time.perf_counter() - t0, 2)}
     report["size_vs_source"] = round(report["bytes"] / report["source_bytes"], 3)
-    if verify:
+    if verify and fmt != "coreml":
         report |= verify_onnx(out, model, load_data(data or DataConfig(), progress=False))
     return report
