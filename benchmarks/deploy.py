@@ -4,16 +4,18 @@ For the headline ResNet-20 k16 file of the paper table: the file as committed, t
 re-encoded in the current ``.rlc`` format, the palettized ONNX file and the dense ONNX file;
 top-1 of each ONNX file on the full test split next to the decoded model's, the largest
 |logit difference| on 1,000 test images (fp32), and latency (median of repeated runs) at batch
-1 and 256 for onnxruntime and PyTorch (fp32, same thread count).
+1 and 256 for onnxruntime and PyTorch (fp32, same thread count); and the Core ML package's size,
+its look-up tables checked bit for bit against the file (Core ML cannot run on Linux).
 
 Usage: python benchmarks/deploy.py [--rlc FILE] [--threads N]
-Writes results/bench/deploy.json (and the ONNX files to results/deploy/). Needs the [onnx] extra.
+Writes results/bench/deploy.json (and the files to results/deploy/). Needs [onnx] and [coreml].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -69,6 +71,13 @@ def main() -> None:
                                                           50 if batch == 1 else 10)
         rows[fmt] = report
         print(json.dumps({fmt: report}), flush=True)
+    package = out_dir / "resnet20-k16.mlpackage"
+    if package.exists():
+        shutil.rmtree(package)
+    report = export_deploy(str(current), str(package), "coreml")
+    rows["coreml"] = {k: v for k, v in report.items() if k != "layers"}
+    rows["coreml"]["lut_bits"] = sorted({v["lut_bits"] for v in report["layers"].values()})
+    print(json.dumps({"coreml": rows["coreml"]}), flush=True)
     with torch.no_grad():
         for batch in (1, 256):
             x = torch.randn(batch, 3, 32, 32)
