@@ -130,3 +130,20 @@ def test_coreml_export_reproduces_every_layer_exactly(tmp_path: Path, policy: st
     wrong["conv1"] = expected["conv1"] * 1.0000001 + 1e-7
     with pytest.raises(ValueError, match="conv1"):
         verify_coreml(tmp_path / "m.mlpackage", wrong)
+
+
+def test_missing_extra_is_named(monkeypatch):
+    import builtins
+
+    from rlcompress.deploy.onnx_export import require
+
+    real = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(ImportError, match=r"pip install 'rlcompress\[onnx\]'"):
+        require("onnxruntime", "onnx")
