@@ -10,7 +10,9 @@ final models are measured in fp32 on the test split (validation beside it).
   (its Fisher pass on the same calibration images, cross-entropy loss).
 * fine-tuned (epochs E): rlcompress ``qat`` (the default of ``share``: trained quantization
   with re-assignment, started from ``default``) and coremltools ``DKMPalettizer``, each at
-  every learning rate in ``--lrs``; optionally rlcompress ``centroids`` (the paper's).
+  every learning rate in ``--lrs``; optionally rlcompress ``centroids`` (the paper's) and
+  ``qat-kd<W>`` (distilled from the uncompressed model, ``--distill W``; DKM is never
+  distilled, so those rows are marked apart).
 
 Usage::
 
@@ -111,10 +113,12 @@ def coreml_skm(model: nn.Module, bits: int, data: ImageData, n: int) -> nn.Modul
 
 
 def finetune(model: nn.Module, data: ImageData, epochs: int, lr: float,
-             hooks: list[Callable[[nn.Module], None]]) -> None:
+             hooks: list[Callable[[nn.Module], None]], teacher: nn.Module | None = None,
+             distill: float = 0.0) -> None:
     """The loop both sides fine-tune with: rlcompress's loader, one-cycle schedule, SGD
-    Nesterov, bf16 autocast (the same code ``rlcompress share`` trains with)."""
-    cfg = TrainConfig(epochs=epochs, lr=lr, progress=False)
+    Nesterov, bf16 autocast (the same code ``rlcompress share`` trains with); optionally
+    distilled from ``teacher``."""
+    cfg = TrainConfig(epochs=epochs, lr=lr, progress=False, distill=distill)
     loader, _ = make_loaders(data, cfg)
     device = pick_device("auto")
     model.to(device).to(memory_format=torch.channels_last)
@@ -123,16 +127,18 @@ def finetune(model: nn.Module, data: ImageData, epochs: int, lr: float,
     for epoch in range(1, epochs + 1):
         loader.set_epoch(epoch)
         _train_epoch(model, loader, opt, cfg, device, (epoch - 1) * len(loader), total, hooks,
-                     f"epoch {epoch}")
+                     f"epoch {epoch}", teacher)
 
 
 def ours_qat(model: nn.Module, bits: int, data: ImageData, epochs: int, lr: float,
-             finetune_mode: str = "qat") -> nn.Module:
-    """rlcompress: default clustering, then trained quantization (or centroid training)."""
+             finetune_mode: str = "qat", distill: float = 0.0) -> nn.Module:
+    """rlcompress: default clustering, then trained quantization (or centroid training),
+    optionally distilled from the uncompressed model."""
     net = copy.deepcopy(model)
     quantize(net, {n: 2**bits for n in clusterable_layers(net)}, data,
              ShareConfig(finetune=finetune_mode), trainable=True)
-    finetune(net, data, epochs, lr, [])
+    teacher = copy.deepcopy(model).eval() if distill > 0 else None
+    finetune(net, data, epochs, lr, [], teacher, distill)
     return freeze_qat(net.eval())
 
 
@@ -168,6 +174,10 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
                          lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r)))
             jobs.append(({"tool": "coremltools", "method": "DKMPalettizer", **key},
                          lambda m, d, b=bits, r=lr: coreml_dkm(m, b, d, args.epochs, r)))
+            if args.distill > 0:
+                jobs.append(({"tool": "rlcompress", "method": f"qat-kd{args.distill:g}", **key},
+                             lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
+                                                                 distill=args.distill)))
             if args.centroids:
                 jobs.append(({"tool": "rlcompress", "method": "centroids", **key},
                              lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
@@ -224,6 +234,27 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown: test top-1 per (model, method) and bits; fine-tuned rows at the learning rate
+    with the best validation top-1 (the test split never selects anything)."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["model"], r["epochs"], r["tool"], r["method"], r["bits"])
+        if key not in best or r["val_top1"] > best[key]["val_top1"]:
+            best[key] = r
+    bits = sorted({r["bits"] for r in rows})
+    lines = ["| model | epochs | tool | method | " + " | ".join(f"{b} bits" for b in bits) + " |",
+             "|---|---|---|---|" + "---|" * len(bits)]
+    for model, epochs, tool, method in sorted({k[:4] for k in best}, key=lambda k: (k[0], k[1])):
+        cells = []
+        for b in bits:
+            r = best.get((model, epochs, tool, method, b))
+            cells.append("-" if r is None else
+                         f"{r['top1']:.2f}" + (f" (lr {r['lr']:g})" if epochs else ""))
+        lines.append(f"| {model} | {epochs} | {tool} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -235,15 +266,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.001])
     p.add_argument("--centroids", action="store_true", help="also the paper's centroid training")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="also rlcompress qat distilled from the uncompressed model at this weight")
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="results/bench/peers.json")
+    p.add_argument("--table", action="store_true", help="print the Markdown table of --out, run nothing")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     args = parse(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
     if not have_coremltools():
         print("coremltools is not installed: pip install 'rlcompress[peers]'; nothing to compare")
         return 0

@@ -47,7 +47,7 @@ class PipelineConfig:
         episodes: search episodes.
         share_epochs: centroid fine-tuning epochs after weight sharing.
         lr: peak learning rate of baseline and pruning fine-tuning.
-        share_lr: peak learning rate of centroid fine-tuning.
+        share_lr: peak learning rate of the shared model's fine-tuning (trained quantization).
         share_distill: weight of distillation from the pruned model in centroid fine-tuning
             (0: plain cross-entropy).
         seed: seed of training order and of the search.
@@ -160,7 +160,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     say(3, "search", _done(run / "search"), f"{cfg.strategy}, {cfg.episodes} episodes")
     found = search(str(pruned), str(run / "search"), scfg, ShareConfig(),
                    DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
-    say(4, "share", _done(run / "share"), f"{cfg.share_epochs} centroid fine-tuning epochs")
+    say(4, "share", _done(run / "share"), f"{cfg.share_epochs} trained-quantization epochs")
     shared = _done(run / "share") or share(
         str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
         tcfg(cfg.share_epochs, cfg.share_lr, distill=cfg.share_distill), resume=True)
