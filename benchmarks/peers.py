@@ -208,7 +208,8 @@ def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Test top-1 against bits, one panel per (model, epochs)."""
+    """Test top-1 against bits, one panel per (model, epochs); fine-tuned points at the
+    learning rate with the best validation top-1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,12 +220,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, (model, epochs) in zip(axes[0], panels, strict=True):
         sel = [r for r in rows if r["model"] == model and r["epochs"] == epochs]
         for tool, method in sorted({(r["tool"], r["method"]) for r in sel}):
-            pts = {}
+            pts: dict[int, dict] = {}
             for r in sel:
-                if (r["tool"], r["method"]) == (tool, method):
-                    pts[r["bits"]] = max(pts.get(r["bits"], 0), r["top1"])
+                if (r["tool"], r["method"]) == (tool, method) and (
+                        r["bits"] not in pts or r["val_top1"] > pts[r["bits"]]["val_top1"]):
+                    pts[r["bits"]] = r
             bits = sorted(pts)
-            ax.plot(bits, [pts[b] for b in bits], "o-" if tool == "rlcompress" else "s--",
+            ax.plot(bits, [pts[b]["top1"] for b in bits], "o-" if tool == "rlcompress" else "s--",
                     label=f"{tool} {method}")
         ax.set(title=f"{model}, {epochs} fine-tuning epochs", xlabel="bits per weight",
                ylabel="test top-1 (%)")
@@ -271,7 +273,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="results/bench/peers.json")
-    p.add_argument("--table", action="store_true", help="print the Markdown table of --out, run nothing")
+    p.add_argument("--table", action="store_true",
+                   help="print the Markdown table of --out and redraw its plot; run nothing")
     return p.parse_args(argv)
 
 
@@ -279,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     args = parse(argv)
     if args.table:
-        print(table(json.loads(Path(args.out).read_text())))
+        rows = json.loads(Path(args.out).read_text())
+        print(table(rows))
+        plot(rows, Path(args.out).with_suffix(".png"))
         return 0
     if not have_coremltools():
         print("coremltools is not installed: pip install 'rlcompress[peers]'; nothing to compare")
