@@ -144,7 +144,7 @@ class _Kill(Exception):
 def _train_qat(tmp_path: Path, epochs: int = 2, resume: bool = False, name: str = "run",
                kill_at: int = 0):
     model, masks = _tiny_resnet(pruned=True)
-    data = planted_data()
+    data = planted_data(n_train=128, n_val=32)
     layers = clusterable_layers(model)
     cfg = ShareConfig(method="sensitive", calibration_images=32, bn_images=32)
     imp = fisher_importance(model, calibration_batches(data, 32), list(layers))
@@ -197,8 +197,8 @@ def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path):
     full, _, _, _ = _train_qat(tmp_path, epochs=2, name="full")
     moved = sum(int((m.latent - start[n]).abs().max() > 0) for n, m in qat_layers(full).items())
     assert moved == len(start)
-    with pytest.raises(_Kill):  # 8 steps per epoch: dies inside epoch 2
-        _train_qat(tmp_path, epochs=2, name="part", kill_at=11)
+    with pytest.raises(_Kill):  # 4 steps per epoch: dies inside epoch 2
+        _train_qat(tmp_path, epochs=2, name="part", kill_at=6)
     resumed, _, _, _ = _train_qat(tmp_path, epochs=2, resume=True, name="part")
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
