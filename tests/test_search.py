@@ -234,6 +234,7 @@ def test_cli_search_and_resume_from_run_dir(image_tar: Path, tmp_path: Path, cap
     out = tmp_path / "s"
     assert main(["search", "--model", str(tmp_path / "m.safetensors"), "--out", str(out),
                  "--target-ratio", "8", "--episodes", "3", "--warmup", "1", "--val-images", "3",
+                 "--method", "sensitive-lloyd", "--calibration-images", "8", "--bn-images", "8",
                  "--quiet", *data]) == 0
     first = json.loads(capsys.readouterr().out)
     (out / "summary.json").unlink()  # as if stopped before the end

@@ -227,7 +227,7 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
     model, _ = _tiny_resnet()
     args = peers.parse(["--bits", "2", "--ft-bits", "2", "--epochs", "1", "--lrs", "0.01",
                         "--calibration", "16", "--out", str(tmp_path / "p.json")])
-    rows = peers.run({"tiny": model.eval()}, planted_data(n_train=128, n_val=32), args,
+    rows = peers.run({"tiny": model.eval()}, planted_data(n_train=64, n_val=16), args,
                      tmp_path / "p.json")
     methods = {(r["tool"], r["method"]) for r in rows}
     assert {("rlcompress", "default"), ("coremltools", "SKMPalettizer"),
@@ -235,7 +235,7 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
             ("coremltools", "DKMPalettizer")} <= methods
     assert all(0 <= r["top1"] <= 100 and r["seconds"] >= 0 for r in rows)
     # a rerun finds every row done and adds none
-    assert len(peers.run({"tiny": model.eval()}, planted_data(n_train=128, n_val=32), args,
+    assert len(peers.run({"tiny": model.eval()}, planted_data(n_train=64, n_val=16), args,
                          tmp_path / "p.json")) == len(rows)
     peers.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
