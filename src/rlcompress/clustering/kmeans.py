@@ -33,7 +33,8 @@ class Clustering:
         codebook: sorted centroids, float32 (at most k of them; fewer when the data has fewer
             distinct values).
         labels: index into ``codebook`` for every input value (int64, input order).
-        sse: sum of squared errors of the assignment.
+        sse: sum of squared errors of the assignment (unweighted, also for the weighted
+            methods, so that results of different methods compare on the same scale).
     """
 
     codebook: np.ndarray
