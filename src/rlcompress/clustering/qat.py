@@ -22,12 +22,13 @@ from rlcompress.clustering.sharing import (
     CLUSTERABLE,
     ClusterCache,
     ShareConfig,
-    _drop_load_hooks,
     _post_hook,
     _refresh_after_load,
-    cluster_layer,
     is_shared,
+    layer_indices,
     make_shared,
+    policy_modules,
+    remove_hooks,
 )
 
 
@@ -109,11 +110,7 @@ def freeze_qat(model: nn.Module) -> nn.Module:
         if not is_qat(m):
             continue
         book, idx = m.codebook.clone(), m.indices.clone()
-        for key in [k for k, h in m._forward_pre_hooks.items() if h is _qat_pre_hook]:
-            del m._forward_pre_hooks[key]
-        for key in [k for k, h in m._forward_hooks.items() if h is _post_hook]:
-            del m._forward_hooks[key]
-        _drop_load_hooks(m)
+        remove_hooks(m, _qat_pre_hook)
         for name in ("codebook", "indices", "qmask", "importance"):
             del m._buffers[name]
         del m._parameters["latent"]
@@ -144,17 +141,10 @@ def qat_model(
     two are within one standard error of each other: 86.10% vs 85.80% at 2 bits, 87.60% vs
     87.80% at 3 bits (unweighted vs weighted updates); the simpler rule is kept."""
     cfg = cfg or ShareConfig()
-    modules = dict(model.named_modules())
-    unknown = [n for n in ks if n not in modules]
-    if unknown:
-        raise KeyError(f"policy names layers the model does not have: {unknown}")
     imp = importance or {}
     results = {}
-    for name, k in ks.items():
-        m = modules[name]
-        res, mask = cluster_layer(m.weight, k, cfg, cache, name, imp.get(name))
-        idx = torch.full(m.weight.shape, len(res.codebook), dtype=torch.long)
-        idx[mask] = torch.from_numpy(res.labels)
+    for name, m in policy_modules(model, ks).items():
+        res, idx = layer_indices(m.weight, ks[name], cfg, cache, name, imp.get(name))
         make_qat(m, torch.from_numpy(res.codebook), idx)
         results[name] = res
     return results

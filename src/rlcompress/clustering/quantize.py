@@ -25,6 +25,12 @@ def sharing_layout(model: nn.Module) -> dict[str, int]:
     return {n: len(m.codebook) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
 
 
+def sharing_spec(model: nn.Module) -> dict:
+    """Spec entries that rebuild ``model``'s shared or QAT layers when a checkpoint loads:
+    ``sharing`` (codebook sizes) and, during trained quantization, ``qat``."""
+    return {"sharing": sharing_layout(model), **({"qat": True} if qat_layers(model) else {})}
+
+
 def quantize(
     model: nn.Module,
     ks: dict[str, int],

@@ -213,15 +213,33 @@ def cluster_layer(
     return (cache or ClusterCache()).get(name, values, k, cfg, weights), mask
 
 
+def layer_indices(
+    weight: torch.Tensor, k: int, cfg: ShareConfig, cache: ClusterCache | None = None,
+    name: str = "", importance: torch.Tensor | None = None,
+) -> tuple[Clustering, torch.Tensor]:
+    """:func:`cluster_layer` plus the weight-shaped index tensor a shared or QAT layer stores
+    (``len(codebook)`` at pruned positions)."""
+    result, mask = cluster_layer(weight, k, cfg, cache, name, importance)
+    indices = torch.full(weight.shape, len(result.codebook), dtype=torch.long)
+    indices[mask] = torch.from_numpy(result.labels)
+    return result, indices
+
+
+def policy_modules(model: nn.Module, ks: dict[str, int]) -> dict[str, nn.Module]:
+    """The modules a policy names; ``KeyError`` listing any the model does not have."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in ks if n not in modules]
+    if unknown:
+        raise KeyError(f"policy names layers the model does not have: {unknown}")
+    return {n: modules[n] for n in ks}
+
+
 def share_layer(
     module: nn.Module, k: int, cfg: ShareConfig, cache: ClusterCache | None = None, name: str = "",
     importance: torch.Tensor | None = None,
 ) -> Clustering:
     """Cluster the surviving weights of one layer into ``k`` clusters and share them."""
-    w = module.weight.detach().float().cpu()
-    result, mask = cluster_layer(w, k, cfg, cache, name, importance)
-    indices = torch.full(w.shape, len(result.codebook), dtype=torch.long)
-    indices[mask] = torch.from_numpy(result.labels)
+    result, indices = layer_indices(module.weight, k, cfg, cache, name, importance)
     make_shared(module, torch.from_numpy(result.codebook), indices)
     return result
 
@@ -240,10 +258,7 @@ def share_model(
     re-estimation needs data and is not done here (see ``rlcompress.clustering.quantize``).
     """
     cfg = cfg or DATA_FREE
-    modules = dict(model.named_modules())
-    unknown = [n for n in ks if n not in modules]
-    if unknown:
-        raise KeyError(f"policy names layers the model does not have: {unknown}")
+    modules = policy_modules(model, ks)
     imp = importance or {}
     return {n: share_layer(modules[n], k, cfg, cache, n, imp.get(n)) for n, k in ks.items()}
 
@@ -254,22 +269,20 @@ def unshare(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if is_shared(m):
             w = shared_weight(m).detach().clone()
-            # found by identity rather than a handle: a handle would not survive deepcopy
-            for key in [k for k, h in m._forward_pre_hooks.items() if h is _pre_hook]:
-                del m._forward_pre_hooks[key]
-            for key in [k for k, h in m._forward_hooks.items() if h is _post_hook]:
-                del m._forward_hooks[key]
-            _drop_load_hooks(m)
+            remove_hooks(m, _pre_hook)
             del m._parameters["codebook"], m._buffers["indices"]
             m.__dict__.pop("weight", None)
             m.weight = nn.Parameter(w)
     return model
 
 
-def _drop_load_hooks(module: nn.Module) -> None:
-    hooks = module._load_state_dict_post_hooks
-    for key in [k for k, h in hooks.items() if h is _refresh_after_load]:
-        del hooks[key]
+def remove_hooks(module: nn.Module, pre_hook: object) -> None:
+    """Remove ``pre_hook``, the weight-detaching post-hook and the after-load refresh from a
+    layer. Found by identity rather than by handle: a handle would not survive deepcopy."""
+    for hooks, hook in ((module._forward_pre_hooks, pre_hook), (module._forward_hooks, _post_hook),
+                        (module._load_state_dict_post_hooks, _refresh_after_load)):
+        for key in [k for k, h in hooks.items() if h is hook]:
+            del hooks[key]
 
 
 def shared_layers(model: nn.Module) -> dict[str, nn.Module]:

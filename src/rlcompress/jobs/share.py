@@ -19,8 +19,8 @@ from pathlib import Path
 from torch import nn
 
 from rlcompress.clustering.policies import resolve_policy
-from rlcompress.clustering.qat import freeze_qat, qat_layers
-from rlcompress.clustering.quantize import quantize, sharing_layout
+from rlcompress.clustering.qat import freeze_qat
+from rlcompress.clustering.quantize import quantize, sharing_spec
 from rlcompress.clustering.sharing import (
     ShareConfig,
     clusterable_layers,
@@ -93,9 +93,7 @@ def share(
         net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
         ks = resolve_policy(policy, clusterable_layers(net, scfg.first, scfg.last))
         timings = quantize(net, ks, dataset, scfg, trainable=cfg.epochs > 0)
-        spec = {**spec, "sharing": sharing_layout(net)}
-        if qat_layers(net):
-            spec["qat"] = True
+        spec = {**spec, **sharing_spec(net)}
         save_checkpoint(net, spec, run, "shared")
         write_json((run / "policy.json"), ks)
     before = evaluate_model(net, dataset, "val", cfg.precision, cfg.device)

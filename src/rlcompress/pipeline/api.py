@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlcompress.clustering.qat import freeze_qat, qat_layers
-from rlcompress.clustering.quantize import quantize, sharing_layout
+from rlcompress.clustering.qat import freeze_qat
+from rlcompress.clustering.quantize import quantize, sharing_spec
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report
@@ -127,7 +127,7 @@ def compress(
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
     teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None
     quantize(small, found["best"]["k"], data, share, trainable=share_epochs > 0)
-    layout = {"sharing": sharing_layout(small), **({"qat": True} if qat_layers(small) else {})}
+    layout = sharing_spec(small)
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
                           precision=precision, distill=distill, threads=threads)
