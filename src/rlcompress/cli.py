@@ -8,18 +8,21 @@ library cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import re
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rlcompress import dist
 from rlcompress.clustering import RULE_POLICIES, ShareConfig
 from rlcompress.codec import CodecError, inspect_file
 from rlcompress.data import DataConfig, DatasetError, describe, load_data
-from rlcompress.engine import TrainConfig
+from rlcompress.engine import TrainConfig, pick_device
 from rlcompress.jobs import MODES as PRUNE_MODES
 from rlcompress.jobs import (
     baseline,
@@ -428,20 +431,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``rlcompress`` command; returns the exit status."""
+    """Entry point of the ``rlcompress`` command; returns the exit status.
+
+    Under torchrun every rank runs the command; only rank 0 prints to stdout (and writes
+    files), errors name the rank that raised them.
+    """
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
+    where = f"[rank {dist.rank()}] " if dist.world_size() > 1 else ""
     try:
-        func(args)
+        dist.init(pick_device(getattr(args, "device", "auto")))
+        with _quiet_unless_main():
+            func(args)
     except (DatasetError, CheckpointError, CodecError, BudgetError, FileNotFoundError,
             FileExistsError, ValueError, KeyError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"rlcompress: error: {text}", file=sys.stderr)
+        print(f"rlcompress: {where}error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rlcompress: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_unless_main() -> Iterator[None]:
+    if dist.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 if __name__ == "__main__":

@@ -5,15 +5,22 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from rlcompress import dist
 from rlcompress.fileio import atomic_path, write_json  # noqa: F401 - re-exported
 
 
 def open_run_dir(path: str | Path, resume: bool) -> Path:
-    """Create ``path``; refuse a non-empty one unless resuming (nothing is ever overwritten)."""
+    """Create ``path``; refuse a non-empty one unless resuming (nothing is ever overwritten).
+
+    Under torchrun every rank checks before any rank writes (the barrier), and rank 0 creates.
+    """
     run = Path(path)
-    if run.exists() and any(run.iterdir()) and not resume:
+    refuse = run.exists() and any(run.iterdir()) and not resume
+    dist.barrier()
+    if refuse:
         raise FileExistsError(f"{run} is not empty; pass resume=True (--resume) to continue it")
-    run.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        run.mkdir(parents=True, exist_ok=True)
     return run
 
 

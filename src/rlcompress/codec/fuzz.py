@@ -181,7 +181,7 @@ def _outcome(path: Path, x: torch.Tensor, reference: torch.Tensor) -> tuple[str,
 def fuzz(path: str | Path, cases: int, seed: int = 0, input_shape: tuple[int, ...] = (2, 3, 8, 8),
          workdir: str | Path | None = None) -> dict:
     """Run ``cases`` mutations of the file at ``path``; returns counts and the first findings."""
-    import tempfile
+    from rlcompress.fileio import scratch_dir
 
     path = Path(path)
     data = path.read_bytes()
@@ -194,8 +194,8 @@ def fuzz(path: str | Path, cases: int, seed: int = 0, input_shape: tuple[int, ..
     counts: Counter = Counter()
     findings: list[dict] = []
     kinds = list(MUTATORS)
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        target = Path(tmp) / "case.rlc"
+    with scratch_dir(workdir) as tmp:
+        target = tmp / "case.rlc"
         for i in range(cases):
             kind = kinds[i % len(kinds)]
             target.write_bytes(MUTATORS[kind](data, rng))  # scratch file, never resumed from

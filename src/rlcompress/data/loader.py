@@ -11,22 +11,31 @@ from collections.abc import Iterator
 import torch
 
 from rlcompress.data.dataset import SplitData
+from rlcompress.dist import shard
 
 
 def random_crop_flip(
-    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator,
+    part: slice | None = None, total: int | None = None,
 ) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per image, on a uint8 NHWC batch."""
+    """Random crop with zero padding and random horizontal flip, per image, on a uint8 NHWC batch.
+
+    Under data parallelism ``images`` is one rank's ``part`` of a global batch of ``total``
+    images: the random draws are made for the whole global batch and sliced, so every image
+    gets the same crop and flip however many ranks share the batch.
+    """
     n, h, w, _ = images.shape
+    total = n if total is None else total
+    part = part or slice(0, total)
     if padding > 0:
         padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
-        oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        oy = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part]
+        ox = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part]
         rows = (oy[:, None] + torch.arange(h))[:, :, None]
         cols = (ox[:, None] + torch.arange(w))[:, None, :]
         images = padded[torch.arange(n)[:, None, None], rows, cols]
     if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+        mask = (torch.rand(total, generator=generator) < 0.5)[part]
         images = torch.where(mask[:, None, None, None], images.flip(2), images)
     return images
 
@@ -50,7 +59,9 @@ class BatchLoader:
     """Iterates (inputs, labels) batches over a SplitData.
 
     With ``shuffle``/``augment`` the order and the augmentation of epoch ``e`` depend only on
-    ``(seed, e)``, so a resumed run sees exactly the batches it would have seen.
+    ``(seed, e)``, so a resumed run sees exactly the batches it would have seen. With
+    ``world_size`` > 1 it yields rank ``rank``'s slice of every global batch of ``batch_size``
+    (same order, same augmentation of each image, whatever the number of ranks).
     """
 
     def __init__(
@@ -65,14 +76,20 @@ class BatchLoader:
         seed: int = 0,
         padding: int = 4,
         channels_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got {rank} of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.split, self.batch_size = split, batch_size
         self.mean, self.std = mean, std
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.seed, self.padding, self.channels_last = seed, padding, channels_last
         self.epoch = 0
+        self.global_size = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
@@ -88,9 +105,13 @@ class BatchLoader:
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            total = len(idx)
+            self.global_size = total  # the size of the global batch this one is a slice of
+            part = shard(total, self.rank, self.world_size)
+            idx = idx[part]
             images = self.split.images[idx]
             if self.augment:
-                images = random_crop_flip(images, self.padding, True, g)
+                images = random_crop_flip(images, self.padding, True, g, part, total)
             yield (
                 to_model_input(images, self.mean, self.std, self.channels_last),
                 self.split.labels[idx],

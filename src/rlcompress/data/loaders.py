@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlcompress.dist import shard
+
 
 class EpochSeeded:
     """Iterate a DataLoader with torch's RNG seeded by (seed, epoch), so shuffling is
@@ -35,6 +37,31 @@ class EpochSeeded:
             yield from self.loader
         finally:
             torch.set_rng_state(state)
+
+
+class Sharded:
+    """One rank's slice of every batch of a loader (torchrun data parallelism over a user's
+    DataLoader): every rank reads the whole loader, in the same seeded order, and keeps its
+    contiguous part of each batch, so the global batches are exactly the one-process ones.
+    Loading is not divided; a loader whose reading dominates should shard itself."""
+
+    def __init__(self, loader: Iterable, rank: int, world_size: int) -> None:
+        self.loader, self.rank, self.world_size = loader, rank, world_size
+        self.global_size = 0  # the size of the global batch last sliced
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the wrapped loader (if it is epoch-seeded)."""
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for x, y in self.loader:
+            self.global_size = len(y)
+            part = shard(len(y), self.rank, self.world_size)
+            yield x[part], y[part]
 
 
 @dataclass

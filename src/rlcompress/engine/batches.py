@@ -8,19 +8,28 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from rlcompress import dist
 from rlcompress.data import BatchLoader, ImageData
-from rlcompress.data.loaders import LoaderData
+from rlcompress.data.loaders import LoaderData, Sharded
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import pick_device
 
 
-def split_loader(data: ImageData | LoaderData, split: str, batch_size: int = 512) -> Iterable:
-    """An unshuffled, unaugmented loader over ``train``, ``val`` or ``test``."""
+def split_loader(data: ImageData | LoaderData, split: str, batch_size: int = 512,
+                 sharded: bool = False) -> Iterable:
+    """An unshuffled, unaugmented loader over ``train``, ``val`` or ``test``.
+
+    With ``sharded`` under torchrun, this rank's slice of every batch (for evaluation that
+    :func:`~rlcompress.engine.evaluate.evaluate` reduces over the ranks).
+    """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    rank, world = (dist.rank(), dist.world_size()) if sharded and dist.initialized() else (0, 1)
     if isinstance(data, LoaderData):
-        return data.split(split)
-    return BatchLoader(getattr(data, split), batch_size, data.mean, data.std)
+        loader = data.split(split)
+        return Sharded(loader, rank, world) if world > 1 else loader
+    return BatchLoader(getattr(data, split), batch_size, data.mean, data.std, rank=rank,
+                       world_size=world)
 
 
 def calibration_batches(data: ImageData | LoaderData, n: int, seed: int = 0,
@@ -50,7 +59,9 @@ def evaluate_model(
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, float]:
-    """Top-1 / top-5 of ``model`` on one split of ``data``."""
+    """Top-1 / top-5 of ``model`` on one split of ``data`` (divided among the ranks under
+    torchrun, the same numbers as one process)."""
     dev = pick_device(device)
     model.to(dev).to(memory_format=torch.channels_last)
-    return evaluate(model, split_loader(data, split), dev, precision, progress, f"eval {split}")
+    loader = split_loader(data, split, sharded=True)
+    return evaluate(model, loader, dev, precision, progress and dist.is_main(), f"eval {split}")

@@ -11,9 +11,12 @@ import torch
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; otherwise the named device."""
+    """``auto`` -> CUDA when present (under torchrun the GPU of this rank), else CPU;
+    otherwise the named device."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(device)
 
 

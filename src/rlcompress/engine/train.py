@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from rlcompress import dist
 from rlcompress.checks import check_fields
 from rlcompress.data import BatchLoader, ImageData
-from rlcompress.data.loaders import EpochSeeded, LoaderData
+from rlcompress.data.loaders import EpochSeeded, LoaderData, Sharded
+from rlcompress.engine.ddp import local_weight, sync_batchnorm, wrap_ddp
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
 from rlcompress.fileio import atomic_path, write_json
@@ -127,15 +129,24 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
-    """Training loader (shuffled, augmented) and validation loader for ``data``."""
+    """Training loader (shuffled, augmented) and validation loader for ``data``.
+
+    Under torchrun each rank gets its slice of every global batch of ``cfg.batch_size``.
+    """
+    rank, world = (dist.rank(), dist.world_size()) if dist.initialized() else (0, 1)
     if isinstance(data, LoaderData):
-        return EpochSeeded(data.train_loader, cfg.seed), data.val_loader
+        train = EpochSeeded(data.train_loader, cfg.seed)
+        if world == 1:
+            return train, data.val_loader
+        return Sharded(train, rank, world), Sharded(data.val_loader, rank, world)
     train = BatchLoader(
         data.train, cfg.batch_size, data.mean, data.std, shuffle=True, augment=cfg.augment,
         drop_last=len(data.train) > cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last,
+        rank=rank, world_size=world,
     )
     val = BatchLoader(
-        data.val, cfg.eval_batch_size, data.mean, data.std, channels_last=cfg.channels_last
+        data.val, cfg.eval_batch_size, data.mean, data.std, channels_last=cfg.channels_last,
+        rank=rank, world_size=world,
     )
     return train, val
 
@@ -188,9 +199,9 @@ def _train_epoch(
                 with torch.no_grad():
                     soft = teacher(x).float()
             logits = model(x)
-            loss = distill_loss(logits.float(), y, soft, cfg)
+            loss = distill_loss(logits.float(), y, soft, cfg) if len(y) else logits.sum() * 0.0
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * local_weight(len(y), getattr(loader, "global_size", None))).backward()
         opt.step()
         for hook in step_hooks:
             hook(model)
@@ -198,7 +209,9 @@ def _train_epoch(
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.4f}")
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}",
+                        acc=f"{100 * correct / max(seen, 1):.1f}", lr=f"{lr:.4f}")
+    loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen])
     return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), step
 
 
@@ -222,16 +235,21 @@ def fit(
     (kept in eval mode) is distilled from when ``cfg.distill > 0``. With ``resume``
     the run continues from ``run_dir``'s last completed epoch; a finished run returns its
     summary unchanged.
+
+    Under ``torchrun`` the same call trains data-parallel (see :mod:`rlcompress.engine.ddp`):
+    ``cfg.batch_size`` stays the global batch, so N ranks follow the one-process run.
     """
     if cfg.select not in ("best", "last"):
         raise ValueError(f"select must be best or last, got {cfg.select!r}")
+    device = pick_device(cfg.device)
+    dist.init(device)
+    cfg = replace(cfg, progress=cfg.progress and dist.is_main())
     run_dir = open_run_dir(run_dir, resume)
     state_path = run_dir / "state.pt"
     if resume and (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     train_loader, val_loader = make_loaders(data, cfg)
     total_steps = cfg.epochs * len(train_loader)
     batch_size = getattr(train_loader, "batch_size", None) or cfg.batch_size
@@ -252,43 +270,48 @@ def fit(
     config = {"train": asdict(cfg), **(extra_config or {})}
     write_json((run_dir / "config.json"), config)
     rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)
-    runner = torch.compile(model) if cfg.compile else model
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        train_loader.set_epoch(epoch)
-        for hook in epoch_hooks or []:
-            hook(model, epoch)
-        loss, acc, _ = _train_epoch(
-            runner, train_loader, opt, cfg, device, (epoch - 1) * len(train_loader),
-            total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}", teacher,
-        )
-        train_time = time.perf_counter() - t0
-        val = evaluate(runner, val_loader, device, cfg.precision)
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        rows.append({
-            "epoch": epoch, "lr": round(lr_at(epoch * len(train_loader) - 1, total_steps, cfg), 6),
-            "train_loss": round(loss, 5), "train_top1": round(acc, 3),
-            "val_loss": round(val["loss"], 5), "val_top1": round(val["top1"], 3),
-            "val_top5": round(val["top5"], 3), "seconds": round(seconds, 2),
-            "img_per_s": round(len(train_loader) * batch_size / train_time, 1),
-        })
-        if cfg.select == "last" or val["top1"] > best["val_top1"]:
-            best = {"val_top1": val["top1"], "epoch": epoch}
-            save_checkpoint(model, spec, run_dir, "best")
-        save_checkpoint(model, spec, run_dir, "last")
-        write_rows(run_dir / "metrics.csv", METRIC_FIELDS, rows)
-        # one file holds weights and optimizer, so they can never be from different epochs
-        with atomic_path(state_path) as tmp:
-            torch.save({
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                "best_val_top1": best["val_top1"], "best_epoch": best["epoch"], "seconds": elapsed,
-            }, tmp)
-        if cfg.progress:
-            tqdm.write(
-                f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
-                f"val {val['top1']:.2f}%  ({seconds:.0f}s)"
+    # batch norm over the global batch and DDP only while training: the model the caller gets
+    # back is the plain module
+    with sync_batchnorm(model):
+        runner = wrap_ddp(model, device)
+        runner = torch.compile(runner) if cfg.compile else runner
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            for hook in epoch_hooks or []:
+                hook(model, epoch)
+            loss, acc, _ = _train_epoch(
+                runner, train_loader, opt, cfg, device, (epoch - 1) * len(train_loader),
+                total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}", teacher,
             )
+            train_time = time.perf_counter() - t0
+            val = evaluate(model if dist.initialized() else runner, val_loader, device,
+                           cfg.precision)
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            rows.append({
+                "epoch": epoch, "lr": round(lr_at(epoch * len(train_loader) - 1, total_steps, cfg), 6),
+                "train_loss": round(loss, 5), "train_top1": round(acc, 3),
+                "val_loss": round(val["loss"], 5), "val_top1": round(val["top1"], 3),
+                "val_top5": round(val["top5"], 3), "seconds": round(seconds, 2),
+                "img_per_s": round(len(train_loader) * batch_size / train_time, 1),
+            })
+            if cfg.select == "last" or val["top1"] > best["val_top1"]:
+                best = {"val_top1": val["top1"], "epoch": epoch}
+                save_checkpoint(model, spec, run_dir, "best")
+            save_checkpoint(model, spec, run_dir, "last")
+            write_rows(run_dir / "metrics.csv", METRIC_FIELDS, rows)
+            # one file holds weights and optimizer, so they can never be from different epochs
+            with atomic_path(state_path) as tmp:
+                torch.save({
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "best_val_top1": best["val_top1"], "best_epoch": best["epoch"], "seconds": elapsed,
+                }, tmp)
+            if cfg.progress:
+                tqdm.write(
+                    f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
+                    f"val {val['top1']:.2f}%  ({seconds:.0f}s)"
+                )
     if cfg.select == "last" and start_epoch > cfg.epochs and rows:
         # a finished run re-selected with ``last`` (e.g. resumed with a changed --select)
         save_checkpoint(model, spec, run_dir, "best")

@@ -18,7 +18,7 @@ from rlcompress.clustering.sharing import clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig
-from rlcompress.fileio import write_json, write_text
+from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs import baseline, prune, search, share
 from rlcompress.models import load_checkpoint
 from rlcompress.pruning import PruneConfig
@@ -218,5 +218,5 @@ def plot_table(table: dict, path: Path) -> None:
     ax[0].set(xlabel="paper ratio (x)", ylabel="test top-1 (%)", title="ours (o) and paper (x)")
     ax[1].set(xlabel="file size (KB)", ylabel="test top-1 (%)", title="ours: real file sizes")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)

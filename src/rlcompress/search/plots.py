@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rlcompress.fileio import save_figure  # noqa: E402
 from rlcompress.search.budget import Budget  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def plot_search(run: Path, rows: list[dict], names: list[str], budget: Budget, r
     ax[1].set(xlabel="episode", ylabel="val top-1 (%)", title="validation accuracy")
     ax[1].legend()
     fig.tight_layout()
-    fig.savefig(run / "progress.png", dpi=110)
+    save_figure(fig, run / "progress.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(11, 3.8))
@@ -42,7 +43,7 @@ def plot_search(run: Path, rows: list[dict], names: list[str], budget: Budget, r
     ax.set_title("best policy per layer")
     fig.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(run / "best_policy.png", dpi=110)
+    save_figure(fig, run / "best_policy.png")
     plt.close(fig)
 
     unit = "kbit" if budget.kind == "paper" else "KB"
@@ -57,5 +58,5 @@ def plot_search(run: Path, rows: list[dict], names: list[str], budget: Budget, r
     ax.set(xlabel=f"size ({unit})", ylabel="val top-1 (%)", title="accuracy vs size")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(run / "accuracy_vs_size.png", dpi=110)
+    save_figure(fig, run / "accuracy_vs_size.png")
     plt.close(fig)

@@ -128,16 +128,16 @@ def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: 
                           cfg: SearchConfig, share_cfg: ShareConfig) -> int:
     """File bytes not covered by the per-layer estimate: measured on a k_min export."""
     import copy
-    import tempfile
 
     from rlcompress.clustering.sharing import share_model
     from rlcompress.codec import save_compressed
+    from rlcompress.fileio import scratch_dir
 
     probe = copy.deepcopy(model)
     # the file's size does not depend on which centroids are chosen: no data needed here
     share_model(probe, {n: cfg.k_min for n in names})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "probe.rlc"
+    with scratch_dir() as tmp:
+        path = tmp / "probe.rlc"
         save_compressed(probe, {k: v for k, v in spec.items() if k != "sharing"}, path)
         real = path.stat().st_size
     est = file_budget(kept, 0, 1).total([cfg.k_min] * len(kept))
