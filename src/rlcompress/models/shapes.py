@@ -23,9 +23,11 @@ def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> n
     """Resize a freshly built user model's layers to ``shapes`` (before loading its weights)."""
     for name, shape in shapes.items():
         m = model.get_submodule(name)
-        if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels) != (shape["in"], shape["out"]):
+        groups = shape.get("groups", getattr(m, "groups", 1))  # depthwise convs shrink theirs
+        if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels, m.groups) != (
+                shape["in"], shape["out"], groups):
             set_module(model, name, nn.Conv2d(shape["in"], shape["out"], m.kernel_size, m.stride,
-                                               m.padding, m.dilation, m.groups, m.bias is not None,
+                                               m.padding, m.dilation, groups, m.bias is not None,
                                                m.padding_mode))
         elif isinstance(m, nn.BatchNorm2d) and m.num_features != shape["out"]:
             set_module(model, name, nn.BatchNorm2d(shape["out"], m.eps, m.momentum, m.affine,

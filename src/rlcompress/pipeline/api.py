@@ -25,7 +25,8 @@ from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.fileio import write_json
 from rlcompress.models import load_state_dict_file, load_weights
 from rlcompress.models.resnet_cifar import ARCH
-from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_generic, shrink_resnet
+from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
+from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget, run_search
 
 
@@ -45,20 +46,18 @@ def _example(data: ImageData | LoaderData) -> torch.Tensor:
     return torch.zeros(1, c, h, w)
 
 
-def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tensor):
-    masks = FilterMasks.compute(model, PruneConfig(rate=rate))
-    masks.apply(model)
+def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tensor,
+           protect: tuple[str, ...] = ()):
     origin = {"weights": layer_weight_count(model), "state_bytes": float_state_bytes(model)}
     if spec is not None and spec.get("arch") == ARCH:
+        masks = FilterMasks.compute(model, PruneConfig(rate=rate))
+        masks.apply(model)
         small, small_spec = shrink_resnet(model, spec, masks)
-        kept_whole: dict[str, str] = {}
-    else:
-        small, report = shrink_generic(model, masks, example)
-        small_spec = {"arch": "user", "shapes": layer_shapes(small)}
-        kept_whole = report.kept_whole
-    # layers that could not be shrunk keep their masks during fine-tuning
-    rest = FilterMasks({n: masks.keep[n] for n in kept_whole}, masks.bn_of)
-    return small, {**small_spec, "origin": origin}, rest, kept_whole
+        return small, {**small_spec, "origin": origin}, {}, {}
+    # any other network: coupled channel groups, each checked against its masked original
+    small, report = prune_groups(model, example, GroupPruneConfig(rate=rate, protect=protect))
+    small_spec = {"arch": "user", "shapes": layer_shapes(small)}
+    return small, {**small_spec, "origin": origin}, report.kept_whole, report.to_dict()
 
 
 def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: TrainConfig,
@@ -90,6 +89,7 @@ def compress(
     precision: str = "bf16",
     threads: int = 0,
     share: ShareConfig | None = None,
+    protect: tuple[str, ...] = (),
 ) -> tuple[nn.Module, dict]:
     """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
 
@@ -100,6 +100,9 @@ def compress(
     distillation from the pruned model while the shared model is fine-tuned (0: labels only).
     ``share`` sets the clustering method and fine-tuning mode (default :class:`ShareConfig`:
     Fisher-weighted clustering, batch-norm re-estimation, trained quantization).
+    Any network other than the CIFAR ResNets is pruned by coupled channel groups
+    (:mod:`rlcompress.pruning.groups`); ``protect`` names layers left untouched, and the report's
+    ``pruning_groups`` lists every group, its members, rate and savings.
     ``threads``: CPU threads for every stage (0: whatever ``torch.get_num_threads()`` is now,
     so the caller's setting is kept).
     """
@@ -117,11 +120,11 @@ def compress(
                         progress=progress, precision=precision, threads=threads)
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads)
-    small, small_spec, rest, kept_whole = _prune(copy.deepcopy(original), spec, prune_rate,
-                                                 _example(data))
+    small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,
+                                                   _example(data), protect)
     check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
     if prune_epochs > 0:
-        _finetune(small, small_spec, data, tcfg, out / "prune", [rest])
+        _finetune(small, small_spec, data, tcfg, out / "prune", [])
     share = share or ShareConfig()
     found = run_search(small.eval(), small_spec, data, out / "search", scfg, share,
                        DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
@@ -131,8 +134,7 @@ def compress(
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
                           precision=precision, distill=distill, threads=threads)
-        # the masks of layers kept whole stay applied, so their batch-norm shifts stay zero
-        _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [rest], teacher)
+        _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [], teacher)
         freeze_qat(small)
     path = out / "model.rlc"
     save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})
@@ -143,6 +145,7 @@ def compress(
         "val_top1": round(evaluate_model(decoded, data, "val", precision)["top1"], 2),
         **size_report(decoded, small_spec, path.stat().st_size),
         "file": str(path), "policy": found["best"]["k"], "layers_kept_whole": kept_whole,
+        "pruning_groups": groups,
     }
     if has_test:
         report["test_top1_before"] = round(before["test"], 2)

@@ -272,7 +272,7 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            shapes[name] = {"in": m.in_channels, "out": m.out_channels}
+            shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
         elif isinstance(m, nn.BatchNorm2d):
             shapes[name] = {"out": m.num_features}
         elif isinstance(m, nn.Linear):

@@ -1,0 +1,157 @@
+"""Coupled channel-group pruning: every pattern shrinks exactly or is kept whole and reported."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rlcompress.models.shapes import apply_layer_shapes
+from rlcompress.models.zoo import DenseNetTiny, MobileNetV2, ResNet18
+from rlcompress.pruning import layer_shapes
+from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
+
+TINY_MBV2 = ((1, 8, 1, 1), (4, 12, 2, 2), (4, 16, 2, 2))
+
+
+def _nets() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {
+        "resnet18": ResNet18(num_classes=4, width=8),
+        "mobilenetv2": MobileNetV2(num_classes=4, settings=TINY_MBV2, last=32),
+        "densenet": DenseNetTiny(num_classes=4, growth=6, layers=2, stem=8),
+    }
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Batch norms with non-trivial statistics, so a wrong channel map cannot hide."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+@pytest.fixture(scope="module")
+def pruned() -> dict[str, tuple[nn.Module, nn.Module, object]]:
+    out = {}
+    for name, net in _nets().items():
+        _randomise_bn(net)
+        net.eval()
+        small, report = prune_groups(net, torch.randn(2, 3, 32, 32), GroupPruneConfig(rate=0.5))
+        out[name] = (net, small, report)
+    return out
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "densenet"])
+def test_example_networks_shrink_exactly(pruned, name: str):
+    original, small, report = pruned[name]
+    assert report.convs_shrunk >= 0.8 * report.convs, report.kept_whole
+    done = [g for g in report.groups if g.status == "pruned"]
+    assert done and all(g.max_abs_diff <= 1e-5 for g in done)
+    # widths halve on both sides of most weights: about a quarter to a half of the parameters
+    # and FLOPs remain (the input and output layers keep one side whole)
+    assert 0.2 <= report.params_after / report.params_before <= 0.5
+    assert 0.2 <= report.flops_after / report.flops_before <= 0.5
+    assert report.params_before - report.params_after == sum(g.params_saved for g in done)
+    x = torch.randn(3, 3, 32, 32)
+    assert small(x).shape == original(x).shape
+    # the caller's model is untouched
+    assert sum(p.numel() for p in original.parameters()) == report.params_before
+
+
+def test_residual_groups_couple_every_writer_and_reader(pruned):
+    _, small, report = pruned["resnet18"]
+    stage2 = next(g for g in report.groups if "layer2.0.downsample.0" in g.members)
+    # projection shortcut, both blocks' conv2 and the next stage's readers share the channels
+    for member in ("layer2.0.conv2", "layer2.1.conv2", "layer2.1.conv1", "layer3.0.conv1",
+                   "layer3.0.downsample.0"):
+        assert member in stage2.members
+    kept = stage2.channels - stage2.pruned
+    assert small.layer2[0].conv2.out_channels == small.layer2[1].conv2.out_channels == kept
+    assert small.layer3[0].conv1.in_channels == small.layer3[0].downsample[0].in_channels == kept
+
+
+def test_depthwise_chain_prunes_expansion_and_depthwise_together(pruned):
+    _, small, _ = pruned["mobilenetv2"]
+    block = small.features[2].conv  # expansion, depthwise, projection
+    expand, dw, project = block[0][0], block[1][0], block[2][0]
+    assert dw.groups == dw.in_channels == dw.out_channels == expand.out_channels
+    assert project.in_channels == dw.out_channels
+
+
+def test_concatenation_maps_ranges_to_producers(pruned):
+    original, small, _ = pruned["densenet"]
+    for i, layer in enumerate(small.block1):
+        produced = small.stem[0].out_channels + sum(lay.conv.out_channels
+                                                    for lay in list(small.block1)[:i])
+        assert layer.conv.in_channels == produced
+    assert small.block1[0].conv.out_channels < original.block1[0].conv.out_channels
+
+
+def test_pruned_model_rebuilds_from_its_spec(pruned):
+    original, small, _ = pruned["mobilenetv2"]
+    rebuilt = apply_layer_shapes(copy.deepcopy(original), layer_shapes(small))
+    rebuilt.load_state_dict(small.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(rebuilt.eval()(x), small(x))
+
+
+class _Gated(nn.Module):
+    """A sigmoid after a batch norm, a softplus, a grouped conv: zero does not stay zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.g = nn.Conv2d(8, 16, 3, padding=1, groups=2)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = torch.sigmoid(self.bn(self.a(x)))
+        z = self.c(nn.functional.softplus(self.b(y)))
+        return self.fc(torch.relu(self.g(z)).mean((2, 3)))
+
+
+def test_ops_that_do_not_keep_zero_and_grouped_convs_are_kept_whole():
+    torch.manual_seed(0)
+    model = _Gated().eval()
+    small, report = prune_groups(model, torch.randn(2, 3, 16, 16))
+    status = {g.name: (g.status, g.reason) for g in report.groups}
+    assert status["a"][0] == "kept whole" and "differs from the masked" in status["a"][1]  # sigmoid
+    assert status["b"][0] == "kept whole" and "differs from the masked" in status["b"][1]  # softplus
+    assert status["c"][0] == "kept whole" and "grouped conv" in status["c"][1]
+    assert status["g"][0] == "kept whole" and "grouped conv" in status["g"][1]
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(small(x), model(x))  # nothing could be proven: nothing changed
+    assert report.convs_shrunk == 0
+
+
+def test_protected_layer_is_untouched_and_report_says_why():
+    torch.manual_seed(0)
+    model = ResNet18(num_classes=4, width=8).eval()
+    small, report = prune_groups(model, torch.randn(2, 3, 32, 32),
+                                 GroupPruneConfig(rate=0.5, protect=("layer3.0.conv1",)))
+    assert torch.equal(small.layer3[0].conv1.weight, model.layer3[0].conv1.weight)
+    reasons = report.kept_whole
+    assert any("protected layer layer3.0.conv1" in r for r in reasons.values())
+    with pytest.raises(KeyError, match="not in the model"):
+        prune_groups(model, torch.randn(1, 3, 32, 32), GroupPruneConfig(protect=("nope",)))
+
+
+def test_per_group_rates_and_determinism():
+    torch.manual_seed(0)
+    model = DenseNetTiny(num_classes=4, growth=6, layers=2, stem=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    _, a = prune_groups(model, x, GroupPruneConfig(rate=0.5), rates={"stem.0": 0.0})
+    _, b = prune_groups(model, x, GroupPruneConfig(rate=0.5), rates={"stem.0": 0.0})
+    assert a.to_dict() == b.to_dict()
+    stem = next(g for g in a.groups if g.name == "stem.0")
+    assert stem.pruned == 0 and stem.status == "kept whole"
+    assert all(g.pruned == g.channels // 2 for g in a.groups if g.status == "pruned")
