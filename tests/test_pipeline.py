@@ -128,3 +128,16 @@ def test_compress_checks_budget_before_fine_tuning(planted, tmp_path: Path):
         rlcompress.compress(model, data=planted, target_size="50B", out=tmp_path / "c",
                             progress=False)
     assert not (tmp_path / "c" / "prune").exists()
+
+
+def test_library_api_on_a_mobilenetv2(tmp_path: Path):
+    """Depthwise convs and identity adds: every conv shrinks, the file meets the budget."""
+    spec = importlib.util.spec_from_file_location(
+        "compress_mobilenetv2", ROOT / "examples" / "compress_mobilenetv2.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report = mod.main(["--tiny", "--out", str(tmp_path / "mbv2")])
+    groups = report["pruning_groups"]
+    assert groups["convs_shrunk"] >= 0.8 * groups["convs"]
+    assert report["layers_kept_whole"] == {}
+    assert report["file_bytes"] <= 16_000
