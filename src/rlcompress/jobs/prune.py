@@ -46,7 +46,7 @@ def prune_model(
     if spec.get("arch") != ARCH:
         raise ValueError(
             "physical mode from the CLI needs a CIFAR ResNet spec; for other models use "
-            "rlcompress.pruning.shrink_generic in the library or --mode mask"
+            "rlcompress.pruning.prune_groups (coupled channel groups) in the library or --mode mask"
         )
     small, small_spec = shrink_resnet(model, spec, masks)
     return small, small_spec, masks

@@ -1,4 +1,5 @@
-"""Filter pruning: criteria (FPGM, L1, L2), masks on any model, and physical removal."""
+"""Filter pruning: criteria (FPGM, L1, L2), masks on any model, physical removal, and coupled
+channel groups for any CNN."""
 
 from rlcompress.pruning.criteria import (
     CRITERIA,
@@ -9,6 +10,7 @@ from rlcompress.pruning.criteria import (
     num_pruned,
     register_criterion,
 )
+from rlcompress.pruning.groups import GroupPruneConfig, GroupReport, prune_groups
 from rlcompress.pruning.masks import (
     FilterMasks,
     PruneConfig,
@@ -28,6 +30,8 @@ from rlcompress.pruning.physical import (
 __all__ = [
     "CRITERIA",
     "FilterMasks",
+    "GroupPruneConfig",
+    "GroupReport",
     "PruneConfig",
     "ShrinkReport",
     "apply_layer_shapes",
@@ -43,6 +47,7 @@ __all__ = [
     "layer_shapes",
     "num_pruned",
     "paper_weight_counts",
+    "prune_groups",
     "register_criterion",
     "shrink_generic",
     "shrink_resnet",

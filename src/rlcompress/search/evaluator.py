@@ -16,6 +16,7 @@ import math
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rlcompress.clustering.sensitivity import fisher_importance
@@ -60,6 +61,8 @@ class PolicyEvaluator:
         self.n = sum(len(y) for _, y in self.inputs)
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
         self._original = {n: self.modules[n].weight.detach().clone() for n in self.layers}
+        # weights and batch-norm statistics before any policy re-estimates them
+        self._original_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.seconds = {"cluster": 0.0, "evaluate": 0.0, "fisher": 0.0, "bn": 0.0}
         self.importance: dict[str, torch.Tensor] = {}
         if self.cfg.weighted:
@@ -69,9 +72,13 @@ class PolicyEvaluator:
             self.seconds["fisher"] = time.perf_counter() - t0
         self.bn_batches = calibration_batches(data, self.cfg.bn_images, seed=self.cfg.kmeans_seed + 1)
         self.calls = 0
+        self._reference: list[torch.Tensor] | None = None
 
     def clustered_weight(self, name: str, k: int) -> torch.Tensor:
-        """Weight of layer ``name`` after clustering its surviving weights into ``k`` clusters."""
+        """Weight of layer ``name`` after clustering its surviving weights into ``k`` clusters
+        (``k`` = 0: the layer's own float weight)."""
+        if k == 0:
+            return self._original[name]
         key = (name, k)
         if key not in self._weights:
             t0 = time.perf_counter()
@@ -86,6 +93,23 @@ class PolicyEvaluator:
     @torch.inference_mode()
     def __call__(self, policy: dict[str, int]) -> float:
         """Top-1 accuracy in % on the validation subset."""
+        return self.scores(policy, kl=False)["top1"]
+
+    @torch.inference_mode()
+    def reference(self) -> list[torch.Tensor]:
+        """Log-probabilities of the uncompressed model on the subset (computed once)."""
+        if self._reference is None:
+            backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self._original_state)
+            self._reference = [F.log_softmax(self.model(x).float(), 1) for x, _ in self.inputs]
+            self.model.load_state_dict(backup)
+        return self._reference
+
+    @torch.inference_mode()
+    def scores(self, policy: dict[str, int], kl: bool = True) -> dict[str, float]:
+        """Top-1 (%) on the subset and, with ``kl``, the mean KL divergence of the policy's
+        outputs from the uncompressed model's (a lower-variance signal than top-1)."""
+        ref = self.reference() if kl else None
         for name in self.layers:
             self.modules[name].weight.copy_(self.clustered_weight(name, int(policy[name])))
         if self.bn_batches:
@@ -94,14 +118,18 @@ class PolicyEvaluator:
                 recalibrate_bn(self.model, self.bn_batches, precision=self.precision)
             self.seconds["bn"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        correct = 0
+        correct, div = 0, 0.0
         dev = torch.device("cpu")
-        for x, y in self.inputs:
+        for b, (x, y) in enumerate(self.inputs):
             with autocast(dev, self.precision):
-                correct += (self.model(x).argmax(1) == y).sum().item()
+                logits = self.model(x)
+            correct += (logits.argmax(1) == y).sum().item()
+            if ref is not None:
+                div += F.kl_div(F.log_softmax(logits.float(), 1), ref[b], log_target=True,
+                                reduction="sum").item()
         self.seconds["evaluate"] += time.perf_counter() - t0
         self.calls += 1
-        return 100.0 * correct / self.n
+        return {"top1": 100.0 * correct / self.n, "kl": div / self.n}
 
     def standard_error(self, accuracy: float) -> float:
         """Binomial standard error (in points) of an accuracy measured on this subset."""

@@ -40,6 +40,7 @@ from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
+from rlcompress.search.allocators import ALLOCATORS, AllocContext
 from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
@@ -55,8 +56,9 @@ class SearchConfig:
     """What to search and under which budget.
 
     Attributes:
-        strategy: ``ddpg`` or ``random``.
-        episodes: episodes to run (each evaluates one complete policy).
+        strategy: ``ddpg``, ``random``, or a one-shot allocator (``uniform``, ``greedy``,
+            ``hessian``: see rlcompress.search.allocators).
+        episodes: episodes to run (each evaluates one complete policy; an allocator plays one).
         seed: seed of the strategy (networks, noise, random actions).
         target_ratio: budget as the paper's ratio (e.g. 13.35); 0 to use ``target_size``.
         target_size: budget as bytes of the compressed file (e.g. 48KB, 48KiB, 50000).
@@ -235,6 +237,11 @@ def run_search(
     env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
                      cfg.size_weight, cfg.snap, cfg.budget_rule)
     demos = demo_policies(budget, layers, names)
+    allocation = None
+    if cfg.strategy in ALLOCATORS:
+        allocation = _allocate(run, cfg, AllocContext(model, names, budget, data, evaluator,
+                                                      cfg.seed), resume)
+    episodes = 1 if allocation else cfg.episodes
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
     if resume and agent_file.is_file():
@@ -251,11 +258,12 @@ def run_search(
                                            "fixed": budget.fixed},
                                 "dense_weights": ref["weights"], "source": source or {}})
     t_agent = 0.0
-    bar = tqdm(total=cfg.episodes, initial=len(rows), desc=f"search ({cfg.strategy})",
+    bar = tqdm(total=episodes, initial=len(rows), desc=f"search ({cfg.strategy})",
                disable=not cfg.progress)
-    while agent.episodes < cfg.episodes:
+    while agent.episodes < episodes:
         t0 = time.perf_counter()
-        plan = episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup)
+        plan = ([k_to_action(k, budget.k_min, budget.k_max) for k in allocation] if allocation
+                else episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup))
         reward, info, t_ep = play_episode(env, agent, plan)
         t_agent += t_ep
         ks = [info["policy"][n] for n in names]
@@ -287,6 +295,18 @@ def run_search(
                           "agent": round(t_agent, 2)}
     write_json(run / "summary.json", summary)
     return summary
+
+
+def _allocate(run: Path, cfg: SearchConfig, ctx: AllocContext, resume: bool) -> list[int]:
+    """The allocator's policy (read back from ``allocation.json`` when resuming)."""
+    path = run / "allocation.json"
+    if resume and path.is_file():
+        return [int(k) for k in json.loads(path.read_text())["ks"]]
+    t0 = time.perf_counter()
+    ks = ALLOCATORS[cfg.strategy](ctx)
+    write_json(path, {"strategy": cfg.strategy, "ks": ks, "k": dict(zip(ctx.names, ks, strict=True)),
+                      "seconds": round(time.perf_counter() - t0, 2)})
+    return ks
 
 
 def play_episode(env: ClusterEnv, agent: object,

@@ -1,4 +1,5 @@
-"""Search strategies behind one interface: DDPG and random search (a small registry)."""
+"""Search strategies behind one interface: DDPG, random search, and the one-shot allocators of
+:mod:`rlcompress.search.allocators` (a small registry)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rlcompress.fileio import write_json
+from rlcompress.search.allocators import ALLOCATORS
 from rlcompress.search.ddpg import DDPGAgent, DDPGConfig
 
 
@@ -40,7 +42,13 @@ class RandomStrategy:
         self.episodes = int(state["episodes"])
 
 
+class AllocatedStrategy(RandomStrategy):
+    """Stands in for an allocator in the episode loop: the runner plays the allocated policy as
+    its single episode, so this never acts; it only counts the episode for resume."""
+
+
 STRATEGIES: dict[str, Callable[..., object]] = {"ddpg": DDPGAgent, "random": RandomStrategy}
+STRATEGIES |= {name: AllocatedStrategy for name in ALLOCATORS}
 
 
 def register_strategy(name: str, factory: Callable[..., object]) -> None:

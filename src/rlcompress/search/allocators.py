@@ -1,0 +1,189 @@
+"""One-shot k allocators: a policy computed from measured sensitivities, not learned.
+
+The baselines a learned policy has to beat at equal size (registry :data:`ALLOCATORS`, usable as
+``rlcompress search --strategy NAME``; the search plays the allocated policy as its one episode,
+so the budget, logging and summary are the same as for DDPG):
+
+* ``uniform``: the largest k every layer can take within the budget.
+* ``greedy``: per-layer sensitivity - the KL divergence of the model's outputs from the
+  uncompressed model's on the validation subset with only that layer clustered at each k
+  (whole bits) - then, from the largest k everywhere, halve k where the loss grows least per
+  byte saved until the policy fits.
+* ``hessian`` (HAWQ-V2/V3 style): per layer the Hutchinson estimate of the Hessian trace of the
+  training loss (mean over the layer's weights) times the squared clustering error
+  ``||W - Q_k(W)||^2`` for each k, then the policy of least total that fits, solved exactly as a
+  multiple-choice knapsack by dynamic programming over the (integer) costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlcompress.data import ImageData
+from rlcompress.data.loaders import LoaderData
+from rlcompress.engine.batches import calibration_batches
+from rlcompress.search.budget import Budget
+from rlcompress.search.evaluator import PolicyEvaluator
+
+
+@dataclass
+class AllocContext:
+    """What an allocator may measure: the model, its clusterable layers, the budget, the data,
+    and the search's evaluator (clustering, batch-norm re-estimation and validation subset)."""
+
+    model: nn.Module
+    names: list[str]
+    budget: Budget
+    data: ImageData | LoaderData
+    evaluator: PolicyEvaluator
+    seed: int = 0
+    hutchinson_samples: int = 16
+    hessian_images: int = 256
+
+    def options(self) -> list[int]:
+        """Candidate k: whole bits between the budget's k_min and k_max."""
+        lo, hi = math.ceil(math.log2(self.budget.k_min)), math.floor(math.log2(self.budget.k_max))
+        return [2**b for b in range(max(lo, 1), hi + 1)]
+
+
+Allocator = Callable[[AllocContext], list[int]]
+ALLOCATORS: dict[str, Allocator] = {}
+
+
+def register_allocator(name: str) -> Callable[[Allocator], Allocator]:
+    """Decorator adding an allocator to the registry under ``name``."""
+
+    def wrap(fn: Allocator) -> Allocator:
+        ALLOCATORS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_allocator("uniform")
+def uniform(ctx: AllocContext) -> list[int]:
+    """The largest k that fits when every layer takes it."""
+    return [ctx.budget.uniform_k()] * len(ctx.names)
+
+
+def sensitivity_table(ctx: AllocContext) -> np.ndarray:
+    """KL divergence to the uncompressed outputs with one layer clustered, [layer, option]."""
+    opts = ctx.options()
+    table = np.zeros((len(ctx.names), len(opts)))
+    for i, name in enumerate(ctx.names):
+        for j, k in enumerate(opts):
+            policy = {n: 0 for n in ctx.names} | {name: k}
+            table[i, j] = ctx.evaluator.scores(policy)["kl"]
+    return table
+
+
+@register_allocator("greedy")
+def greedy(ctx: AllocContext) -> list[int]:
+    """From the largest k, halve k where the measured loss grows least per byte saved."""
+    opts, budget = ctx.options(), ctx.budget
+    table = np.maximum.accumulate(sensitivity_table(ctx)[:, ::-1], axis=1)[:, ::-1]
+    level = [len(opts) - 1] * len(ctx.names)  # index into opts, per layer
+
+    def ks() -> list[int]:
+        return [opts[j] for j in level]
+
+    while budget.total(ks()) > budget.limit:
+        best, pick = math.inf, -1
+        for i, j in enumerate(level):
+            if j == 0:
+                continue
+            saved = budget.cost(i, opts[j]) - budget.cost(i, opts[j - 1])
+            rise = (table[i, j - 1] - table[i, j]) / max(saved, 1e-12)
+            if rise < best:
+                best, pick = rise, i
+        if pick < 0:
+            break  # k_min everywhere; the budget check has already failed in that case
+        level[pick] -= 1
+    return ks()
+
+
+def hutchinson_traces(model: nn.Module, names: list[str], batches: list, samples: int,
+                      seed: int = 0) -> list[float]:
+    """Mean Hessian diagonal (trace / weights) of the cross-entropy per layer, by Hutchinson's
+    estimator with Rademacher vectors (Hessian-vector products by double backward, fp32)."""
+    model = model.eval()
+    modules = dict(model.named_modules())
+    params = [modules[n].weight for n in names]
+    g = torch.Generator().manual_seed(seed)
+    sums = [0.0] * len(names)
+    for _ in range(samples):
+        vs = [torch.randint(0, 2, p.shape, generator=g).float() * 2 - 1 for p in params]
+        for x, y in batches:
+            loss = F.cross_entropy(model(x.float()), y) * len(y)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            hv = torch.autograd.grad(grads, params, grad_outputs=vs)
+            for i, (h, v) in enumerate(zip(hv, vs, strict=True)):
+                sums[i] += float((h * v).sum())
+    n = sum(len(y) for _, y in batches)
+    return [s / (samples * n * p.numel()) for s, p in zip(sums, params, strict=True)]
+
+
+def knapsack(costs: np.ndarray, values: np.ndarray, capacity: float) -> list[int]:
+    """Exact multiple-choice knapsack: one option per row, total integer cost <= ``capacity``,
+    least total value. Returns the chosen option index per row."""
+    cap = int(math.floor(capacity))
+    costs = np.asarray(costs, dtype=np.int64)
+    if cap < 0 or costs.min(axis=1).sum() > cap:
+        raise ValueError("no choice of options fits the capacity")
+    best = np.full(cap + 1, np.inf)
+    best[0] = 0.0
+    choices = np.zeros((len(costs), cap + 1), dtype=np.int16)
+    for i in range(len(costs)):
+        new = np.full(cap + 1, np.inf)
+        for j, c in enumerate(costs[i]):
+            if c > cap:
+                continue
+            cand = np.full(cap + 1, np.inf)
+            cand[c:] = best[: cap + 1 - c] + values[i, j]
+            better = cand < new
+            new[better] = cand[better]
+            choices[i, better] = j
+        best = new
+    end = int(np.argmin(best))
+    picks = []
+    for i in range(len(costs) - 1, -1, -1):
+        j = int(choices[i, end])
+        picks.append(j)
+        end -= int(costs[i, j])
+    return picks[::-1]
+
+
+@register_allocator("hessian")
+def hessian(ctx: AllocContext) -> list[int]:
+    """HAWQ-style: mean Hessian trace x squared clustering error, least total within budget."""
+    opts, budget = ctx.options(), ctx.budget
+    batches = calibration_batches(ctx.data, ctx.hessian_images, seed=ctx.seed, batch_size=128)
+    model = _float_copy(ctx.model)
+    traces = hutchinson_traces(model, ctx.names, batches, ctx.hutchinson_samples, ctx.seed)
+    modules = dict(ctx.model.named_modules())
+    omega = np.zeros((len(ctx.names), len(opts)))
+    costs = np.zeros((len(ctx.names), len(opts)))
+    for i, name in enumerate(ctx.names):
+        w = modules[name].weight.detach().float()
+        for j, k in enumerate(opts):
+            err = float(((ctx.evaluator.clustered_weight(name, k).float() - w) ** 2).sum())
+            omega[i, j] = max(traces[i], 0.0) * err
+            costs[i, j] = budget.cost(i, k)
+    picks = knapsack(costs, omega, budget.limit - budget.fixed)
+    return [opts[j] for j in picks]
+
+
+def _float_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    net = copy.deepcopy(model).float().eval()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net

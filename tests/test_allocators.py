@@ -1,0 +1,87 @@
+"""One-shot allocators: exact knapsack, Hutchinson traces, and each allocator through the search."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import planted_data
+from rlcompress.models import build_model, resnet_spec
+from rlcompress.search import SearchConfig, run_search
+from rlcompress.search.allocators import ALLOCATORS, hutchinson_traces, knapsack
+
+CFG = dict(target_ratio=6.0, val_images=64, progress=False, k_max=64, threads=1, rescore=0)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    spec = resnet_spec(8, num_classes=4, widths=(8, 16, 32))
+    return build_model(spec).eval(), spec
+
+
+def test_knapsack_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rows, opts = 4, 3
+        costs = np.sort(rng.integers(1, 30, (rows, opts)), axis=1)
+        values = rng.random((rows, opts))
+        cap = int(rng.integers(costs[:, 0].sum(), costs[:, -1].sum() + 1))
+        best = min((sum(values[i, j] for i, j in enumerate(p)), p)
+                   for p in itertools.product(range(opts), repeat=rows)
+                   if sum(costs[i, j] for i, j in enumerate(p)) <= cap)
+        got = knapsack(costs, values, cap)
+        assert sum(costs[i, j] for i, j in enumerate(got)) <= cap
+        assert sum(values[i, j] for i, j in enumerate(got)) == pytest.approx(best[0])
+    with pytest.raises(ValueError):
+        knapsack(np.array([[5, 6]]), np.array([[1.0, 0.0]]), 4)
+
+
+def test_hutchinson_matches_the_exact_hessian_diagonal():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    names = ["0", "2"]
+    est = hutchinson_traces(model, names, [(x, y)], samples=400)
+    params = [model[0].weight, model[2].weight]
+
+    def loss_of(w0, w2):
+        h = torch.tanh(x @ w0.T + model[0].bias)
+        return torch.nn.functional.cross_entropy(h @ w2.T + model[2].bias, y) * len(y)
+
+    hess = torch.autograd.functional.hessian(loss_of, tuple(p.detach() for p in params))
+    for i, p in enumerate(params):
+        exact = hess[i][i].reshape(p.numel(), p.numel()).diagonal().sum() / (len(y) * p.numel())
+        assert est[i] == pytest.approx(float(exact), rel=0.25, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["uniform", "greedy", "hessian"])
+def test_allocators_fit_the_budget_and_are_deterministic(tmp_path: Path, name: str):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    results = []
+    for run in ("a", "b"):
+        model, spec = _tiny()
+        results.append(run_search(model, spec, data, tmp_path / run,
+                                  SearchConfig(strategy=name, **CFG)))
+    a, b = results
+    assert a["episodes"] == 1 and a["best"]["k"] == b["best"]["k"]
+    assert a["best"]["paper_ratio"] >= 6.0
+    allocation = json.loads((tmp_path / "a" / "allocation.json").read_text())
+    assert allocation["k"] == a["best"]["k"]
+    if name == "uniform":
+        assert len(set(allocation["ks"])) == 1
+    # resuming a finished allocation reads it back instead of recomputing
+    model, spec = _tiny()
+    again = run_search(model, spec, data, tmp_path / "a", SearchConfig(strategy=name, **CFG),
+                       resume=True)
+    assert again["best"]["k"] == a["best"]["k"]
+
+
+def test_every_allocator_is_a_search_strategy():
+    from rlcompress.search import STRATEGIES
+
+    assert set(ALLOCATORS) <= set(STRATEGIES)
