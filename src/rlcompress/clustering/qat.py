@@ -9,7 +9,8 @@ each latent weight gets its own gradient instead of a centroid receiving the sum
 
 In evaluation the layer uses the stored codebook and indices unchanged, so what is validated
 is exactly what :func:`freeze_qat` turns into a shared layer and the codec stores. Pruned
-positions (index ``len(codebook)``) stay exactly zero throughout.
+positions (index ``codebook.numel()``) stay exactly zero throughout. Grouped codebooks (one
+per block of output channels) are updated block by block.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rlcompress.clustering.sharing import (
     make_shared,
     policy_modules,
     remove_hooks,
+    row_blocks,
 )
 
 
@@ -44,28 +46,42 @@ def _assign(latent: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def qat_step(module: nn.Module) -> None:
-    """Re-assign the latent weights and move each centroid to its members' weighted mean."""
-    keep = module.qmask
-    values = module.latent.detach().float()[keep]
-    book = module.codebook
+def _lloyd_step(values: torch.Tensor, weights: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """Assign ``values`` to the nearest of ``book``, move each centroid to its members'
+    weighted mean, re-assign; updates ``book`` in place and returns the labels."""
     idx = _assign(values, book)
-    w = module.importance[keep]
-    wsum = torch.zeros_like(book).index_add_(0, idx, w)
-    total = torch.zeros_like(book).index_add_(0, idx, w * values)
-    filled = wsum > 0
+    wsum = torch.zeros_like(book).index_add_(0, idx, weights)
+    total = torch.zeros_like(book).index_add_(0, idx, weights * values)
     # an emptied centroid keeps its place: it may win members back as weights move
-    new = torch.where(filled, total / wsum.clamp_min(1e-30), book)
-    new, _ = torch.sort(new)
-    book.copy_(new)
-    module.indices[keep] = _assign(values, book)
+    new = torch.where(wsum > 0, total / wsum.clamp_min(1e-30), book)
+    book.copy_(torch.sort(new).values)
+    return _assign(values, book)
+
+
+@torch.no_grad()
+def qat_step(module: nn.Module) -> None:
+    """Re-assign the latent weights and move each centroid to its members' weighted mean (per
+    block of output channels for grouped codebooks)."""
+    latent = module.latent.detach().float()
+    if module.codebook.dim() == 1:
+        keep = module.qmask
+        module.indices[keep] = _lloyd_step(latent[keep], module.importance[keep], module.codebook)
+        return
+    k = module.codebook.shape[1]
+    for g, rows in enumerate(row_blocks(latent.shape[0], module.codebook.shape[0])):
+        keep = module.qmask[rows]
+        if not keep.any():
+            continue
+        labels = _lloyd_step(latent[rows][keep], module.importance[rows][keep], module.codebook[g])
+        block = module.indices[rows]
+        block[keep] = labels + g * k
 
 
 def _qat_pre_hook(module: nn.Module, _inputs: tuple) -> None:
     if module.training and torch.is_grad_enabled():
         qat_step(module)
-    book = torch.cat([module.codebook, module.codebook.new_zeros(1)])
-    quant = book[module.indices]
+    book = module.codebook.reshape(-1)
+    quant = torch.cat([book, book.new_zeros(1)])[module.indices]
     latent = module.latent
     # value exactly codebook[indices]; gradient straight through to the latent weights
     module.weight = quant + (latent - latent.detach()) * module.qmask
@@ -74,7 +90,7 @@ def _qat_pre_hook(module: nn.Module, _inputs: tuple) -> None:
 def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
              importance: torch.Tensor | None = None) -> nn.Module:
     """Turn a Conv2d/Linear into a QAT layer in place, starting from its float weights and a
-    clustering (``indices`` as in :func:`make_shared`: ``len(codebook)`` marks pruned)."""
+    clustering (``codebook`` and ``indices`` as in :func:`make_shared`)."""
     if not isinstance(module, CLUSTERABLE) or is_shared(module) or is_qat(module):
         raise TypeError("make_qat needs a plain Conv2d or Linear layer")
     weight = module._parameters.pop("weight")
@@ -83,7 +99,7 @@ def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
     module.register_parameter("latent", nn.Parameter(weight.detach().float().clone()))
     module.register_buffer("codebook", codebook.detach().float().clone())
     module.register_buffer("indices", indices.to(torch.long).clone())
-    module.register_buffer("qmask", indices < len(codebook))
+    module.register_buffer("qmask", indices < codebook.numel())
     imp = torch.ones(weight.shape) if importance is None else importance.detach().float().clone()
     module.register_buffer("importance", imp)
     module.register_forward_pre_hook(_qat_pre_hook)
@@ -93,7 +109,7 @@ def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
     return module
 
 
-def prepare_qat(model: nn.Module, layout: dict[str, int]) -> nn.Module:
+def prepare_qat(model: nn.Module, layout: dict[str, int | list[int]]) -> nn.Module:
     """Placeholder QAT layers of the given codebook sizes, so that a QAT checkpoint loads."""
     modules = dict(model.named_modules())
     for name, size in layout.items():

@@ -13,16 +13,23 @@ from torch import nn
 
 from rlcompress.clustering.qat import qat_layers, qat_model
 from rlcompress.clustering.sensitivity import fisher_importance
-from rlcompress.clustering.sharing import ClusterCache, ShareConfig, share_model, shared_layers
+from rlcompress.clustering.sharing import (
+    ClusterCache,
+    ShareConfig,
+    layout_of,
+    share_model,
+    shared_layers,
+)
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
 from rlcompress.engine.bn import recalibrate_bn
 
 
-def sharing_layout(model: nn.Module) -> dict[str, int]:
-    """Codebook size per shared or QAT layer (what a checkpoint spec needs to rebuild it)."""
-    return {n: len(m.codebook) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
+def sharing_layout(model: nn.Module) -> dict[str, int | list[int]]:
+    """Codebook size per shared or QAT layer (what a checkpoint spec needs to rebuild it):
+    k, or [blocks, k] for grouped codebooks."""
+    return {n: layout_of(m) for n, m in {**shared_layers(model), **qat_layers(model)}.items()}
 
 
 def sharing_spec(model: nn.Module) -> dict:

@@ -47,6 +47,9 @@ class ShareConfig:
             (straight-through), with the centroids re-fitted to their members and every weight
             re-assigned at each step; ``centroids``: fixed assignments, trainable centroids
             (the paper's and Deep Compression's).
+        group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
+            layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
+            contiguous block of channels (blocks as even as possible); 0: one per layer.
     """
 
     method: str = "sensitive"
@@ -57,9 +60,10 @@ class ShareConfig:
     calibration_images: int = 1024
     bn_images: int = 2048
     finetune: str = "qat"
+    group_size: int = 0
 
     def __post_init__(self) -> None:  # noqa: D105
-        check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images"),
+        check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images", "group_size"),
                      choices={"method": tuple(METHODS), "finetune": ("qat", "centroids")})
         if METHODS[self.method].weighted and self.calibration_images < 1:
             raise ValueError(f"method {self.method!r} needs calibration_images >= 1")
@@ -145,10 +149,35 @@ class ClusterCache:
         return result
 
 
+def codebook_groups(rows: int, group_size: int) -> int:
+    """Number of codebooks of a layer with ``rows`` output channels (1 when ``group_size`` is 0
+    or covers every row)."""
+    return 1 if group_size <= 0 else max(1, -(-rows // group_size))
+
+
+def row_blocks(rows: int, groups: int) -> list[slice]:
+    """The contiguous output-channel blocks of ``groups`` codebooks (sizes differ by at most
+    one, earlier blocks larger): derived from the codebook's shape alone, so files and
+    checkpoints need not store it."""
+    base, extra = divmod(rows, groups)
+    out, start = [], 0
+    for g in range(groups):
+        stop = start + base + (1 if g < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def flat_codebook(module: nn.Module) -> torch.Tensor:
+    """All centroids of a layer in one vector; a layer's ``indices`` point into it (block g's
+    centroids at g*k .. g*k+k-1) and ``numel`` of it marks a pruned (zero) position."""
+    return module.codebook.reshape(-1)
+
+
 def shared_weight(module: nn.Module) -> torch.Tensor:
     """The weight a shared layer computes: ``codebook[indices]``, zero at pruned positions."""
-    book = torch.cat([module.codebook, module.codebook.new_zeros(1)])
-    return book[module.indices]
+    book = flat_codebook(module)
+    return torch.cat([book, book.new_zeros(1)])[module.indices]
 
 
 def _pre_hook(module: nn.Module, _inputs: tuple) -> None:
@@ -171,8 +200,9 @@ def _refresh_after_load(module: nn.Module, _incompatible: object) -> None:
 def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor) -> nn.Module:
     """Turn a Conv2d/Linear into a shared layer in place.
 
-    ``indices`` has the weight's shape; the value ``len(codebook)`` marks a pruned (zero)
-    position.
+    ``codebook`` is 1-D (k centroids) or 2-D (one row of k per block of output channels, see
+    :func:`row_blocks`); ``indices`` has the weight's shape and points into the flattened
+    codebook; the value ``codebook.numel()`` marks a pruned (zero) position.
     """
     if not isinstance(module, CLUSTERABLE):
         raise TypeError(f"only Conv2d and Linear layers can share weights, got {type(module)}")
@@ -181,6 +211,9 @@ def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor
     shape = module.weight.shape
     if tuple(indices.shape) != tuple(shape):
         raise ValueError(f"indices shape {tuple(indices.shape)} != weight shape {tuple(shape)}")
+    if codebook.dim() not in (1, 2) or (codebook.dim() == 2 and codebook.shape[0] > shape[0]):
+        raise ValueError(f"codebook of shape {tuple(codebook.shape)} does not fit a layer of "
+                         f"{shape[0]} output channels")
     del module._parameters["weight"]
     module.register_parameter("codebook", nn.Parameter(codebook.detach().float().clone()))
     module.register_buffer("indices", indices.to(torch.long))
@@ -218,11 +251,28 @@ def layer_indices(
     name: str = "", importance: torch.Tensor | None = None,
 ) -> tuple[Clustering, torch.Tensor]:
     """:func:`cluster_layer` plus the weight-shaped index tensor a shared or QAT layer stores
-    (``len(codebook)`` at pruned positions)."""
-    result, mask = cluster_layer(weight, k, cfg, cache, name, importance)
-    indices = torch.full(weight.shape, len(result.codebook), dtype=torch.long)
-    indices[mask] = torch.from_numpy(result.labels)
-    return result, indices
+    (``codebook.numel()`` at pruned positions). With ``cfg.group_size`` each block of output
+    channels is clustered on its own and the codebook is 2-D (blocks x k)."""
+    groups = codebook_groups(weight.shape[0], cfg.group_size)
+    if groups == 1:
+        result, mask = cluster_layer(weight, k, cfg, cache, name, importance)
+        indices = torch.full(weight.shape, len(result.codebook), dtype=torch.long)
+        indices[mask] = torch.from_numpy(result.labels)
+        return result, indices
+    books, sse = np.zeros((groups, k)), 0.0
+    indices = torch.full(weight.shape, groups * k, dtype=torch.long)
+    for g, rows in enumerate(row_blocks(weight.shape[0], groups)):
+        if not surviving_mask(weight[rows]).any():
+            continue  # every filter of the block pruned: its codebook is never read
+        imp = importance[rows] if importance is not None else None
+        res, mask = cluster_layer(weight[rows], k, cfg, cache, f"{name}@{g}", imp)
+        # fewer distinct values than k: repeat the last centroid so every block has k
+        books[g] = np.concatenate([res.codebook, np.repeat(res.codebook[-1:], k - len(res.codebook))])
+        block = indices[rows]
+        block[mask] = torch.from_numpy(res.labels) + g * k
+        indices[rows] = block
+        sse += res.sse
+    return Clustering(books, indices[indices < groups * k].numpy(), sse), indices
 
 
 def policy_modules(model: nn.Module, ks: dict[str, int]) -> dict[str, nn.Module]:
@@ -290,7 +340,7 @@ def shared_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if is_shared(m)}
 
 
-def prepare_shared(model: nn.Module, layout: dict[str, int]) -> nn.Module:
+def prepare_shared(model: nn.Module, layout: dict[str, int | list[int]]) -> nn.Module:
     """Make layers shared with placeholder codebooks of the given sizes, so that a state_dict
     of a shared model (codebooks + indices) can be loaded into a freshly built model."""
     modules = dict(model.named_modules())
@@ -298,3 +348,9 @@ def prepare_shared(model: nn.Module, layout: dict[str, int]) -> nn.Module:
         m = modules[name]
         make_shared(m, torch.zeros(size), torch.zeros(m.weight.shape, dtype=torch.long))
     return model
+
+
+def layout_of(module: nn.Module) -> int | list[int]:
+    """A layer's codebook size as a spec stores it: k, or [blocks, k] for grouped codebooks."""
+    shape = list(module.codebook.shape)
+    return shape[0] if len(shape) == 1 else shape

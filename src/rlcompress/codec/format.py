@@ -6,11 +6,14 @@ version 2 (written since 0.2) holds these 1-D tensors:
 * ``idx`` (uint8): per shared layer, its cluster indices of the surviving weights, packed at
   ceil(log2 k) bits (``packed``) or ANS entropy-coded (``ans``), whichever is smaller, followed
   by one bit per output filter when filters were pruned by masking;
-* ``book`` (float32, or float16 with ``codebook_dtype="float16"``): the codebooks, k per layer;
+* ``book`` (float32, or float16 with ``codebook_dtype="float16"``): the codebooks, k per layer
+  (or k per block of output channels for a grouped layer, whose indices are stored relative to
+  their block's codebook);
 * ``freq`` (uint32): symbol counts, max(k, 2) per ``ans`` layer;
 * ``f:<dtype>``: every other tensor of the state_dict (batch norm, biases, unshared layers);
 * ``m`` (uint8): the manifest, zlib-compressed compact JSON: architecture spec, codebook dtype,
-  one record ``[name, k, encoding, count, index bytes, keep-bit bytes]`` per shared layer and
+  one record ``[name, k, encoding, count, index bytes, keep-bit bytes(, codebooks)]`` per shared
+  layer (the 7th field only for grouped layers: files without it read as before) and
   ``[key, dtype]`` per float tensor. Offsets are implied by the order; shapes by the model.
 
 The safetensors metadata holds the format name, the version and a SHA-256 over every tensor's
@@ -44,7 +47,13 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from torch import nn
 
-from rlcompress.clustering.sharing import CLUSTERABLE, is_shared, prepare_shared, shared_layers
+from rlcompress.clustering.sharing import (
+    CLUSTERABLE,
+    is_shared,
+    prepare_shared,
+    row_blocks,
+    shared_layers,
+)
 from rlcompress.codec.bits import ans_decode, ans_encode, bits_for, entropy_bits, pack, unpack
 from rlcompress.fileio import write_bytes
 
@@ -108,16 +117,29 @@ class _Blob:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, self.dtype)
 
 
+def _block_offsets(rows: int, groups: int, k: int) -> np.ndarray:
+    """Per output channel, the offset of its block's centroids in the flattened codebook."""
+    offsets = np.zeros(rows, dtype=np.int64)
+    for g, block in enumerate(row_blocks(rows, groups)):
+        offsets[block] = g * k
+    return offsets
+
+
 def _encode_layer(name: str, module: nn.Module, encoding: str, blobs: dict[str, _Blob]) -> list:
-    book = module.codebook.detach().cpu().float().numpy().astype(blobs["book"].dtype)
+    codebook = module.codebook.detach().cpu().float()
+    groups, k = (1, len(codebook)) if codebook.dim() == 1 else tuple(codebook.shape)
+    book = codebook.reshape(-1).numpy().astype(blobs["book"].dtype)
     if not np.isfinite(book).all():
         raise ValueError(f"{name}: codebook holds NaN or infinite values")
-    k = len(book)
     if not 1 <= k <= MAX_K:
         raise ValueError(f"{name}: k={k} outside [1, {MAX_K}]")
     indices = module.indices.cpu().numpy()
-    keep = _filter_keep(indices, k, name)
-    symbols = indices[keep].ravel()
+    keep = _filter_keep(indices, groups * k, name)
+    # a grouped layer stores each index relative to its block's codebook: log2(k) bits
+    local = indices - _block_offsets(len(indices), groups, k).reshape(-1, *[1] * (indices.ndim - 1))
+    symbols = local[keep].ravel()
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= k):
+        raise ValueError(f"{name}: an index points outside its block's codebook")
     payload, counts, chosen = pack(symbols, bits_for(k)), None, "packed"
     if encoding in ("auto", "ans") and symbols.size:
         ans, freq = ans_encode(symbols, k)
@@ -128,7 +150,8 @@ def _encode_layer(name: str, module: nn.Module, encoding: str, blobs: dict[str, 
     blobs["book"].add(book)
     if counts is not None:
         blobs["freq"].add(counts)
-    return [name, k, chosen, int(symbols.size), n_idx, n_keep]
+    record = [name, k, chosen, int(symbols.size), n_idx, n_keep]
+    return record + [groups] if groups > 1 else record
 
 
 def _state_floats(model: nn.Module, shared: set[str]) -> list[tuple[str, torch.Tensor]]:
@@ -199,6 +222,7 @@ class _Layer:
     book: tuple[int, int]
     freq: tuple[int, int] | None
     crc: str | None = None
+    groups: int = 1
 
 
 def _element_limit(file_bytes: int) -> int:
@@ -304,15 +328,19 @@ def _v2_layers(raw: object) -> list[_Layer]:
         raise CodecError("manifest layers must be a list")
     out, idx, book, freq = [], 0, 0, 0
     for rec in raw:
-        if not (isinstance(rec, list) and len(rec) == 6 and isinstance(rec[0], str)
+        # 6 fields; a 7th is the number of codebooks of a grouped layer (one per channel block)
+        if not (isinstance(rec, list) and len(rec) in (6, 7) and isinstance(rec[0], str)
                 and _is_int(rec[1], 1, MAX_K) and rec[2] in ("packed", "ans")
-                and all(_is_int(v) for v in rec[3:])):
+                and all(_is_int(v) for v in rec[3:6])
+                and (len(rec) == 6 or _is_int(rec[6], 2, MAX_K))):
             raise CodecError(f"bad layer record {str(rec)[:80]}")
-        name, k, enc, count, n_idx, n_keep = rec
+        name, k, enc, count, n_idx, n_keep = rec[:6]
+        groups = rec[6] if len(rec) == 7 else 1
         n_freq = max(k, 2) if enc == "ans" else 0
         out.append(_Layer(name, k, enc, count, (idx, n_idx), (idx + n_idx, n_keep) if n_keep else
-                          None, (book, k), (freq, n_freq) if n_freq else None))
-        idx, book, freq = idx + n_idx + n_keep, book + k, freq + n_freq
+                          None, (book, groups * k), (freq, n_freq) if n_freq else None,
+                          groups=groups))
+        idx, book, freq = idx + n_idx + n_keep, book + groups * k, freq + n_freq
     return out
 
 
@@ -446,9 +474,14 @@ def _decode_layer(lay: _Layer, module: nn.Module, tensors: dict[str, np.ndarray]
         symbols = _ans(lay, payload, counts)
     if symbols.size and (symbols.min() < 0 or symbols.max() >= lay.k):
         raise CodecError(f"{lay.name}: index out of codebook range")
-    indices = torch.full(shape, lay.k, dtype=torch.long)
-    indices[torch.from_numpy(keep)] = torch.from_numpy(symbols).view(-1, *shape[1:])
-    return torch.from_numpy(book.astype(np.float32)), indices
+    if lay.groups > shape[0]:
+        raise CodecError(f"{lay.name}: {lay.groups} codebooks for {shape[0]} output channels")
+    offsets = _block_offsets(shape[0], lay.groups, lay.k)[keep]
+    local = torch.from_numpy(symbols.astype(np.int64)).view(-1, *shape[1:])
+    indices = torch.full(shape, lay.groups * lay.k, dtype=torch.long)
+    indices[torch.from_numpy(keep)] = local + torch.from_numpy(offsets).view(-1, *[1] * (len(shape) - 1))
+    book = torch.from_numpy(book.astype(np.float32))
+    return (book if lay.groups == 1 else book.view(lay.groups, lay.k)), indices
 
 
 def _sane(arr: np.ndarray) -> bool:
@@ -541,7 +574,8 @@ def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Modul
     floats = _float_records(manifest, version, plain)
     _check_tiling(layers, floats, tensors, book_dtype)
     decoded = {lay.name: _decode_layer(lay, modules[lay.name], tensors) for lay in layers}
-    prepare_shared(model, {lay.name: lay.k for lay in layers})
+    prepare_shared(model, {lay.name: lay.k if lay.groups == 1 else [lay.groups, lay.k]
+                           for lay in layers})
     state = {}
     for name, (book, indices) in decoded.items():
         state[f"{name}.codebook"], state[f"{name}.indices"] = book, indices
@@ -566,10 +600,11 @@ def _report(manifest: dict, model: nn.Module, version: int = VERSION) -> dict:
     """The manifest as callers see it: spec, extra, and a readable record per shared layer."""
     rows = []
     for name, m in shared_layers(model).items():
-        k = len(m.codebook)
-        alive = m.indices.ne(k).flatten(1).any(1)
+        k = m.codebook.shape[-1]
+        alive = m.indices.ne(m.codebook.numel()).flatten(1).any(1)
         symbols = m.indices[alive].numpy().ravel()
         rows.append({"name": name, "shape": list(m.indices.shape), "k": k, "bits": bits_for(k),
+                     "codebooks": m.codebook.numel() // k,
                      "count": int(symbols.size), "filters_kept": int(alive.sum())})
     encodings = {r[0]: r[2] for r in manifest.get("layers", []) if isinstance(r, list)}
     for r in rows:
@@ -594,10 +629,10 @@ def inspect_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> dict:
     modules = dict(model.named_modules())
     for r in report["layers"]:
         rec, m = sizes[r["name"]], modules[r["name"]]
-        symbols = m.indices[m.indices.ne(r["k"])].numpy()
+        symbols = m.indices[m.indices.ne(m.codebook.numel())].numpy() % r["k"]
         r["entropy"] = round(entropy_bits(symbols, r["k"]), 4)
         r["encoding"] = rec.encoding
-        r["bytes"] = int(rec.idx[1] + (rec.keep[1] if rec.keep else 0) + rec.k * itemsize["book"]
+        r["bytes"] = int(rec.idx[1] + (rec.keep[1] if rec.keep else 0) + rec.book[1] * itemsize["book"]
                          + (rec.freq[1] * 4 if rec.freq else 0))
         r["bits_per_weight"] = round(8 * r["bytes"] / max(r["count"], 1), 3)
         rows.append(r)

@@ -36,7 +36,7 @@ def model_layer_bits(model: nn.Module) -> list[tuple[int, int]]:
     out = []
     for m in model.modules():
         if isinstance(m, CLUSTERABLE):
-            bits = bits_for(len(m.codebook)) if is_shared(m) else 32
+            bits = bits_for(m.codebook.shape[-1]) if is_shared(m) else 32
             out.append((kept_weight_count(m), bits))
     return out
 

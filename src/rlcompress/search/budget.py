@@ -11,7 +11,8 @@ Two budgets:
 * ``paper``: the paper's ratio. Cost = kept weights x ceil(log2 k) bits; limit =
   32 x dense weights / target ratio.
 * ``file``: bytes of the ``.rlc`` file, estimated from above: packed indices
-  (ceil(kept x bits / 8)), the float32 codebook (4 k), a per-layer allowance for the manifest
+  (ceil(kept x bits / 8)), the float32 codebooks (4 k each; a grouped layer has one per block
+  of output channels), a per-layer allowance for the manifest
   entry, plus the measured fixed part (float parameters, header). Entropy coding is only used
   where it is smaller, so the real file is never larger than the estimate.
 """
@@ -54,13 +55,16 @@ class Budget:
     fixed: float = 0.0
     k_min: int = 2
     k_max: int = 256
+    groups: list[int] | None = None
 
     def cost(self, layer: int, k: int) -> float:
-        """Cost of giving ``layer`` k clusters."""
+        """Cost of giving ``layer`` k clusters (a file budget charges every codebook of a
+        grouped layer: ``groups[layer]`` x 4k bytes)."""
         bits = bits_for(k)
         if self.kind == "paper":
             return float(self.kept[layer] * bits)
-        return math.ceil(self.kept[layer] * bits / 8) + 4 * k + MANIFEST_BYTES_PER_LAYER
+        books = self.groups[layer] if self.groups else 1
+        return math.ceil(self.kept[layer] * bits / 8) + 4 * k * books + MANIFEST_BYTES_PER_LAYER
 
     def total(self, ks: list[int]) -> float:
         """Cost of a whole policy (including the fixed part)."""
@@ -136,6 +140,8 @@ def paper_budget(kept: list[int], dense_weights: int, target_ratio: float,
 
 
 def file_budget(kept: list[int], fixed_bytes: int, target_bytes: int,
-                k_min: int = 2, k_max: int = 256) -> Budget:
-    """Budget for the compressed file size in bytes (estimated from above)."""
-    return Budget("file", list(kept), float(target_bytes), float(fixed_bytes), k_min, k_max)
+                k_min: int = 2, k_max: int = 256, groups: list[int] | None = None) -> Budget:
+    """Budget for the compressed file size in bytes (estimated from above); ``groups``: codebooks
+    per layer (grouped codebooks), 1 each when omitted."""
+    return Budget("file", list(kept), float(target_bytes), float(fixed_bytes), k_min, k_max,
+                  list(groups) if groups else None)

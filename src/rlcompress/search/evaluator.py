@@ -15,12 +15,13 @@ import copy
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rlcompress.clustering.sensitivity import fisher_importance
-from rlcompress.clustering.sharing import ClusterCache, ShareConfig, cluster_layer
+from rlcompress.clustering.sharing import ClusterCache, ShareConfig, layer_indices
 from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
@@ -83,10 +84,9 @@ class PolicyEvaluator:
         if key not in self._weights:
             t0 = time.perf_counter()
             w = self._original[name]
-            res, mask = cluster_layer(w, k, self.cfg, self.cache, name, self.importance.get(name))
-            out = torch.zeros_like(w)
-            out[mask] = torch.from_numpy(res.codebook[res.labels]).to(w.dtype)
-            self._weights[key] = out
+            res, idx = layer_indices(w, k, self.cfg, self.cache, name, self.importance.get(name))
+            book = torch.from_numpy(np.asarray(res.codebook, dtype=np.float64).reshape(-1))
+            self._weights[key] = torch.cat([book, book.new_zeros(1)])[idx].to(w.dtype)
             self.seconds["cluster"] += time.perf_counter() - t0
         return self._weights[key]
 

@@ -32,6 +32,7 @@ from rlcompress.clustering.sharing import (
     ClusterCache,
     ShareConfig,
     clusterable_layers,
+    codebook_groups,
     kept_weight_count,
 )
 from rlcompress.codec.bits import bits_for
@@ -123,7 +124,8 @@ def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfi
         b.fixed = 32.0 * sum(kept_weight_count(m) for m in others)  # unclustered: float32
         return b
     fixed = _measured_fixed_bytes(model, spec, names, kept, cfg, share_cfg)
-    return file_budget(kept, fixed, parse_size(cfg.target_size), cfg.k_min, cfg.k_max)
+    groups = [codebook_groups(modules[n].weight.shape[0], share_cfg.group_size) for n in names]
+    return file_budget(kept, fixed, parse_size(cfg.target_size), cfg.k_min, cfg.k_max, groups)
 
 
 def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: list[int],
