@@ -85,22 +85,31 @@ def ours_post(model: nn.Module, bits: int, data: ImageData, cfg: ShareConfig) ->
     return net
 
 
-def coreml_ptp(model: nn.Module, bits: int, _data: ImageData, _n: int) -> nn.Module:
-    """coremltools PostTrainingPalettizer (k-means per tensor; it skips no layer by size)."""
+def _grouped(group_size: int) -> dict:
+    return ({"granularity": "per_grouped_channel", "group_size": group_size}
+            if group_size else {})
+
+
+def coreml_ptp(model: nn.Module, bits: int, _data: ImageData, _n: int,
+               group_size: int = 0) -> nn.Module:
+    """coremltools PostTrainingPalettizer (k-means per tensor, or per block of ``group_size``
+    output channels; it skips no layer by size)."""
     from coremltools.optimize.torch.palettization import (
         PostTrainingPalettizer,
         PostTrainingPalettizerConfig,
     )
 
-    cfg = _ct_config(PostTrainingPalettizerConfig, bits)
+    cfg = _ct_config(PostTrainingPalettizerConfig, bits, _grouped(group_size))
     return PostTrainingPalettizer(copy.deepcopy(model), cfg).compress()
 
 
-def coreml_skm(model: nn.Module, bits: int, data: ImageData, n: int) -> nn.Module:
+def coreml_skm(model: nn.Module, bits: int, data: ImageData, n: int,
+               group_size: int = 0) -> nn.Module:
     """coremltools SKMPalettizer: Fisher-weighted k-means on the same calibration images."""
     from coremltools.optimize.torch.palettization import SKMPalettizer, SKMPalettizerConfig
 
-    cfg = SKMPalettizerConfig.from_dict({"global_config": {"n_bits": bits},
+    cfg = SKMPalettizerConfig.from_dict({"global_config": {"n_bits": bits,
+                                                           **_grouped(group_size)},
                                          "calibration_nsamples": n})
     samples = [(x[i : i + 1], y[i : i + 1]) for x, y in calibration_batches(data, n)
                for i in range(len(y))]
@@ -167,6 +176,15 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
         for name, fn in (("PostTrainingPalettizer", coreml_ptp), ("SKMPalettizer", coreml_skm)):
             jobs.append(({"tool": "coremltools", "method": name, "bits": bits, "epochs": 0, "lr": 0},
                          lambda m, d, b=bits, f=fn: f(m, b, d, args.calibration)))
+        if args.group_size:  # one codebook per block of output channels, both tools
+            g = args.group_size
+            jobs.append(({"tool": "rlcompress", "method": f"default-g{g}", "bits": bits,
+                          "epochs": 0, "lr": 0},
+                         lambda m, d, b=bits, g=g: ours_post(m, b, d, ShareConfig(group_size=g))))
+            for name, fn in (("PostTrainingPalettizer", coreml_ptp), ("SKMPalettizer", coreml_skm)):
+                jobs.append(({"tool": "coremltools", "method": f"{name}-g{g}", "bits": bits,
+                              "epochs": 0, "lr": 0},
+                             lambda m, d, b=bits, f=fn, g=g: f(m, b, d, args.calibration, g)))
     for lr in args.lrs:  # every bit width at the first rate before trying the next
         for bits in args.ft_bits:
             key = {"bits": bits, "epochs": args.epochs, "lr": lr}
@@ -271,6 +289,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", type=float, default=0.0,
                    help="also rlcompress qat distilled from the uncompressed model at this weight")
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
+    p.add_argument("--group-size", type=int, default=0,
+                   help="also per-grouped-channel codebooks of this many output channels (both tools)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="results/bench/peers.json")
     p.add_argument("--table", action="store_true",
