@@ -127,7 +127,8 @@ def finetune(model: nn.Module, data: ImageData, epochs: int, lr: float,
     """The loop both sides fine-tune with: rlcompress's loader, one-cycle schedule, SGD
     Nesterov, bf16 autocast (the same code ``rlcompress share`` trains with); optionally
     distilled from ``teacher``."""
-    cfg = TrainConfig(epochs=epochs, lr=lr, progress=False, distill=distill)
+    cfg = TrainConfig(epochs=epochs, lr=lr, progress=False, distill=distill,
+                      seed=torch.initial_seed() % 2**31)
     loader, _ = make_loaders(data, cfg)
     device = pick_device("auto")
     model.to(device).to(memory_format=torch.channels_last)
@@ -207,13 +208,17 @@ def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
         out: Path | None = None) -> list[dict]:
     """Every job on every model; rows already in ``out`` are kept and not rerun."""
     rows = json.loads(out.read_text()) if out is not None and out.is_file() else []
-    done = {(r["model"], r["tool"], r["method"], r["bits"], r["epochs"], r["lr"]) for r in rows}
+    done = {(r["model"], r["tool"], r["method"], r["bits"], r["epochs"], r["lr"], r.get("seed", 0))
+            for r in rows}
     for label, model in models.items():
         for meta, job in _jobs(args):
-            key = (label, meta["tool"], meta["method"], meta["bits"], meta["epochs"], meta["lr"])
+            meta = {**meta, "seed": args.seed}
+            key = (label, meta["tool"], meta["method"], meta["bits"], meta["epochs"], meta["lr"],
+                   args.seed)
             if key in done:
                 continue
-            torch.manual_seed(0)
+            # the seed sets DKM's and the loader's randomness (batch order, augmentation)
+            torch.manual_seed(args.seed)
             t0 = time.perf_counter()
             net = job(model, data)
             row = {"model": label, **meta, "seconds": round(time.perf_counter() - t0, 1),
@@ -254,11 +259,30 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _over_seeds(rows: list[dict]) -> list[dict]:
+    """One row per setting: test and validation top-1 averaged over its seeds, with the
+    standard error of the test mean (``top1_se``) and the number of seeds (``n``)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["model"], r["epochs"], r["tool"], r["method"], r["bits"], r["lr"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for members in groups.values():
+        tops = [m["top1"] for m in members]
+        mean = sum(tops) / len(tops)
+        var = sum((t - mean) ** 2 for t in tops) / (len(tops) - 1) if len(tops) > 1 else 0.0
+        out.append({**members[0], "top1": round(mean, 2), "n": len(tops),
+                    "top1_se": round((var / len(tops)) ** 0.5, 2),
+                    "val_top1": round(sum(m["val_top1"] for m in members) / len(members), 2)})
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: test top-1 per (model, method) and bits; fine-tuned rows at the learning rate
-    with the best validation top-1 (the test split never selects anything)."""
+    with the best validation top-1 (the test split never selects anything), averaged over
+    seeds (mean +- standard error, n) where several were run."""
     best: dict[tuple, dict] = {}
-    for r in rows:
+    for r in _over_seeds(rows):
         key = (r["model"], r["epochs"], r["tool"], r["method"], r["bits"])
         if key not in best or r["val_top1"] > best[key]["val_top1"]:
             best[key] = r
@@ -269,8 +293,9 @@ def table(rows: list[dict]) -> str:
         cells = []
         for b in bits:
             r = best.get((model, epochs, tool, method, b))
+            se = f" +- {r['top1_se']:.2f}, n={r['n']}" if r is not None and r["n"] > 1 else ""
             cells.append("-" if r is None else
-                         f"{r['top1']:.2f}" + (f" (lr {r['lr']:g})" if epochs else ""))
+                         f"{r['top1']:.2f}{se}" + (f" (lr {r['lr']:g})" if epochs else ""))
         lines.append(f"| {model} | {epochs} | {tool} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -289,6 +314,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", type=float, default=0.0,
                    help="also rlcompress qat distilled from the uncompressed model at this weight")
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fine-tuning runs (rows of several seeds are averaged)")
     p.add_argument("--group-size", type=int, default=0,
                    help="also per-grouped-channel codebooks of this many output channels (both tools)")
     p.add_argument("--threads", type=int, default=0)
