@@ -85,3 +85,28 @@ def test_every_allocator_is_a_search_strategy():
     from rlcompress.search import STRATEGIES
 
     assert set(ALLOCATORS) <= set(STRATEGIES)
+
+
+def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
+    import importlib.util
+
+    from rlcompress.models import model_spec, save_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("reward_study",
+                                                  root / "benchmarks" / "reward_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "m")
+    args = ["--model", str(tmp_path / "m.safetensors"), "--target-ratio", "8", "--policies", "4",
+            "--epochs", "1", "--val-images", "3", "--source", str(image_tar), "--data-dir",
+            str(tmp_path / "d"), "--val-size", "3", "--threads", "1", "--runs",
+            str(tmp_path / "runs"), "--out", str(tmp_path / "study.json")]
+    summary = mod.main(args)
+    assert summary["policies"] == 4 and set(summary["spearman"]) == set(mod.SIGNALS)
+    assert all(r["cost"] <= summary["budget"]["limit"] for r in summary["rows"])
+    assert len({json.dumps(r["k"], sort_keys=True) for r in summary["rows"]}) == 4
+    again = mod.main(args)  # every policy done: nothing is fine-tuned again
+    assert again["rows"] == summary["rows"]
