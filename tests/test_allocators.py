@@ -110,3 +110,29 @@ def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
     assert len({json.dumps(r["k"], sort_keys=True) for r in summary["rows"]}) == 4
     again = mod.main(args)  # every policy done: nothing is fine-tuned again
     assert again["rows"] == summary["rows"]
+
+
+def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: Path, capsys):
+    from rlcompress.cli import main
+    from rlcompress.models import model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "m")
+    args = ["frontier", "--model", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "run"),
+            "--results", str(tmp_path / "res"), "--ratios", "10", "--strategies",
+            "uniform", "random", "--seeds", "2", "--episodes", "2", "--share-epochs", "0",
+            "--val-images", "3", "--threads", "1", "--source", str(image_tar), "--data-dir",
+            str(tmp_path / "d"), "--val-size", "3", "--quiet"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "res" / "m.json").read_text())
+    assert len(result["points"]) == 1 + 2  # uniform once, random over 2 seeds
+    for p in result["points"]:
+        assert Path(p["file"]).is_file() and p["file_bytes"] <= p["budget_bytes"]
+    rows = {(r["method"], r["target_ratio"]): r for r in result["rows"]}
+    assert rows[("random", 10.0)]["seeds"] == 2 and rows[("uniform", 10.0)]["seeds"] == 1
+    assert (tmp_path / "res" / "m.md").is_file() and (tmp_path / "res" / "m.png").is_file()
+    assert main(args) == 0  # every point done: read back, nothing recomputed
+    assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
+    assert main([*args[:-1], "--ratios", "1.0"]) == 2  # not a compression: refused
+    assert "ratios must be > 1" in capsys.readouterr().err

@@ -74,8 +74,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=default, help=helptext)
         elif typing.get_origin(kind) is tuple:
-            inner = typing.get_args(kind)[0]
-            group.add_argument(flag, dest=f.name, type=inner, nargs=len(default),
+            inner = typing.get_args(kind)
+            nargs = "+" if Ellipsis in inner else len(default)  # tuple[X, ...]: any number
+            group.add_argument(flag, dest=f.name, type=inner[0], nargs=nargs,
                                default=default, help=helptext)
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=default, help=helptext)
@@ -183,6 +184,19 @@ def _cmd_search(args: argparse.Namespace) -> None:
                          resume=args.resume, init=args.init)
     _print({k: summary[k] for k in ("strategy", "episodes", "best", "rules", "seconds")
             if k in summary})
+
+
+def _cmd_frontier(args: argparse.Namespace) -> None:
+    from rlcompress.jobs.frontier import FrontierConfig, frontier
+
+    cfg = config_from_args(FrontierConfig, args)
+    if args.quiet:
+        cfg.progress = False
+    result = frontier(args.model, args.out, cfg, config_from_args(DataConfig, args),
+                      args.results, args.name)
+    from rlcompress.jobs.frontier import markdown
+
+    print(markdown(result["rows"]))
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -366,6 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, DataConfig)
     _common(p)
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("frontier", help="test top-1 against file bytes for several budgets "
+                       "and every allocation strategy",
+                       description="For each file ratio, search a policy with every strategy "
+                       "(searched ones over several seeds), share and fine-tune it, keep the .rlc "
+                       "file; write results/frontier/<name>.json/.md/.png. Resumes point by point.")
+    p.add_argument("--model", required=True,
+                   help="trained (usually pruned) checkpoint X.safetensors")
+    p.add_argument("--out", default="runs/frontier", help="run directory")
+    p.add_argument("--results", default="results/frontier", help="results folder")
+    p.add_argument("--name", default="", help="results name (default: from the model path)")
+    from rlcompress.jobs.frontier import FrontierConfig
+
+    add_config_args(p, FrontierConfig)
+    add_config_args(p, DataConfig)
+    _common(p)
+    p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("run", help="the whole method: trained model -> compressed .rlc file",
                        description="Fine-tune the baseline, prune (FPGM), search k per layer under "

@@ -1,0 +1,198 @@
+"""The ``rlcompress frontier`` job: test top-1 against file bytes, for several budgets and every
+allocation strategy, each point a real ``.rlc`` file.
+
+For a trained (usually pruned) model and file ratios R (dense float32 bytes / file bytes), every
+strategy searches a k policy under the budget ``dense / R`` bytes and the policy is shared and
+fine-tuned exactly as ``rlcompress share`` does. Searched strategies (``ddpg``, ``random``) run
+``seeds`` seeds; the one-shot allocators are deterministic and run once.
+
+Run directory::
+
+    <ratio>x/<strategy>-s<seed>/search/   the search (rlcompress.search.runner)
+    <ratio>x/<strategy>-s<seed>/share/    sharing, fine-tuning, model.rlc (rlcompress.jobs.share)
+
+Every point whose ``share/summary.json`` exists is reused, so an interrupted frontier resumes
+where it stopped. Results: ``<results>/<name>.json`` (per-point rows and per-(method, budget)
+means with standard deviations), ``<name>.md`` and ``<name>.png``; each point's file is copied
+to ``<results>/files/<name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rlcompress.clustering.sharing import ShareConfig, clusterable_layers
+from rlcompress.codec.sizes import reference_sizes
+from rlcompress.data import DataConfig, load_data
+from rlcompress.engine import TrainConfig
+from rlcompress.fileio import save_figure, write_json, write_text
+from rlcompress.jobs.search import search
+from rlcompress.jobs.share import share
+from rlcompress.jobs.train import resolve_model
+from rlcompress.search import DDPGConfig, SearchConfig, make_budget
+from rlcompress.search.strategies import STRATEGIES
+
+SEARCHED = ("ddpg", "random")
+
+
+@dataclass
+class FrontierConfig:
+    """Budgets, strategies and training of a frontier.
+
+    Attributes:
+        ratios: file ratios (dense float32 bytes / file bytes), one budget each.
+        strategies: allocation strategies (``rlcompress search --strategy`` names).
+        seeds: seeds of the searched strategies (ddpg, random); allocators run once.
+        episodes: episodes of the searched strategies.
+        share_epochs: trained-quantization epochs of every point.
+        share_lr: their peak learning rate.
+        share_distill: weight of distillation from the uncompressed model.
+        val_images: validation images that score each policy during a search.
+        threads: CPU threads (0: one per core).
+        progress: show progress bars.
+    """
+
+    ratios: tuple[float, ...] = (8.0, 12.0, 18.0, 27.0, 40.0)
+    strategies: tuple[str, ...] = ("uniform", "greedy", "hessian", "random", "ddpg")
+    seeds: int = 3
+    episodes: int = 300
+    share_epochs: int = 5
+    share_lr: float = 0.01
+    share_distill: float = 0.5
+    val_images: int = 2000
+    threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:  # noqa: D105
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
+        if not self.ratios or min(self.ratios) <= 1:
+            raise ValueError("frontier ratios must be > 1")
+        if self.seeds < 1:
+            raise ValueError("frontier seeds must be >= 1")
+
+
+def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None = None,
+             data: DataConfig | None = None, results: str = "results/frontier",
+             name: str = "") -> dict:
+    """Run (or resume) every point of the frontier of ``model``; returns the results."""
+    cfg, data_cfg = cfg or FrontierConfig(), data or DataConfig()
+    dataset = load_data(data_cfg, progress=cfg.progress)
+    net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
+    if not name:  # runs/x/finetune/best.safetensors -> x; y.safetensors -> y
+        path = Path(model)
+        name = path.parent.parent.name if path.stem == "best" else path.stem
+    dense = reference_sizes(spec, net)["state_bytes"]
+    budgets = {r: int(dense / r) for r in cfg.ratios}
+    names = list(clusterable_layers(net))
+    for size in budgets.values():  # every budget must be possible before any training
+        make_budget(net.eval(), spec, names, _search_cfg(cfg, "uniform", 0, size),
+                    ShareConfig()).check()
+    points = []
+    for r in cfg.ratios:
+        for strategy in cfg.strategies:
+            for seed in range(cfg.seeds if strategy in SEARCHED else 1):
+                points.append(_point(model, Path(out), cfg, data_cfg, r, budgets[r], strategy,
+                                     seed, Path(results) / "files" / name))
+    table = _aggregate(points)
+    result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
+              "command": "rlcompress " + " ".join(sys.argv[1:]), "rows": table,
+              "points": points}
+    base = Path(results) / name
+    write_json(base.with_suffix(".json"), result)
+    write_text(base.with_suffix(".md"), markdown(table))
+    plot(table, base.with_suffix(".png"), name)
+    return result
+
+
+def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
+    return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
+                        target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
+                        progress=cfg.progress)
+
+
+def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
+           size: int, strategy: str, seed: int, files: Path) -> dict:
+    run = out / f"{ratio:g}x" / f"{strategy}-s{seed}"
+    done = run / "share" / "summary.json"
+    if done.is_file():
+        shared = json.loads(done.read_text())
+    else:
+        ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
+        found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
+                       ShareConfig(), ddpg, data_cfg, resume=True)
+        tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
+                           seed=seed, threads=cfg.threads, progress=cfg.progress)
+        shared = share(model, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
+                       tcfg, resume=True)
+    files.mkdir(parents=True, exist_ok=True)
+    kept = files / f"{ratio:g}x-{strategy}-s{seed}.rlc"
+    shutil.copyfile(run / "share" / "model.rlc", kept)
+    return {"method": strategy, "seed": seed, "target_ratio": ratio, "budget_bytes": size,
+            "file_bytes": shared["file_bytes"], "file_ratio": shared["file_ratio"],
+            "paper_ratio": shared["paper_ratio"], "top1": shared["top1"],
+            "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"]}
+
+
+def _aggregate(points: list[dict]) -> list[dict]:
+    """One row per (method, budget): means over seeds, the standard deviation of top-1."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["method"], p["budget_bytes"]), []).append(p)
+    rows = []
+    for (method, budget), ps in groups.items():
+        tops = [p["top1"] for p in ps]
+        rows.append({
+            "method": method, "budget_bytes": budget, "target_ratio": ps[0]["target_ratio"],
+            "file_bytes": round(statistics.fmean(p["file_bytes"] for p in ps)),
+            "file_ratio": round(statistics.fmean(p["file_ratio"] for p in ps), 3),
+            "paper_ratio": round(statistics.fmean(p["paper_ratio"] for p in ps), 3),
+            "top1": round(statistics.fmean(tops), 2),
+            "top1_std": round(statistics.stdev(tops), 2) if len(tops) > 1 else 0.0,
+            "seeds": len(ps), "file": ps[0]["file"],
+        })
+    return sorted(rows, key=lambda r: (r["target_ratio"], r["method"]))
+
+
+def markdown(rows: list[dict]) -> str:
+    """The frontier as a Markdown table: one row per budget, one column per method."""
+    methods = sorted({r["method"] for r in rows})
+    ratios = sorted({r["target_ratio"] for r in rows})
+    cell = {(r["method"], r["target_ratio"]): r for r in rows}
+    lines = ["| file ratio (budget) | " + " | ".join(methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for ratio in ratios:
+        cells = []
+        for m in methods:
+            r = cell.get((m, ratio))
+            cells.append("-" if r is None else f"{r['top1']:.2f}" + (
+                f" +- {r['top1_std']:.2f} (n={r['seeds']})" if r["seeds"] > 1 else "")
+                + f", {r['file_bytes'] / 1000:.1f} KB")
+        lines.append(f"| {ratio:g}x | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Test top-1 against file KB, one line per method (error bars: std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m in sorted({r["method"] for r in rows}):
+        rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["file_bytes"])
+        ax.errorbar([r["file_bytes"] / 1000 for r in rs], [r["top1"] for r in rs],
+                    yerr=[r["top1_std"] for r in rs], marker="o", ms=4, capsize=3, label=m)
+    ax.set(xlabel="file size (KB)", ylabel="test top-1 (%)", title=f"{title}: accuracy vs size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
