@@ -8,7 +8,8 @@ so the budget, logging and summary are the same as for DDPG):
 * ``greedy``: per-layer sensitivity - the KL divergence of the model's outputs from the
   uncompressed model's on the validation subset with only that layer clustered at each k
   (whole bits) - then, from the largest k everywhere, halve k where the loss grows least per
-  byte saved until the policy fits.
+  byte saved until the policy fits, and spend what is left doubling k where the loss falls most
+  per byte added.
 * ``hessian`` (HAWQ-V2/V3 style): per layer the Hutchinson estimate of the Hessian trace of the
   training loss (mean over the layer's weights) times the squared clustering error
   ``||W - Q_k(W)||^2`` for each k, then the policy of least total that fits, solved exactly as a
@@ -106,7 +107,28 @@ def greedy(ctx: AllocContext) -> list[int]:
         if pick < 0:
             break  # k_min everywhere; the budget check has already failed in that case
         level[pick] -= 1
-    return ks()
+    return _fill(level, opts, table, budget)
+
+
+def _fill(level: list[int], opts: list[int], table: np.ndarray, budget: Budget) -> list[int]:
+    """Spend what the halving left: double k where the loss falls most per byte added, while
+    the policy still fits."""
+    while True:
+        best, pick = 0.0, -1
+        for i, j in enumerate(level):
+            if j + 1 >= len(opts):
+                continue
+            trial = [opts[x] for x in level]
+            trial[i] = opts[j + 1]
+            if budget.total(trial) > budget.limit:
+                continue
+            added = budget.cost(i, opts[j + 1]) - budget.cost(i, opts[j])
+            gain = (table[i, j] - table[i, j + 1]) / max(added, 1e-12)
+            if gain > best:
+                best, pick = gain, i
+        if pick < 0:
+            return [opts[j] for j in level]
+        level[pick] += 1
 
 
 def hutchinson_traces(model: nn.Module, names: list[str], batches: list, samples: int,
