@@ -136,3 +136,19 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
     assert main([*args[:-1], "--ratios", "1.0"]) == 2  # not a compression: refused
     assert "ratios must be > 1" in capsys.readouterr().err
+
+
+def test_greedy_fill_leaves_no_affordable_doubling():
+    from rlcompress.search.allocators import _fill
+    from rlcompress.search.budget import paper_budget
+
+    budget = paper_budget([1000, 4000, 500], 5500, target_ratio=10.0, k_min=2, k_max=64)
+    opts = [2, 4, 8, 16, 32, 64]
+    table = np.array([[5.0, 3, 2, 1, 0.5, 0.2], [9.0, 4, 2, 1, 0.6, 0.3], [2.0, 1, 0.5, 0.3, 0.2, 0.1]])
+    ks = _fill([0, 0, 0], opts, table, budget)
+    assert budget.total(ks) <= budget.limit
+    for i, k in enumerate(ks):
+        if k < opts[-1]:
+            trial = list(ks)
+            trial[i] = 2 * k
+            assert budget.total(trial) > budget.limit
