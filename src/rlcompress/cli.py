@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained (usually pruned) checkpoint X.safetensors")
     p.add_argument("--out", default="runs/frontier", help="run directory")
     p.add_argument("--results", default="results/frontier", help="results folder")
-    p.add_argument("--name", default="", help="results name (default: from the model path)")
+    p.add_argument("--name", default="", help="results name; empty: taken from the model path")
     from rlcompress.jobs.frontier import FrontierConfig
 
     add_config_args(p, FrontierConfig)
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     where = f"[rank {dist.rank()}] " if dist.world_size() > 1 else ""
     try:
         dist.init(pick_device(getattr(args, "device", "auto")))
-        with _quiet_unless_main():
+        with _quiet_unless_main(), _recorded_argv(argv):
             func(args)
     except (DatasetError, CheckpointError, CodecError, BudgetError, FileNotFoundError,
             FileExistsError, ValueError, KeyError) as exc:
@@ -483,6 +483,21 @@ def main(argv: list[str] | None = None) -> int:
         print("rlcompress: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
+
+
+@contextlib.contextmanager
+def _recorded_argv(argv: list[str] | None) -> Iterator[None]:
+    # jobs record ``sys.argv`` as the command that produced a result: when called as
+    # ``main([...])`` (tests, scripts), that must be this command, not the caller's
+    if argv is None:
+        yield
+        return
+    saved = sys.argv
+    sys.argv = ["rlcompress", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 @contextlib.contextmanager

@@ -1,0 +1,35 @@
+"""The from-scratch baseline path: training on the train split alone, and its results record."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_scratch_training_and_its_record(image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--model", "resnet20", "--init", "scratch", "--epochs", "2",
+            "--batch-size", "8", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
+            "--val-size", "3", "--out", str(run), "--quiet", "--threads", "1"]
+    assert main(args) == 0
+    spec = importlib.util.spec_from_file_location("scratch_baseline",
+                                                  ROOT / "scripts" / "scratch_baseline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "resnet20.json").write_text(json.dumps({"model": "resnet20", "top1": 88.57}))
+    rec = mod.main([str(run), "--results", str(results), "--train-images", "9"])
+    for key in ("model", "init", "train_images", "top1", "top5", "val_top1", "epochs", "seconds",
+                "command", "recipe"):
+        assert key in rec, key
+    assert rec["init"] == "scratch" and rec["train_images"] == 9 and rec["epochs"] == 2
+    assert rec["command"].startswith("rlcompress train") and rec["recipe"]["epochs"] == 2
+    # the previous fine-tuned record is kept beside the new one
+    assert json.loads((results / "resnet20_finetuned.json").read_text())["top1"] == 88.57
+    assert (results / "resnet20_metrics.csv").is_file() and (results / "resnet20_curve.png").is_file()
