@@ -143,13 +143,14 @@ def _policy_arg(text: str) -> str | dict[str, int]:
 def _cmd_share(args: argparse.Namespace) -> None:
     _print(share(args.model, args.out, _policy_arg(args.policy), config_from_args(ShareConfig, args),
                  config_from_args(DataConfig, args), _train_cfg(args), args.encoding,
-                 args.codebook_dtype, resume=args.resume, results=args.results))
+                 args.codebook_dtype, resume=args.resume, results=args.results,
+                 compact_bn=args.compact_bn))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     if args.format == "rlc":
         _print(export(args.checkpoint, args.out, encoding=args.encoding,
-                      codebook_dtype=args.codebook_dtype))
+                      codebook_dtype=args.codebook_dtype, compact_bn=args.compact_bn))
         return
     _print(export_deploy(args.checkpoint, args.out, args.format, tuple(args.image_size),
                          args.verify, config_from_args(DataConfig, args)))
@@ -230,6 +231,9 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
     p.add_argument("--codebook-dtype", default="float32", choices=["float32", "float16"],
                    help="codebook precision in the file")
+    p.add_argument("--compact-bn", action="store_true",
+                   help="store each batch norm as its inference scale and shift (half the "
+                   "bytes; the decoded model is for inference, not further training)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

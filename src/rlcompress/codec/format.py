@@ -154,14 +154,38 @@ def _encode_layer(name: str, module: nn.Module, encoding: str, blobs: dict[str, 
     return record + [groups] if groups > 1 else record
 
 
-def _state_floats(model: nn.Module, shared: set[str]) -> list[tuple[str, torch.Tensor]]:
+def compactable_bn(model: nn.Module) -> dict[str, nn.Module]:
+    """Batch norms whose inference is one scale and shift per channel (affine, with running
+    statistics): what ``compact_bn`` stores as two values per channel instead of four."""
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+            and m.track_running_stats and m.running_mean is not None}
+
+
+@torch.no_grad()
+def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    # the terms torch's inference kernel computes (alpha = weight / sqrt(var + eps), beta = bias
+    # - mean * alpha), so a decoded layer with mean 0 and var + eps = 1 computes the same values
+    invstd = 1 / torch.sqrt(bn.running_var.float() + bn.eps)
+    scale = bn.weight.float() * invstd
+    return scale, bn.bias.float() - bn.running_mean.float() * scale
+
+
+def _state_floats(model: nn.Module, shared: set[str],
+                  compact: dict[str, nn.Module] | None = None) -> list[tuple[str, torch.Tensor]]:
+    compact = compact or {}
+    folded = {}
+    for name, bn in compact.items():
+        folded[f"{name}.weight"], folded[f"{name}.bias"] = _bn_scale_shift(bn)
     out = []
     for key, value in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
         if (owner in shared and leaf in ("codebook", "indices")) or key.endswith(
                 "num_batches_tracked"):  # the latter is training bookkeeping only
             continue
-        out.append((key, value))
+        if owner in compact and leaf in ("running_mean", "running_var"):
+            continue  # implied: 0 and 1 - eps
+        out.append((key, folded.get(key, value)))
     return out
 
 
@@ -172,11 +196,15 @@ def save_compressed(
     encoding: str = "auto",
     codebook_dtype: str = "float32",
     extra: dict | None = None,
+    compact_bn: bool = False,
 ) -> dict:
     """Write ``model`` (with shared layers) and its architecture ``spec`` to an ``.rlc`` file.
 
     Returns the manifest as :func:`load_compressed` reports it. ``extra`` is stored as is
-    (e.g. accuracy, policy).
+    (e.g. accuracy, policy). With ``compact_bn`` every affine batch norm is stored as its
+    inference scale and shift (2 values per channel instead of 4); the decoded layer has
+    running mean 0 and variance 1 - eps and computes the same in evaluation, but its training
+    statistics are gone: for deployment, not for further training.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -186,8 +214,9 @@ def save_compressed(
     # costs header bytes, which matter in a file of a few hundred KB
     blobs = {"idx": _Blob("uint8"), "book": _Blob(codebook_dtype), "freq": _Blob("uint32")}
     layers = [_encode_layer(n, m, encoding, blobs) for n, m in shared_layers(model).items()]
+    compact = compactable_bn(model) if compact_bn else {}
     floats = []
-    for key, value in _state_floats(model, {r[0] for r in layers}):
+    for key, value in _state_floats(model, {r[0] for r in layers}, compact):
         arr = value.detach().cpu().contiguous().numpy()
         if str(arr.dtype) not in FLOAT_DTYPES:
             raise ValueError(f"{key}: dtype {arr.dtype} cannot be stored")
@@ -196,7 +225,7 @@ def save_compressed(
         blobs.setdefault(f"f:{arr.dtype}", _Blob(str(arr.dtype))).add(arr)
         floats.append([key, str(arr.dtype)])
     manifest = {"spec": spec, "book": codebook_dtype, "layers": layers, "floats": floats,
-                "extra": extra or {}}
+                "extra": extra or {}, **({"bn": sorted(compact)} if compact else {})}
     text = json.dumps(manifest, separators=(",", ":"), default=str).encode()
     tensors = {n: b.array() for n, b in blobs.items() if b.size}
     tensors["m"] = np.frombuffer(zlib.compress(text, 9), dtype=np.uint8)
@@ -569,8 +598,11 @@ def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Modul
     for name in names:
         if not isinstance(modules.get(name), CLUSTERABLE) or is_shared(modules[name]):
             raise CodecError(f"layer {name!r} is not a Conv2d/Linear of the architecture")
-    plain = {k: v for k, v in model.state_dict().items() if k.rpartition(".")[0] not in set(names)
-             or not k.endswith(".weight")}
+    compact = _compact_records(manifest, model)
+    implied = {f"{n}.{leaf}" for n in compact for leaf in ("running_mean", "running_var")}
+    plain = {k: v for k, v in model.state_dict().items()
+             if (k.rpartition(".")[0] not in set(names) or not k.endswith(".weight"))
+             and k not in implied}
     floats = _float_records(manifest, version, plain)
     _check_tiling(layers, floats, tensors, book_dtype)
     decoded = {lay.name: _decode_layer(lay, modules[lay.name], tensors) for lay in layers}
@@ -586,6 +618,9 @@ def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Modul
         if key.endswith("running_var") and (arr < 0).any():
             raise CodecError(f"{key}: negative batch-norm variance")
         state[key] = torch.from_numpy(arr.reshape(plain[key].shape).copy())
+    for name, bn in compact.items():  # scale and shift stored: mean 0, var + eps exactly 1
+        state[f"{name}.running_mean"] = torch.zeros_like(bn.running_mean)
+        state[f"{name}.running_var"] = torch.ones_like(bn.running_var) - bn.eps
     keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     missing = [k for k in keys if k not in state]
     if missing:
@@ -594,6 +629,19 @@ def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Modul
     encodings = [[lay.name, lay.k, lay.encoding] for lay in layers]
     return model.eval(), _report({"spec": spec, "extra": manifest.get("extra", {}),
                                   "layers": encodings}, model, version)
+
+
+def _compact_records(manifest: dict, model: nn.Module) -> dict[str, nn.Module]:
+    """The batch norms a file stores as scale and shift (manifest ``bn``), checked."""
+    raw = manifest.get("bn", [])
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw) \
+            or len(set(raw)) != len(raw):
+        raise CodecError("manifest bn must be a list of distinct layer names")
+    allowed = compactable_bn(model)
+    unknown = [n for n in raw if n not in allowed]
+    if unknown:
+        raise CodecError(f"bn entries {unknown[:3]} are not affine batch norms of the model")
+    return {n: allowed[n] for n in raw}
 
 
 def _report(manifest: dict, model: nn.Module, version: int = VERSION) -> dict:

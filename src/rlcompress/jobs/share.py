@@ -42,8 +42,10 @@ def export(
     encoding: str = "auto",
     codebook_dtype: str = "float32",
     extra: dict | None = None,
+    compact_bn: bool = False,
 ) -> dict:
-    """Write a shared model (or a shared checkpoint path) to an ``.rlc`` file; returns its sizes."""
+    """Write a shared model (or a shared checkpoint path) to an ``.rlc`` file; returns its sizes
+    (``compact_bn``: batch norms as inference scale and shift, see ``save_compressed``)."""
     if isinstance(model, str):
         model, spec = load_checkpoint(model)
         freeze_qat(model)  # a checkpoint taken during trained quantization
@@ -52,7 +54,7 @@ def export(
     if not shared_layers(model):
         raise ValueError("the model has no shared layers: run `rlcompress share` first")
     arch = {k: v for k, v in spec.items() if k not in ("sharing", "qat")}
-    save_compressed(model, arch, out, encoding, codebook_dtype, extra)
+    save_compressed(model, arch, out, encoding, codebook_dtype, extra, compact_bn)
     return {"file": str(out), **size_report(model, arch, Path(out).stat().st_size)}
 
 
@@ -77,6 +79,7 @@ def share(
     codebook_dtype: str = "float32",
     resume: bool = False,
     results: str | None = None,
+    compact_bn: bool = False,
 ) -> dict:
     """Cluster every layer with the policy's k, fine-tune (``cfg.epochs``; 0 for none: trained
     quantization or centroids only, as ``share_cfg.finetune`` says), export ``model.rlc`` and
@@ -115,7 +118,7 @@ def share(
     spec = {k: v for k, v in spec.items() if k != "qat"}
     label = policy if isinstance(policy, str) else "custom"
     sizes = export(best.eval(), str(run / "model.rlc"), spec, encoding, codebook_dtype,
-                   extra={"policy": label, "k": ks})
+                   extra={"policy": label, "k": ks}, compact_bn=compact_bn)
     scores = evaluate_file(run / "model.rlc", dataset, cfg.precision, cfg.device)
     summary = {
         "model": model, "policy": label, "k": ks,

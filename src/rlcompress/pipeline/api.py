@@ -90,6 +90,7 @@ def compress(
     threads: int = 0,
     share: ShareConfig | None = None,
     protect: tuple[str, ...] = (),
+    compact_bn: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
 
@@ -102,7 +103,8 @@ def compress(
     Fisher-weighted clustering, batch-norm re-estimation, trained quantization).
     Any network other than the CIFAR ResNets is pruned by coupled channel groups
     (:mod:`rlcompress.pruning.groups`); ``protect`` names layers left untouched, and the report's
-    ``pruning_groups`` lists every group, its members, rate and savings.
+    ``pruning_groups`` lists every group, its members, rate and savings. ``compact_bn`` stores
+    batch norms as inference scale and shift (a smaller file for deployment).
     ``threads``: CPU threads for every stage (0: whatever ``torch.get_num_threads()`` is now,
     so the caller's setting is kept).
     """
@@ -137,7 +139,8 @@ def compress(
         _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [], teacher)
         freeze_qat(small)
     path = out / "model.rlc"
-    save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]})
+    save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]},
+                    compact_bn=compact_bn)
     skeleton = None if small_spec.get("arch") == ARCH else copy.deepcopy(original)
     decoded, _ = load_compressed(path, model=skeleton)
     report = {
