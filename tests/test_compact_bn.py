@@ -64,3 +64,17 @@ def test_unknown_compact_entry_is_refused(tmp_path: Path):
                                                       "sha256": _digest(tensors)})
     with pytest.raises(CodecError, match="not affine batch norms"):
         load_compressed(tmp_path / "bad.rlc")
+
+
+def test_search_budget_counts_compact_batch_norms():
+    from rlcompress.clustering import ShareConfig
+    from rlcompress.search import SearchConfig, make_budget
+
+    model = build_model("resnet20", num_classes=4).eval()
+    spec = model_spec("resnet20", num_classes=4)
+    names = list(clusterable_layers(model))
+    full = make_budget(model, spec, names, SearchConfig(target_size="60KB"), ShareConfig())
+    compact = make_budget(model, spec, names, SearchConfig(target_size="60KB", compact_bn=True),
+                          ShareConfig())
+    channels = sum(m.num_features for m in compactable_bn(model).values())
+    assert full.fixed - compact.fixed >= 8 * channels - 1024

@@ -119,7 +119,8 @@ def compress(
               for s in (("val", "test") if has_test else ("val",))}
     scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
                         target_size=str(target_size or ""), val_images=val_images,
-                        progress=progress, precision=precision, threads=threads)
+                        progress=progress, precision=precision, threads=threads,
+                        compact_bn=compact_bn)
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads)
     small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,

@@ -81,6 +81,8 @@ class SearchConfig:
         rescore_images: images for re-scoring (0: the whole validation split).
         threads: CPU threads (0: one per core).
         progress: show a progress bar.
+        compact_bn: the file will store batch norms as scale and shift (``--compact-bn``):
+            measure the budget's fixed part that way.
     """
 
     strategy: str = "ddpg"
@@ -101,6 +103,7 @@ class SearchConfig:
     rescore_images: int = 0
     threads: int = 0
     progress: bool = True
+    compact_bn: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
@@ -142,7 +145,8 @@ def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: 
     share_model(probe, {n: cfg.k_min for n in names})
     with scratch_dir() as tmp:
         path = tmp / "probe.rlc"
-        save_compressed(probe, {k: v for k, v in spec.items() if k != "sharing"}, path)
+        save_compressed(probe, {k: v for k, v in spec.items() if k != "sharing"}, path,
+                        compact_bn=cfg.compact_bn)
         real = path.stat().st_size
     est = file_budget(kept, 0, 1).total([cfg.k_min] * len(kept))
     # manifest entries grow by a few digits as k and offsets grow: a small allowance per layer
