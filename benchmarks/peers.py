@@ -41,6 +41,8 @@ from torch import nn
 
 from rlcompress.clustering import ShareConfig, clusterable_layers, freeze_qat
 from rlcompress.clustering.quantize import quantize
+from rlcompress.clustering.sharing import share_palettized
+from rlcompress.codec import save_compressed
 from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.engine import TrainConfig, calibration_batches, evaluate_model, set_threads
 from rlcompress.engine.runtime import pick_device
@@ -204,9 +206,24 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
     return jobs
 
 
+def write_rlc(net: nn.Module, spec: dict, path: Path) -> int:
+    """The final model as an ``.rlc`` file (a peer's palettized layers become shared layers
+    with exactly their values); returns the file's bytes."""
+    net = copy.deepcopy(net).float().eval()
+    for module in net.modules():  # coremltools' bookkeeping buffers are not part of the network
+        for name in [n for n in module._buffers if n.startswith("_COREML_")]:
+            del module._buffers[name]
+    share_palettized(net)
+    arch = {k: v for k, v in spec.items() if k not in ("sharing", "qat")}
+    save_compressed(net, arch, path)
+    return path.stat().st_size
+
+
 def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
-        out: Path | None = None) -> list[dict]:
-    """Every job on every model; rows already in ``out`` are kept and not rerun."""
+        out: Path | None = None, specs: dict[str, dict] | None = None) -> list[dict]:
+    """Every job on every model; rows already in ``out`` are kept and not rerun. With
+    ``args.rlc`` (and the models' ``specs``) every final model is also written as an ``.rlc``
+    file next to ``out`` and its bytes recorded."""
     rows = json.loads(out.read_text()) if out is not None and out.is_file() else []
     done = {(r["model"], r["tool"], r["method"], r["bits"], r["epochs"], r["lr"], r.get("seed", 0))
             for r in rows}
@@ -223,6 +240,11 @@ def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
             net = job(model, data)
             row = {"model": label, **meta, "seconds": round(time.perf_counter() - t0, 1),
                    **_measure(net, data)}
+            if args.rlc and specs and out is not None:
+                name = "-".join(str(v) for v in key).replace("/", "_") + ".rlc"
+                path = out.parent / f"{out.stem}_files" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                row |= {"file": str(path), "file_bytes": write_rlc(net, specs[label], path)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if out is not None:
@@ -314,6 +336,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", type=float, default=0.0,
                    help="also rlcompress qat distilled from the uncompressed model at this weight")
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
+    p.add_argument("--rlc", action="store_true",
+                   help="also write every final model as an .rlc file and record its bytes")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fine-tuning runs (rows of several seeds are averaged)")
     p.add_argument("--group-size", type=int, default=0,
@@ -342,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        model = load_checkpoint(CHECKPOINTS[name])[0].eval()
+        model, spec = load_checkpoint(CHECKPOINTS[name])
         sub = argparse.Namespace(**{**vars(args), "ft_bits": args.ft_bits if name in args.ft_models else []})
-        rows = run({name: model}, data, sub, out)
+        rows = run({name: model.eval()}, data, sub, out, {name: spec})
     plot(rows, out.with_suffix(".png"))
     return 0
 

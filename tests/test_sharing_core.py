@@ -226,9 +226,14 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
     peers._quiet()
     model, _ = _tiny_resnet()
     args = peers.parse(["--bits", "2", "--ft-bits", "2", "--epochs", "1", "--lrs", "0.01",
-                        "--calibration", "16", "--out", str(tmp_path / "p.json")])
+                        "--calibration", "16", "--out", str(tmp_path / "p.json"), "--rlc"])
+    spec = model_spec("resnet20", num_classes=4)
     rows = peers.run({"tiny": model.eval()}, planted_data(n_train=64, n_val=16), args,
-                     tmp_path / "p.json")
+                     tmp_path / "p.json", {"tiny": spec})
+    for r in rows:  # every final model, ours or a peer's, is a real file at 2 bits per weight
+        decoded, manifest = load_compressed(r["file"])
+        assert r["file_bytes"] == Path(r["file"]).stat().st_size
+        assert {lay["bits"] for lay in manifest["layers"]} <= {1, 2}
     methods = {(r["tool"], r["method"]) for r in rows}
     assert {("rlcompress", "default"), ("coremltools", "SKMPalettizer"),
             ("coremltools", "PostTrainingPalettizer"), ("rlcompress", "qat"),
@@ -272,3 +277,17 @@ def test_share_never_returns_a_model_worse_than_before_fine_tuning(image_tar: Pa
     freeze_qat(shared)
     for name, m in shared_layers(shared).items():
         assert torch.equal(dict(decoded.named_modules())[name].weight, m.weight)
+
+
+def test_share_palettized_keeps_another_tools_values_exactly():
+    from rlcompress.clustering.sharing import share_palettized
+
+    model, _ = _tiny_resnet(pruned=True)
+    with torch.no_grad():
+        for m in clusterable_layers(model).values():
+            m.weight.copy_(torch.round(m.weight * 4).clamp(-2, 1) / 4)  # at most 4 values
+    before = {n: m.weight.detach().clone() for n, m in clusterable_layers(model).items()}
+    ks = share_palettized(model)
+    assert set(ks) == set(before) and max(ks.values()) <= 4
+    for name, m in shared_layers(model).items():
+        assert torch.equal(m.weight, before[name])

@@ -350,6 +350,28 @@ def prepare_shared(model: nn.Module, layout: dict[str, int | list[int]]) -> nn.M
     return model
 
 
+@torch.no_grad()
+def share_palettized(model: nn.Module, max_k: int = 1 << 16) -> dict[str, int]:
+    """Make every Conv2d/Linear whose surviving weights take at most ``max_k`` distinct values
+    (another tool's palettized output, e.g. coremltools') a shared layer whose codebook is
+    exactly those values (in place), so it can be written as an ``.rlc`` file and measured on
+    the same scale as ours. Returns k per converted layer; layers with more values stay float."""
+    out = {}
+    for name, m in clusterable_layers(model).items():
+        if is_shared(m):
+            continue
+        w = m.weight.detach().float()
+        mask = surviving_mask(w)
+        values, inverse = torch.unique(w[mask], return_inverse=True)
+        if not 1 <= len(values) <= max_k:
+            continue
+        indices = torch.full(w.shape, len(values), dtype=torch.long)
+        indices[mask] = inverse
+        make_shared(m, values, indices)
+        out[name] = len(values)
+    return out
+
+
 def layout_of(module: nn.Module) -> int | list[int]:
     """A layer's codebook size as a spec stores it: k, or [blocks, k] for grouped codebooks."""
     shape = list(module.codebook.shape)
