@@ -55,6 +55,7 @@ class FrontierConfig:
         val_images: validation images that score each policy during a search.
         threads: CPU threads (0: one per core).
         progress: show progress bars.
+        compact_bn: files store batch norms as scale and shift (searches budget for it).
     """
 
     ratios: tuple[float, ...] = (8.0, 12.0, 18.0, 27.0, 40.0)
@@ -67,6 +68,7 @@ class FrontierConfig:
     val_images: int = 2000
     threads: int = 0
     progress: bool = True
+    compact_bn: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -114,7 +116,7 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
 def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
     return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
                         target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
-                        progress=cfg.progress)
+                        progress=cfg.progress, compact_bn=cfg.compact_bn)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
@@ -130,7 +132,7 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
         tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                            seed=seed, threads=cfg.threads, progress=cfg.progress)
         shared = share(model, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
-                       tcfg, resume=True)
+                       tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{ratio:g}x-{strategy}-s{seed}.rlc"
     shutil.copyfile(run / "share" / "model.rlc", kept)
