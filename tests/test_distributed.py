@@ -153,3 +153,14 @@ def test_library_compress_runs_data_parallel(tmp_path: Path):
     assert report["file_bytes"] == path.stat().st_size
     assert json.loads((tmp_path / "rank.json").read_text()) == {"rank": 0}
     assert [p for p in tmp_path.rglob("*.tmp")] == []
+
+
+def test_a_stray_rank_variable_does_not_silence_one_process(tmp_path: Path, monkeypatch):
+    from rlcompress import dist
+    from rlcompress.fileio import write_json
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist.rank() == 0 and dist.is_main()
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert (tmp_path / "x.json").is_file()

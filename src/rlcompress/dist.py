@@ -29,9 +29,13 @@ def initialized() -> bool:
 
 
 def rank() -> int:
-    """This process's global rank (from the process group, else torchrun's ``RANK``, else 0)."""
+    """This process's global rank (from the process group, else torchrun's ``RANK`` when its
+    ``WORLD_SIZE`` says there are several processes, else 0: a stray ``RANK`` variable alone
+    never silences a single process's writes)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
     return int(os.environ.get("RANK", "0"))
 
 
