@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--distill", type=float, default=0.5)
     ap.add_argument("--val-images", type=int, default=2000, help="subset the signals use")
+    ap.add_argument("--k-max", type=int, default=256, help="largest k a policy may use")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--name", default="", help="results name (default: the model's folder)")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     names = list(clusterable_layers(model))
     scfg = SearchConfig(target_ratio=args.target_ratio, target_size=args.target_size,
-                        val_images=args.val_images, progress=False)
+                        val_images=args.val_images, progress=False, k_max=args.k_max)
     budget = make_budget(model, spec, names, scfg, ShareConfig())
     budget.check()
     cache = ClusterCache()

@@ -101,7 +101,8 @@ def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "m")
     args = ["--model", str(tmp_path / "m.safetensors"), "--target-ratio", "8", "--policies", "4",
-            "--epochs", "1", "--val-images", "3", "--source", str(image_tar), "--data-dir",
+            "--epochs", "1", "--val-images", "3", "--k-max", "16", "--source", str(image_tar),
+            "--data-dir",
             str(tmp_path / "d"), "--val-size", "3", "--threads", "1", "--runs",
             str(tmp_path / "runs"), "--out", str(tmp_path / "study.json")]
     summary = mod.main(args)
