@@ -138,3 +138,18 @@ def test_a_record_claiming_more_codebooks_than_channels_is_refused(tmp_path: Pat
                                                       "sha256": _digest(tensors)})
     with pytest.raises(CodecError):
         load_compressed(tmp_path / "bad.rlc")
+
+
+def test_grouped_layers_export_to_onnx_with_flattened_codebooks(tmp_path: Path):
+    pytest.importorskip("onnxruntime")
+    from rlcompress.deploy.onnx_export import export_onnx, onnx_session, run_onnx
+
+    model = _model(pruned=False).eval()
+    share_model(model, {n: 4 for n in clusterable_layers(model)}, GROUPED)
+    info = export_onnx(model, tmp_path / "g.onnx", (3, 16, 16))
+    # 16 channels in blocks of 4: 4 codebooks of 4 -> 16 flat entries -> 4 index bits
+    assert info["index_bits"]["conv1"] == 4 and info["index_bits"]["linear"] == 2
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(run_onnx(onnx_session(tmp_path / "g.onnx"), x), model(x),
+                              atol=1e-4, rtol=1e-4)
