@@ -19,6 +19,7 @@ from torch import nn
 
 from rlcompress.checks import check_fields
 from rlcompress.clustering.kmeans import METHODS, Clustering, cluster_1d
+from rlcompress.dist import shard
 from rlcompress.fileio import atomic_path
 
 CLUSTERABLE = (nn.Conv2d, nn.Linear)
@@ -158,14 +159,8 @@ def codebook_groups(rows: int, group_size: int) -> int:
 def row_blocks(rows: int, groups: int) -> list[slice]:
     """The contiguous output-channel blocks of ``groups`` codebooks (sizes differ by at most
     one, earlier blocks larger): derived from the codebook's shape alone, so files and
-    checkpoints need not store it."""
-    base, extra = divmod(rows, groups)
-    out, start = [], 0
-    for g in range(groups):
-        stop = start + base + (1 if g < extra else 0)
-        out.append(slice(start, stop))
-        start = stop
-    return out
+    checkpoints need not store it. The same split as a rank's share of a batch."""
+    return [shard(rows, g, groups) for g in range(groups)]
 
 
 def flat_codebook(module: nn.Module) -> torch.Tensor:
