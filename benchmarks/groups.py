@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from rlcompress.models.zoo import DenseNetTiny, MobileNetV2, ResNet18
+from rlcompress.models.zoo import DenseNetTiny, MobileNetV2, ResNet18, randomise_batchnorm
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_generic
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 
@@ -31,22 +30,11 @@ NETS = {"resnet18": lambda: ResNet18(), "mobilenetv2": lambda: MobileNetV2(),
         "densenet_tiny": lambda: DenseNetTiny()}
 
 
-def _randomise_bn(model: nn.Module, seed: int = 1) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-
-
 def measure(name: str, rate: float) -> dict:
     """Prune one network both ways and report."""
     torch.manual_seed(0)
     net = NETS[name]().eval()
-    _randomise_bn(net)
+    randomise_batchnorm(net)
     x = torch.randn(2, 3, 32, 32)
     t0 = time.perf_counter()
     small, rep = prune_groups(net, x, GroupPruneConfig(rate=rate))

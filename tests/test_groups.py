@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlcompress.models.shapes import apply_layer_shapes
-from rlcompress.models.zoo import DenseNetTiny, MobileNetV2, ResNet18
+from rlcompress.models.zoo import DenseNetTiny, MobileNetV2, ResNet18, randomise_batchnorm
 from rlcompress.pruning import layer_shapes
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 
@@ -25,23 +25,11 @@ def _nets() -> dict[str, nn.Module]:
     }
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    """Batch norms with non-trivial statistics, so a wrong channel map cannot hide."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-
-
 @pytest.fixture(scope="module")
 def pruned() -> dict[str, tuple[nn.Module, nn.Module, object]]:
     out = {}
     for name, net in _nets().items():
-        _randomise_bn(net)
+        randomise_batchnorm(net)
         net.eval()
         small, report = prune_groups(net, torch.randn(2, 3, 32, 32), GroupPruneConfig(rate=0.5))
         out[name] = (net, small, report)

@@ -154,3 +154,17 @@ class DenseNetTiny(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.block2(self.transition(self.block1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@torch.no_grad()
+def randomise_batchnorm(model: nn.Module, seed: int = 1) -> None:
+    """Give every BatchNorm2d non-trivial statistics and affine parameters (seeded), so an
+    equivalence check cannot pass by a wrong channel map meeting identical channels."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
