@@ -6,6 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +36,33 @@ def test_scratch_training_and_its_record(image_tar: Path, tmp_path: Path):
     # the previous fine-tuned record is kept beside the new one
     assert json.loads((results / "resnet20_finetuned.json").read_text())["top1"] == 88.57
     assert (results / "resnet20_metrics.csv").is_file() and (results / "resnet20_curve.png").is_file()
+
+
+def test_default_start_is_the_committed_clean_baseline(tmp_path: Path, monkeypatch):
+    import inspect
+
+    from rlcompress.jobs.train import resolve_model
+    from rlcompress.models import load_checkpoint, save_checkpoint
+    from rlcompress.paths import baseline_path
+    from rlcompress.pipeline import PipelineConfig
+    from rlcompress.pipeline.reproduce import reproduce
+
+    assert PipelineConfig().init == "baseline" and PipelineConfig().baseline_epochs == 0
+    assert inspect.signature(reproduce).parameters["init"].default == "baseline"
+    path = baseline_path("resnet20")
+    assert path.parts[-2:] == ("scratch-resnet20", "best.safetensors")
+    summary = json.loads((path.parent / "summary.json").read_text())
+    assert summary["init"] in ("scratch", None) and summary["test"]["top1"] > 80
+    net, spec = resolve_model("resnet20", "baseline")
+    ref, _ = load_checkpoint(path)
+    for a, b in zip(net.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a training still in progress is refused with a way out, not used half-trained
+    import rlcompress.paths as paths
+
+    monkeypatch.setattr(paths, "checkout_roots", lambda: [tmp_path])
+    save_checkpoint(net, spec, tmp_path / "checkpoints" / "scratch-resnet20", "best")
+    with pytest.raises(FileNotFoundError, match="still in progress.*--init pretrained"):
+        baseline_path("resnet20")
+    with pytest.raises(FileNotFoundError, match="no committed clean baseline"):
+        baseline_path("resnet44")

@@ -222,7 +222,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
                       args.prune_epochs, args.share_epochs, args.episodes, tuple(args.seeds),
                       args.target_ratio, config_from_args(DataConfig, args), args.threads,
                       progress=not args.quiet, only=tuple(args.rows) if args.rows else None,
-                      distill=args.share_distill)
+                      distill=args.share_distill, init=args.init)
     print(markdown_table(table))
 
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Top-1/top-5 accuracy and loss of a model on one split.")
     p.add_argument("model", help=f"compressed file X.rlc, checkpoint X.safetensors (with X.json) "
                    f"or a model name ({models})")
-    p.add_argument("--init", default=None, help="with a model name: weights path or 'pretrained'")
+    p.add_argument("--init", default=None, help="with a model name: 'baseline' (committed clean checkpoint), 'pretrained' or a weights path")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to use")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"],
                    help="inference precision")
@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="checkpoint X.safetensors, a prune run directory, or a model name")
     p.add_argument("--init", default=None,
-                   help="with a model name: weights path or 'pretrained' (the shared checkpoint)")
+                   help="with a model name: 'baseline' (the committed clean checkpoint), 'pretrained' (the shared checkpoint) or a weights path")
     p.add_argument("--out", default="runs/search", help="run directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a search: --resume RUN_DIR (its saved settings), or --resume "
@@ -426,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results/paper_tables", help="where tables and files go")
     p.add_argument("--baseline-dir", default=None,
                    help="an existing baseline run (e.g. runs/baseline-resnet20) to start from")
-    p.add_argument("--baseline-epochs", type=int, default=30, help="baseline fine-tuning epochs")
+    p.add_argument("--init", default="baseline",
+                   help="start: 'baseline' (the committed clean from-scratch checkpoint, default), "
+                   "'pretrained' (the shared checkpoint; needs --baseline-epochs) or a path")
+    p.add_argument("--baseline-epochs", type=int, default=0,
+                   help="fine-tune --init for this many epochs first (0: use it as is)")
     p.add_argument("--prune-epochs", type=int, default=30, help="fine-tuning epochs after FPGM")
     p.add_argument("--share-epochs", type=int, default=3,
                    help="centroid fine-tuning epochs, the same for every row")

@@ -44,3 +44,36 @@ def pretrained_path(model: str) -> Path:
             "set RLCOMPRESS_SHARED or pass --init PATH"
         )
     return found
+
+
+BASELINE_DIR = "checkpoints/scratch-{model}"
+
+
+def checkout_roots() -> list[Path]:
+    """Folders that may hold the project's committed ``checkpoints/``: ``$RLCOMPRESS_HOME``,
+    the working directory, then the source checkout (an editable install)."""
+    roots = [Path(os.environ["RLCOMPRESS_HOME"])] if os.environ.get("RLCOMPRESS_HOME") else []
+    return [*roots, Path.cwd(), Path(__file__).resolve().parents[2]]
+
+
+def baseline_path(model: str) -> Path:
+    """The committed clean baseline of ``model``: trained from scratch on the 45,000-image train
+    split only (so the validation split stays clean), ``checkpoints/scratch-<model>/best``.
+
+    A training still in progress (no ``summary.json`` beside it) is not a baseline: the error
+    says so instead of silently starting from a half-trained network."""
+    rel = Path(BASELINE_DIR.format(model=model))
+    for root in checkout_roots():
+        run = root / rel
+        if (run / "best.safetensors").is_file():
+            if not (run / "summary.json").is_file():
+                raise FileNotFoundError(
+                    f"{run} is a from-scratch training still in progress (no summary.json): "
+                    f"finish it (checkpoints/README.md says how) or pass --init pretrained "
+                    f"(the shared checkpoint, whose training saw the validation images) or "
+                    f"--init PATH")
+            return run / "best.safetensors"
+    raise FileNotFoundError(
+        f"no committed clean baseline for {model!r} ({rel}/best.safetensors under any of "
+        f"{[str(r) for r in checkout_roots()]}): train one with `rlcompress train --model "
+        f"{model} --init scratch`, or pass --init pretrained / --init PATH")

@@ -21,7 +21,7 @@ from rlcompress.models import (
     load_weights,
     model_spec,
 )
-from rlcompress.paths import pretrained_path
+from rlcompress.paths import baseline_path, pretrained_path
 
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
 
@@ -31,7 +31,8 @@ def resolve_model(
 ) -> tuple[nn.Module, dict]:
     """A model and its spec from a registered name or a ``X.safetensors``/``X.json`` checkpoint.
 
-    ``init`` loads weights into a registered model: a path, ``pretrained`` (the shared
+    ``init`` loads weights into a registered model: a path, ``baseline`` (the committed clean
+    baseline of that name, trained from scratch on the train split), ``pretrained`` (the shared
     checkpoint of that name), or ``scratch``/None for a random init. With ``require_weights``
     (pruning, sharing, searching: stages that need a trained model) a bare model name without
     ``init`` is an error instead of a silently random network.
@@ -55,7 +56,9 @@ def resolve_model(
         return load_checkpoint(path)
     if init is None and require_weights:
         raise ValueError(f"{model!r} is a model name without weights: this stage needs a trained "
-                         f"model (a checkpoint X.safetensors, or --init pretrained / --init PATH)")
+                         f"model (a checkpoint X.safetensors, or --init baseline / pretrained / PATH)")
+    if init == "baseline":
+        return load_checkpoint(baseline_path(model))
     spec = model_spec(model, num_classes=num_classes)
     net = build_model(spec)
     if init:

@@ -21,6 +21,7 @@ from rlcompress.engine import TrainConfig
 from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs import baseline, prune, search, share
 from rlcompress.models import load_checkpoint
+from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
 from rlcompress.search import DDPGConfig, SearchConfig
 
@@ -80,7 +81,7 @@ def reproduce(
     out: str | None = None,
     results: str = "results/paper_tables",
     baseline_dir: str | None = None,
-    baseline_epochs: int = 30,
+    baseline_epochs: int = 0,
     prune_epochs: int = 30,
     share_epochs: int = 3,
     episodes: int = 200,
@@ -91,6 +92,7 @@ def reproduce(
     progress: bool = True,
     only: tuple[str, ...] | None = None,
     distill: float = 0.0,
+    init: str = "baseline",
 ) -> dict:
     """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
 
@@ -101,7 +103,12 @@ def reproduce(
     ``distill`` > 0 fine-tunes every shared row's centroids with knowledge distillation from
     the pruned model (that weight on the teacher's soft labels; 0, the default: plain
     cross-entropy, as the paper; 0.9: this project's improvement, see the README). A run
-    directory holds one table: rows finished with another ``distill`` raise ``ValueError``."""
+    directory holds one table: rows finished with another ``distill`` raise ``ValueError``.
+
+    The start is the committed clean baseline (``init="baseline"``: trained from scratch on the
+    train split, so every validation reward is clean); ``init="pretrained"`` (or a weights
+    path) with ``baseline_epochs`` > 0 fine-tunes that checkpoint first, as the first tables
+    did (the shared checkpoints' training saw the validation images)."""
     run = Path(out or f"runs/reproduce-{model}")
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -110,9 +117,14 @@ def reproduce(
     def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
         return TrainConfig(epochs=epochs, lr=lr, threads=threads, progress=progress, **kw)
 
+    if baseline_dir is None and init == "baseline" and baseline_epochs == 0:
+        baseline_dir = str(baseline_path(model).parent)
     base = Path(baseline_dir or run / "baseline")
     if _summary(base / "summary.json") is None:
-        baseline(model, str(base), str(base), "pretrained", data,
+        if baseline_epochs == 0:
+            raise ValueError(f"{base} holds no finished baseline: give --baseline-epochs N to "
+                             f"fine-tune --init {init} first, or --baseline-dir RUN")
+        baseline(model, str(base), str(base), init, data,
                  tcfg(baseline_epochs, 0.05, select="last"), resume=True)
     base_top1 = _summary(base / "summary.json")["test"]["top1"]
     if _summary(run / "prune" / "summary.json") is None:

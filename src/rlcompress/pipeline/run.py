@@ -37,7 +37,10 @@ class PipelineConfig:
 
     Attributes:
         model: registered model name or a checkpoint X.safetensors.
-        init: with a model name, its starting weights: ``pretrained``, a path, or ``none``.
+        init: with a model name, its starting weights: ``baseline`` (the committed clean
+            baseline, trained from scratch on the train split), ``pretrained`` (the shared
+            checkpoint, whose training saw the validation images: fine-tune it with
+            ``baseline_epochs``), a path, or ``none``.
         baseline_epochs: fine-tune the starting weights on this data first (0: use as is).
         prune_rate: FPGM pruning rate per conv layer.
         prune_epochs: fine-tuning epochs after pruning.
@@ -57,8 +60,8 @@ class PipelineConfig:
     """
 
     model: str = "resnet20"
-    init: str = "pretrained"
-    baseline_epochs: int = 30
+    init: str = "baseline"
+    baseline_epochs: int = 0
     prune_rate: float = 0.4
     prune_epochs: int = 30
     target_ratio: float = 13.35

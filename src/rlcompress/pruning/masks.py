@@ -29,16 +29,19 @@ class PruneConfig:
         skip: names of conv layers left whole.
         soft: recompute the masks from the current weights at the start of every epoch, as
             FPGM does (pruned filters may come back); otherwise the masks are fixed.
+        rates: per-layer rates overriding ``rate`` (e.g. a joint search's policy).
     """
 
     rate: float = 0.4
     criterion: str = "fpgm"
     skip: list[str] = field(default_factory=list)
     soft: bool = False
+    rates: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # noqa: D105
-        if not 0 <= self.rate < 1:
-            raise ValueError(f"PruneConfig.rate must be in [0, 1), got {self.rate}")
+        for name, r in {"rate": self.rate, **self.rates}.items():
+            if not 0 <= r < 1:
+                raise ValueError(f"PruneConfig rate of {name} must be in [0, 1), got {r}")
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -83,12 +86,15 @@ class FilterMasks:
         unknown = set(cfg.skip) - set(convs)
         if unknown:
             raise ValueError(f"--skip names layers that are not convs: {sorted(unknown)}")
+        unknown = set(cfg.rates) - set(convs)
+        if unknown:
+            raise ValueError(f"per-layer rates name layers that are not convs: {sorted(unknown)}")
         keep = {}
         for name, conv in convs.items():
             if name in cfg.skip:
                 continue
             mask = torch.zeros(conv.out_channels, dtype=torch.bool)
-            mask[keep_indices(conv.weight, cfg.rate, cfg.criterion)] = True
+            mask[keep_indices(conv.weight, cfg.rates.get(name, cfg.rate), cfg.criterion)] = True
             keep[name] = mask
         return cls(keep, {c: b for c, b in conv_bn_pairs(model).items() if c in keep})
 

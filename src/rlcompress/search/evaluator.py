@@ -105,13 +105,17 @@ class PolicyEvaluator:
             self.model.load_state_dict(backup)
         return self._reference
 
+    def load_policy(self, policy: dict[str, int]) -> None:
+        """Write every layer's clustered weight for ``policy`` into the working model."""
+        for name in self.layers:
+            self.modules[name].weight.copy_(self.clustered_weight(name, int(policy[name])))
+
     @torch.inference_mode()
     def scores(self, policy: dict[str, int], kl: bool = True) -> dict[str, float]:
         """Top-1 (%) on the subset and, with ``kl``, the mean KL divergence of the policy's
         outputs from the uncompressed model's (a lower-variance signal than top-1)."""
         ref = self.reference() if kl else None
-        for name in self.layers:
-            self.modules[name].weight.copy_(self.clustered_weight(name, int(policy[name])))
+        self.load_policy(policy)
         if self.bn_batches:
             t0 = time.perf_counter()
             with torch.inference_mode(False), torch.no_grad():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,10 +47,18 @@ from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_si
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
 from rlcompress.search.evaluator import PolicyEvaluator
+from rlcompress.search.joint import (
+    JointEnv,
+    JointEvaluator,
+    JointSpace,
+    joint_demos,
+    parse_rates,
+    rates_list,
+)
 from rlcompress.search.strategies import make_strategy
 
 FIELDS = ["episode", "reward", "val_top1", "paper_ratio", "cost", "budget_fraction", "sigma",
-          "seconds", "ks"]
+          "seconds", "ks", "rates"]
 
 
 @dataclass
@@ -83,6 +92,10 @@ class SearchConfig:
         progress: show a progress bar.
         compact_bn: the file will store batch norms as scale and shift (``--compact-bn``):
             measure the budget's fixed part that way.
+        prune_rates: joint search: the pruning rates offered to every prunable channel chain
+            (e.g. ``0,0.1,0.2,0.3,0.4,0.5``; 0 is always offered); the model is the dense one
+            and each policy is a rate per chain plus a k per layer (rlcompress.search.joint).
+            Empty (default): k only, on an already pruned model (the paper's mode).
     """
 
     strategy: str = "ddpg"
@@ -104,6 +117,7 @@ class SearchConfig:
     threads: int = 0
     progress: bool = True
     compact_bn: bool = False
+    prune_rates: str = ""
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
@@ -111,6 +125,11 @@ class SearchConfig:
                      ge1=("k_min", "k_max"), choices={"precision": ("bf16", "fp16", "fp32")})
         if self.k_max < self.k_min:
             raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
+        if self.prune_rates:
+            parse_rates(self.prune_rates)
+            if self.strategy in ALLOCATORS:
+                raise ValueError(f"the {self.strategy!r} allocator chooses k only: run it on a "
+                                 "pruned model without --prune-rates, or use ddpg/random")
 
 
 def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
@@ -170,13 +189,17 @@ def demo_policies(budget: Budget, layers: dict[str, nn.Module], names: list[str]
     return [ks for i, ks in enumerate(fits) if ks not in fits[:i]]
 
 
-def episode_plan(episode: int, demos: list[list[int]], budget: Budget, cfg: SearchConfig,
-                 warmup: int) -> list[float] | None:
+def episode_plan(episode: int, demos: list, budget: Budget, cfg: SearchConfig,
+                 warmup: int, to_actions: Callable[[object], list[float]] | None = None
+                 ) -> list[float] | None:
     """Actions of a guided warm-up episode (None: the strategy acts). Seeded per episode, so a
-    resumed search replays the same plan."""
+    resumed search replays the same plan. ``to_actions`` turns a demo into the episode's
+    actions (default: a k list, one action per layer)."""
     if cfg.strategy != "ddpg" or not cfg.demos or not demos or episode >= warmup:
         return None
-    base = [k_to_action(k, budget.k_min, budget.k_max) for k in demos[episode % len(demos)]]
+    demo = demos[episode % len(demos)]
+    base = (to_actions(demo) if to_actions else
+            [k_to_action(k, budget.k_min, budget.k_max) for k in demo])
     if episode < len(demos):
         return base
     rng = np.random.default_rng([cfg.seed, episode])
@@ -230,19 +253,30 @@ def run_search(
     layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
     names = list(layers)
     budget = make_budget(model, spec, names, cfg, share_cfg)
-    budget.check()
+    space = JointSpace(model, names, budget, parse_rates(cfg.prune_rates)) if cfg.prune_rates else None
+    if space is None:
+        budget.check()
     ref = reference_sizes(spec, model)
     others = sum(kept_weight_count(m) for n, m in clusterable_layers(model).items()
                  if n not in names)
-    evaluator = PolicyEvaluator(model, names, data, cfg.val_images, share_cfg, ClusterCache(),
-                                cfg.precision)
+    evaluator = _evaluator(space, model, names, data, cfg.val_images, share_cfg, ClusterCache(),
+                           cfg.precision)
     if isinstance(data, LoaderData):
         shape = (1, *data.input_shape)
     else:
         shape = (1, *data.train.images.shape[3:], *data.train.images.shape[1:3])
-    env = ClusterEnv(layer_features(model, names, budget.kept, shape), names, budget, evaluator,
-                     cfg.size_weight, cfg.snap, cfg.budget_rule)
-    demos = demo_policies(budget, layers, names)
+    features = layer_features(model, names, budget.kept, shape)
+    to_actions = None
+    if space is None:
+        env = ClusterEnv(features, names, budget, evaluator, cfg.size_weight, cfg.snap,
+                         cfg.budget_rule)
+        demos = demo_policies(budget, layers, names)
+    else:
+        env = JointEnv(features, names, space,
+                       lambda ks, rates: evaluator.joint_scores(ks, rates, kl=False)["top1"],
+                       cfg.size_weight, cfg.snap)
+        demos = joint_demos(space, layers)
+        to_actions = env.demo_actions
     allocation = None
     if cfg.strategy in ALLOCATORS:
         allocation = _allocate(run, cfg, AllocContext(model, names, budget, data, evaluator,
@@ -269,32 +303,35 @@ def run_search(
     while agent.episodes < episodes:
         t0 = time.perf_counter()
         plan = ([k_to_action(k, budget.k_min, budget.k_max) for k in allocation] if allocation
-                else episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup))
+                else episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup, to_actions))
         reward, info, t_ep = play_episode(env, agent, plan)
         t_agent += t_ep
         ks = [info["policy"][n] for n in names]
+        kept = space.kept(rates_list(space, info["rates"])) if space else budget.kept
         rows.append({
             "episode": agent.episodes, "reward": round(reward, 6),
             "val_top1": round(info["accuracy"], 3),
-            "paper_ratio": round(paper_ratio_of(budget.kept, ks, ref["weights"], others), 4),
+            "paper_ratio": round(paper_ratio_of(kept, ks, ref["weights"], others), 4),
             "cost": round(info["cost"], 1), "budget_fraction": round(info["budget_fraction"], 5),
             "sigma": round(getattr(agent, "sigma", float("nan")), 5),
             "seconds": round(time.perf_counter() - t0, 3), "ks": ";".join(map(str, ks)),
+            "rates": ";".join(f"{info['rates'].get(names[i], 0.0):g}" for i in space.prunable)
+            if space else "",
         })
         write_rows(run / "episodes.csv", FIELDS, rows)
         agent.save(agent_file)
         best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
-        write_json(run / "best_policy.json", _policy_record(best, names, evaluator))
+        write_json(run / "best_policy.json", _policy_record(best, names, evaluator, space))
         bar.update(1)
         bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
     bar.close()
     rescorer = None
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
-        rescorer = PolicyEvaluator(model, names, data, n_full, share_cfg, evaluator.cache,
-                                   cfg.precision)
+        rescorer = _evaluator(space, model, names, data, n_full, share_cfg, evaluator.cache,
+                              cfg.precision)
     summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg,
-                      rescorer)
+                      rescorer, space)
     summary["seconds"] = {"total_this_session": round(time.perf_counter() - t_start, 2),
                           "cluster": round(evaluator.seconds["cluster"], 2),
                           "evaluate": round(evaluator.seconds["evaluate"], 2),
@@ -341,18 +378,35 @@ def play_episode(env: ClusterEnv, agent: object,
     return reward, info, t_agent + time.perf_counter() - ta
 
 
-def _policy_record(row: dict, names: list[str], evaluator: PolicyEvaluator) -> dict:
+def _evaluator(space: JointSpace | None, *args: object) -> PolicyEvaluator:
+    return JointEvaluator(space, *args) if space is not None else PolicyEvaluator(*args)
+
+
+def _score(evaluator: PolicyEvaluator, rec: dict) -> float:
+    """Validation top-1 of a policy record (k, and the rates of a joint policy)."""
+    if isinstance(evaluator, JointEvaluator):
+        return evaluator.joint_scores(rec["k"], rec.get("rate", {}), kl=False)["top1"]
+    return evaluator(rec["k"])
+
+
+def _policy_record(row: dict, names: list[str], evaluator: PolicyEvaluator,
+                   space: JointSpace | None = None) -> dict:
     ks = [int(k) for k in row["ks"].split(";")]
     acc = float(row["val_top1"])
-    return {"episode": int(row["episode"]), "val_top1": acc,
-            "val_top1_se": round(evaluator.standard_error(acc), 3),
-            "paper_ratio": float(row["paper_ratio"]), "cost": float(row["cost"]),
-            "k": dict(zip(names, ks, strict=True))}
+    rec = {"episode": int(row["episode"]), "val_top1": acc,
+           "val_top1_se": round(evaluator.standard_error(acc), 3),
+           "paper_ratio": float(row["paper_ratio"]), "cost": float(row["cost"]),
+           "k": dict(zip(names, ks, strict=True))}
+    if space is not None:
+        rates = [float(r) for r in row["rates"].split(";")] if row.get("rates") else []
+        rec["rate"] = {names[i]: r for i, r in zip(space.prunable, rates, strict=True)}
+    return rec
 
 
 def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
             evaluator: PolicyEvaluator, layers: dict, weights: tuple[int, int],
-            cfg: SearchConfig, rescorer: PolicyEvaluator | None = None) -> dict:
+            cfg: SearchConfig, rescorer: PolicyEvaluator | None = None,
+            space: JointSpace | None = None) -> dict:
     rules = []
     for rule in RULE_POLICIES:
         ks = resolve_policy(rule, layers)
@@ -365,8 +419,8 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
         if rescorer is not None:
             rules[-1]["val_top1_rescored"] = round(rescorer(ks), 3)
     best = _policy_record(max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"]))),
-                          names, evaluator)
-    rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore) if rescorer else []
+                          names, evaluator, space)
+    rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore, space) if rescorer else []
     if rescored:
         best = max(rescored, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
         write_json(run / "best_policy.json", best)
@@ -374,7 +428,7 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
         "strategy": cfg.strategy, "episodes": len(rows), "seed": cfg.seed,
         "budget": {"kind": budget.kind, "limit": budget.limit},
         "best": best, "rescored": rescored,
-        "pareto": [_policy_record(r, names, evaluator) for r in _pareto(rows)],
+        "pareto": [_policy_record(r, names, evaluator, space) for r in _pareto(rows)],
         "rules": rules, "val_images": evaluator.n,
     }
     try:
@@ -387,16 +441,17 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
 
 
 def _rescore(rows: list[dict], names: list[str], evaluator: PolicyEvaluator,
-             rescorer: PolicyEvaluator, n: int) -> list[dict]:
+             rescorer: PolicyEvaluator, n: int, space: JointSpace | None = None) -> list[dict]:
     """The ``n`` best distinct policies on the subset, each re-scored by ``rescorer``."""
     seen: set[str] = set()
     out = []
     for r in sorted(rows, key=lambda r: (-float(r["val_top1"]), float(r["cost"]))):
-        if r["ks"] in seen:
+        key = r["ks"] + "|" + (r.get("rates") or "")
+        if key in seen:
             continue
-        seen.add(r["ks"])
-        rec = _policy_record(r, names, evaluator)
-        acc = rescorer(rec["k"])
+        seen.add(key)
+        rec = _policy_record(r, names, evaluator, space)
+        acc = _score(rescorer, rec)
         rec |= {"val_top1_rescored": round(acc, 3),
                 "val_top1_rescored_se": round(rescorer.standard_error(acc), 3),
                 "rescore_images": rescorer.n}

@@ -1,0 +1,187 @@
+"""Joint search: prunable chains, exact masked scoring, budgets over random episodes, end to end."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import planted_data
+from rlcompress.clustering import ShareConfig, clusterable_layers
+from rlcompress.models import build_model, resnet_spec
+from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
+from rlcompress.search import BudgetError, DDPGConfig, SearchConfig, run_search
+from rlcompress.search.env import layer_features
+from rlcompress.search.evaluator import PolicyEvaluator
+from rlcompress.search.joint import (
+    JointEnv,
+    JointEvaluator,
+    JointSpace,
+    joint_demos,
+    parse_rates,
+    prunable_chains,
+)
+from rlcompress.search.runner import make_budget
+
+RATES = parse_rates("0.25,0.5")
+
+
+def _tiny() -> tuple[nn.Module, dict]:
+    torch.manual_seed(0)
+    spec = resnet_spec(8, num_classes=4, widths=(8, 16, 32))
+    model = build_model(spec).eval()
+    with torch.no_grad():  # trained-looking batch norms: masked and removed channels must agree
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model, spec
+
+
+class _Vgg(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.c3 = nn.Conv2d(8, 4, 1)
+        self.sig = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = torch.sigmoid(self.c3(self.dw(x)))  # sigmoid(0) != 0: c3 -> sig is no chain
+        return self.fc(self.sig(x).mean((2, 3)))
+
+
+def test_chains_are_the_exactly_removable_links():
+    model, _ = _tiny()
+    chains = prunable_chains(model)
+    # one chain per residual block (its inner channels); block outputs meet a residual add
+    assert [c.producer for c in chains] == ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
+    assert all(c.consumer == c.producer.replace("conv1", "conv2") for c in chains)
+    assert all(c.bn == c.producer.replace("conv", "bn") for c in chains)
+    vgg = prunable_chains(_Vgg())
+    # c2 feeds a depthwise conv (grouped: not a plain consumer); c3 -> sigmoid is not zero-preserving
+    assert [(c.producer, c.consumer) for c in vgg] == [("c1", "c2")]
+
+
+def _space(model: nn.Module, spec: dict, limit: float) -> JointSpace:
+    names = list(clusterable_layers(model))
+    budget = make_budget(model, spec, names, SearchConfig(target_size=str(int(limit))), ShareConfig())
+    return JointSpace(model, names, budget, RATES)
+
+
+def test_masked_scoring_equals_the_physically_pruned_model():
+    """With unweighted clustering, a joint policy scored on the dense model with masks gives the
+    accuracy and outputs of the model physically pruned at those rates and clustered."""
+    model, spec = _tiny()
+    data = planted_data(n_train=32, n_val=48, size=16)
+    space = _space(model, spec, 10**7)
+    names = space.names
+    cfg = ShareConfig(method="exact", bn_images=0)
+    rates = {names[i]: r for i, r in zip(space.prunable, (0.25, 0.5, 0.25), strict=True)}
+    ks = {n: 4 for n in names}
+    joint = JointEvaluator(space, model, names, data, 48, cfg, precision="fp32")
+    masks = FilterMasks.compute(model, PruneConfig(rate=0.0, rates=rates))
+    pruned = copy.deepcopy(model)
+    masks.apply(pruned)
+    small, _ = shrink_resnet(pruned, spec, masks)
+    plain = PolicyEvaluator(small, names, data, 48, cfg, precision="fp32")
+    assert joint.joint_scores(ks, rates, kl=False) == plain.scores(ks, kl=False)
+    joint.rates = rates
+    with torch.no_grad():
+        joint.load_policy(ks)
+        plain.load_policy(ks)
+        x = joint.inputs[0][0]
+        torch.testing.assert_close(joint.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("frac", [0.02, 0.4, 1.0])
+def test_budget_holds_over_random_episodes(frac):
+    """From barely feasible (every chain at the largest rate, k_min) to dense k8."""
+    model, spec = _tiny()
+    loose = _space(model, spec, 10**7)
+    lo = loose.budget_for(loose.max_rates()).min_total()
+    limit = lo + frac * (loose.budget.total([8] * len(loose.names)) - lo)
+    space = _space(model, spec, limit)
+    seen = []
+    env = JointEnv(np.zeros((len(space.names), 8), np.float32), space.names, space,
+                   lambda ks, rates: seen.append((ks, rates)) or 50.0)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(np.array([rng.random()], np.float32))
+        rates = [info["rates"].get(n, 0.0) for n in space.names]
+        assert set(info["rates"]) == {space.names[i] for i in space.prunable}
+        assert all(r in RATES for r in rates)
+        ks = [info["policy"][n] for n in space.names]
+        assert all(space.budget.k_min <= k <= space.budget.k_max for k in ks)
+        assert info["cost"] <= space.budget.limit
+        assert space.budget_for(rates).total(ks) == info["cost"]
+        # the stored transitions replay exactly the evaluated policy
+        replay = env.demo_actions((rates, ks))
+        env.reset()
+        for a in replay:
+            _, _, done, _, again = env.step(np.array([a], np.float32))
+        assert again["policy"] == info["policy"] and again["rates"] == info["rates"]
+    assert len(seen) == 80
+
+
+def test_impossible_budget_is_an_error_before_any_work():
+    model, spec = _tiny()
+    with pytest.raises(BudgetError, match="cannot be met"):
+        _space(model, spec, 500)
+
+
+def test_demos_fit_and_include_every_uniform_rate():
+    model, spec = _tiny()
+    loose = _space(model, spec, 10**7)
+    lo = loose.budget_for(loose.max_rates()).min_total()
+    space = _space(model, spec, lo + 0.5 * (loose.budget.total([16] * len(loose.names)) - lo))
+    demos = joint_demos(space, clusterable_layers(model))
+    assert {r for rates, _ in demos for r in rates} >= set(RATES)
+    for rates, ks in demos:
+        assert space.budget_for(rates).total(ks) <= space.budget.limit
+
+
+def test_joint_search_end_to_end_is_deterministic(tmp_path: Path):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    cfg = SearchConfig(episodes=5, target_size="6KB", prune_rates="0.25,0.5", val_images=64,
+                       progress=False, k_max=64, threads=1, rescore=2)
+    rows = []
+    for name in ("a", "b"):
+        model, spec = _tiny()
+        summary = run_search(model, spec, data, tmp_path / name, cfg, None,
+                             DDPGConfig(warmup=2, hidden=32, batch_size=8))
+        with open(tmp_path / name / "episodes.csv") as f:
+            rows.append([{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)])
+    assert rows[0] == rows[1] and len(rows[0]) == 5
+    best = summary["best"]
+    assert set(best["rate"]) == {"layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"}
+    assert best["cost"] <= 6000 and all(r in RATES for r in best["rate"].values())
+    assert any(float(x) > 0 for r in rows[0] for x in r["rates"].split(";"))
+
+
+def test_allocators_refuse_the_joint_space():
+    with pytest.raises(ValueError, match="chooses k only"):
+        SearchConfig(strategy="hessian", prune_rates="0.5", target_size="10KB")
+
+
+def test_features_shape_matches_the_joint_observation():
+    model, spec = _tiny()
+    space = _space(model, spec, 10**7)
+    feats = layer_features(model, space.names, space.budget.kept, (1, 3, 16, 16))
+    env = JointEnv(feats, space.names, space, lambda ks, rates: 1.0)
+    obs, _ = env.reset()
+    assert env.observation_space.contains(obs)
