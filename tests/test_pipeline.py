@@ -141,3 +141,28 @@ def test_library_api_on_a_mobilenetv2(tmp_path: Path):
     assert groups["convs_shrunk"] >= 0.8 * groups["convs"]
     assert report["layers_kept_whole"] == {}
     assert report["file_bytes"] <= 16_000
+
+
+def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, tmp_path: Path, capsys):
+    """Joint mode: the search runs on the dense model, a budget below the dense model's smallest
+    file forces pruning, and the file made at the searched rates meets it."""
+    from rlcompress.cli import main
+    from rlcompress.codec import load_compressed
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0.25,0.5",
+            "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
+            "--target-ratio", "0", "--target-size", "40KB", "--out", str(out), "--quiet", *data]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["file_bytes"] <= 40000 and any(r > 0 for r in report["rates"].values())
+    net, manifest = load_compressed(report["file"])
+    mids = [b["mid"] for b in manifest["spec"]["blocks"]]
+    widths = [b["out"] for b in manifest["spec"]["blocks"]]
+    for (name, rate), mid, width in zip(report["rates"].items(), mids, widths, strict=True):
+        assert name.endswith("conv1") and mid == width - int(rate * width + 0.5)

@@ -42,7 +42,11 @@ class PipelineConfig:
             checkpoint, whose training saw the validation images: fine-tune it with
             ``baseline_epochs``), a path, or ``none``.
         baseline_epochs: fine-tune the starting weights on this data first (0: use as is).
-        prune_rate: FPGM pruning rate per conv layer.
+        prune_rate: FPGM pruning rate per conv layer (the paper's fixed-rate mode).
+        prune_rates: joint mode: the rates the search may give each prunable channel chain
+            (e.g. ``0,0.2,0.4,0.6``): the search runs on the dense baseline and chooses a rate
+            per chain and a k per layer; then the model is pruned at those rates, fine-tuned
+            and shared. Empty: prune every conv at ``prune_rate`` first, then search k.
         prune_epochs: fine-tuning epochs after pruning.
         target_ratio: budget as the paper's ratio (0 to use target_size).
         target_size: budget as bytes of the compressed file, e.g. 48KB.
@@ -63,6 +67,7 @@ class PipelineConfig:
     init: str = "baseline"
     baseline_epochs: int = 0
     prune_rate: float = 0.4
+    prune_rates: str = ""
     prune_epochs: int = 30
     target_ratio: float = 13.35
     target_size: str = ""
@@ -109,6 +114,9 @@ def _preflight(cfg: PipelineConfig, init: str | None, scfg: SearchConfig) -> Non
     """Prune a copy of the starting model (instant, no training) and check that the budget
     can be met, so an impossible budget fails now rather than after hours of fine-tuning."""
     net, spec = resolve_model(cfg.model, init)
+    if cfg.prune_rates:
+        check_budget(net.eval(), spec, scfg)
+        return
     if spec.get("arch") != ARCH:
         return  # other architectures are checked when the search starts
     masks = FilterMasks.compute(net, PruneConfig(rate=cfg.prune_rate))
@@ -143,7 +151,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     init = None if Path(cfg.model).suffix or cfg.init in ("", "none") else cfg.init
     scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
                         target_ratio=cfg.target_ratio, target_size=cfg.target_size,
-                        val_images=cfg.val_images, threads=cfg.threads, progress=progress)
+                        val_images=cfg.val_images, threads=cfg.threads, progress=progress,
+                        prune_rates=cfg.prune_rates)
     if _done(run / "prune") is None:
         _preflight(cfg, init, scfg)
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")
@@ -154,15 +163,26 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     elif not start.is_file():
         net, spec = resolve_model(cfg.model, init, load_data(data_cfg, progress=False).num_classes)
         save_checkpoint(net, spec, run / "baseline", "best")
-    say(2, "prune", _done(run / "prune"), f"FPGM rate {cfg.prune_rate}, "
-        f"{cfg.prune_epochs} fine-tuning epochs")
-    if _done(run / "prune") is None:
-        prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
-              data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+    dcfg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
     pruned = run / "prune" / "finetune" / "best.safetensors"
-    say(3, "search", _done(run / "search"), f"{cfg.strategy}, {cfg.episodes} episodes")
-    found = search(str(pruned), str(run / "search"), scfg, ShareConfig(),
-                   DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10))), data_cfg, resume=True)
+    if cfg.prune_rates:  # joint: search the dense model, then prune at the rates it chose
+        say(2, "search", _done(run / "search"), f"joint {cfg.strategy}, {cfg.episodes} episodes")
+        found = search(str(start), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
+                       resume=True)
+        say(3, "prune", _done(run / "prune"), f"FPGM at the searched rates, "
+            f"{cfg.prune_epochs} fine-tuning epochs")
+        if _done(run / "prune") is None:
+            prune(str(start), str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
+                  "physical", data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+    else:
+        say(2, "prune", _done(run / "prune"), f"FPGM rate {cfg.prune_rate}, "
+            f"{cfg.prune_epochs} fine-tuning epochs")
+        if _done(run / "prune") is None:
+            prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
+                  data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+        say(3, "search", _done(run / "search"), f"{cfg.strategy}, {cfg.episodes} episodes")
+        found = search(str(pruned), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
+                       resume=True)
     say(4, "share", _done(run / "share"), f"{cfg.share_epochs} trained-quantization epochs")
     shared = _done(run / "share") or share(
         str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
@@ -183,6 +203,7 @@ def _report(run: Path, cfg: PipelineConfig, data_cfg: DataConfig, shared: dict, 
         "loss": round(base_top1 - shared["top1"], 2), "paper_ratio": shared["paper_ratio"],
         "file_ratio": shared["file_ratio"], "file_bytes": shared["file_bytes"],
         "file": str(run / "share" / "model.rlc"), "policy": found["best"]["k"],
+        "rates": found["best"].get("rate", {}),
         "search_val_top1": found["best"]["val_top1"], "config": asdict(cfg),
     }
     write_json((run / "report.json"), report)

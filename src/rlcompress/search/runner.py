@@ -218,13 +218,17 @@ def _pareto(rows: list[dict]) -> list[dict]:
 
 def check_budget(model: nn.Module, spec: dict, cfg: SearchConfig,
                  share_cfg: ShareConfig | None = None) -> Budget:
-    """Build the budget of ``cfg`` for ``model`` and raise :class:`BudgetError` if even the
-    smallest k everywhere cannot meet it. Cheap (no data, no training): callers run it before
-    hours of fine-tuning."""
+    """Build the budget of ``cfg`` for ``model`` and raise :class:`BudgetError` if no policy can
+    meet it (k only: the smallest k everywhere; joint, with ``cfg.prune_rates``: also the largest
+    rate at every chain). Cheap (no data, no training): callers run it before hours of
+    fine-tuning."""
     share_cfg = share_cfg or ShareConfig()
     names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
     budget = make_budget(model.eval(), spec, names, cfg, share_cfg)
-    budget.check()
+    if cfg.prune_rates:
+        JointSpace(model, names, budget, parse_rates(cfg.prune_rates))
+    else:
+        budget.check()
     return budget
 
 
