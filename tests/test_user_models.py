@@ -114,3 +114,42 @@ def test_compress_prunes_a_residual_pair_together_and_keeps_the_callers_threads(
     # the stem and the conv that meet in the add lose the same channels: the file holds fewer
     assert decoded.stem.out_channels == decoded.conv.out_channels == decoded.fc.in_features < 8
     copy.deepcopy(decoded)
+
+
+class PlainNet(nn.Module):
+    """A user's VGG-style net: conv-bn-relu links are exactly removable channel chains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c2, self.b2 = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c3, self.b3 = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = torch.relu(self.b3(self.c3(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_joint_compress_on_a_user_model_prunes_the_searched_filters(planted, tmp_path: Path):
+    from rlcompress.pruning.criteria import keep_indices
+    from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
+
+    torch.manual_seed(0)
+    model = PlainNet()
+    # the pruner removes exactly the filters the joint search masked (lowest FPGM first)
+    small, _ = prune_groups(model, torch.zeros(1, 3, 16, 16), GroupPruneConfig(rate=0.0),
+                            rates={"c1": 0.5, "c2": 0.25})
+    keep = keep_indices(model.c1.weight, 0.5)
+    torch.testing.assert_close(small.c1.weight, model.c1.weight[keep])
+    torch.testing.assert_close(small.c2.weight, model.c2.weight[keep_indices(model.c2.weight, 0.25)][:, keep])
+    decoded, report = rlcompress.compress(
+        model, data=planted, target_size="4500", prune_rates="0.25,0.5", prune_epochs=1,
+        episodes=3, share_epochs=1, val_images=32, out=tmp_path / "j", progress=False,
+        precision="fp32", threads=1)
+    assert set(report["rates"]) == {"c1", "c2"} and any(r > 0 for r in report["rates"].values())
+    assert report["file_bytes"] <= 4500
+    for name, rate in report["rates"].items():
+        assert getattr(decoded, name).out_channels == 16 - int(rate * 16 + 0.5)

@@ -47,15 +47,16 @@ def _example(data: ImageData | LoaderData) -> torch.Tensor:
 
 
 def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tensor,
-           protect: tuple[str, ...] = ()):
+           protect: tuple[str, ...] = (), rates: dict[str, float] | None = None):
     origin = {"weights": layer_weight_count(model), "state_bytes": float_state_bytes(model)}
     if spec is not None and spec.get("arch") == ARCH:
-        masks = FilterMasks.compute(model, PruneConfig(rate=rate))
+        masks = FilterMasks.compute(model, PruneConfig(rate=rate, rates=rates or {}))
         masks.apply(model)
         small, small_spec = shrink_resnet(model, spec, masks)
         return small, {**small_spec, "origin": origin}, {}, {}
     # any other network: coupled channel groups, each checked against its masked original
-    small, report = prune_groups(model, example, GroupPruneConfig(rate=rate, protect=protect))
+    small, report = prune_groups(model, example, GroupPruneConfig(rate=rate, protect=protect),
+                                 rates=rates)
     small_spec = {"arch": "user", "shapes": layer_shapes(small)}
     return small, {**small_spec, "origin": origin}, report.kept_whole, report.to_dict()
 
@@ -91,6 +92,7 @@ def compress(
     share: ShareConfig | None = None,
     protect: tuple[str, ...] = (),
     compact_bn: bool = False,
+    prune_rates: str | tuple[float, ...] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Compress ``model`` to ``target_size`` bytes (e.g. ``"48KB"``) or a paper ``target_ratio``.
 
@@ -107,6 +109,10 @@ def compress(
     batch norms as inference scale and shift (a smaller file for deployment).
     ``threads``: CPU threads for every stage (0: whatever ``torch.get_num_threads()`` is now,
     so the caller's setting is kept).
+    ``prune_rates`` (e.g. ``"0,0.2,0.4,0.6"``) switches to the joint search: the dense model is
+    searched for a pruning rate per exactly removable channel chain and a k per layer under
+    the one budget (:mod:`rlcompress.search.joint`), then pruned at those rates, fine-tuned and
+    shared; ``prune_rate`` is then unused.
     """
     threads = threads or torch.get_num_threads()
     if (target_size is None) == (target_ratio is None):
@@ -117,20 +123,36 @@ def compress(
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
+    if prune_rates is not None and not isinstance(prune_rates, str):
+        prune_rates = ",".join(map(str, prune_rates))
+    if prune_rates and protect:
+        raise ValueError("protect is not supported with prune_rates yet: the joint search "
+                         "would choose rates for layers the pruner then keeps whole")
     scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
                         target_size=str(target_size or ""), val_images=val_images,
                         progress=progress, precision=precision, threads=threads,
-                        compact_bn=compact_bn)
+                        compact_bn=compact_bn, prune_rates=prune_rates or "")
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads)
-    small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,
-                                                   _example(data), protect)
-    check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
-    if prune_epochs > 0:
-        _finetune(small, small_spec, data, tcfg, out / "prune", [])
     share = share or ShareConfig()
-    found = run_search(small.eval(), small_spec, data, out / "search", scfg, share,
-                       DDPGConfig(warmup=max(1, min(30, episodes // 5))), resume=True)
+    ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
+    if prune_rates:
+        dense_spec = spec if spec is not None else {"arch": "user", "shapes": layer_shapes(original)}
+        check_budget(original, dense_spec, scfg)  # before any work: even the largest rates
+        found = run_search(copy.deepcopy(original), dense_spec, data, out / "search", scfg, share,
+                           ddpg, resume=True)
+        small, small_spec, kept_whole, groups = _prune(
+            copy.deepcopy(original), spec, 0.0, _example(data), rates=found["best"]["rate"])
+        if prune_epochs > 0:
+            _finetune(small, small_spec, data, tcfg, out / "prune", [])
+    else:
+        small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,
+                                                       _example(data), protect)
+        check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
+        if prune_epochs > 0:
+            _finetune(small, small_spec, data, tcfg, out / "prune", [])
+        found = run_search(small.eval(), small_spec, data, out / "search", scfg, share, ddpg,
+                           resume=True)
     teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None
     quantize(small, found["best"]["k"], data, share, trainable=share_epochs > 0)
     layout = sharing_spec(small)
@@ -148,7 +170,8 @@ def compress(
         "val_top1_before": round(before["val"], 2),
         "val_top1": round(evaluate_model(decoded, data, "val", precision)["top1"], 2),
         **size_report(decoded, small_spec, path.stat().st_size),
-        "file": str(path), "policy": found["best"]["k"], "layers_kept_whole": kept_whole,
+        "file": str(path), "policy": found["best"]["k"], "rates": found["best"].get("rate", {}),
+        "layers_kept_whole": kept_whole,
         "pruning_groups": groups,
     }
     if has_test:
