@@ -16,6 +16,7 @@ episode in flight and the continued run is identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -92,6 +93,9 @@ class SearchConfig:
         progress: show a progress bar.
         compact_bn: the file will store batch norms as scale and shift (``--compact-bn``):
             measure the budget's fixed part that way.
+        reward_bn_images: training images over which each policy's batch-norm statistics are
+            re-estimated for its reward (the final sharing uses ``ShareConfig.bn_images``);
+            fewer is faster, the same fixed images for every policy; 0: the sharing's count.
         prune_rates: joint search: the pruning rates offered to every prunable channel chain
             (e.g. ``0,0.1,0.2,0.3,0.4,0.5``; 0 is always offered); the model is the dense one
             and each policy is a rate per chain plus a k per layer (rlcompress.search.joint).
@@ -117,11 +121,13 @@ class SearchConfig:
     threads: int = 0
     progress: bool = True
     compact_bn: bool = False
+    reward_bn_images: int = 512
     prune_rates: str = ""
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
-                                "rescore", "rescore_images", "threads", "demo_noise"),
+                                "rescore", "rescore_images", "threads", "demo_noise",
+                                "reward_bn_images"),
                      ge1=("k_min", "k_max"), choices={"precision": ("bf16", "fp16", "fp32")})
         if self.k_max < self.k_min:
             raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
@@ -263,7 +269,8 @@ def run_search(
     ref = reference_sizes(spec, model)
     others = sum(kept_weight_count(m) for n, m in clusterable_layers(model).items()
                  if n not in names)
-    evaluator = _evaluator(space, model, names, data, cfg.val_images, share_cfg, ClusterCache(),
+    reward_cfg = _reward_share_cfg(share_cfg, cfg)
+    evaluator = _evaluator(space, model, names, data, cfg.val_images, reward_cfg, ClusterCache(),
                            cfg.precision)
     if isinstance(data, LoaderData):
         shape = (1, *data.input_shape)
@@ -332,13 +339,15 @@ def run_search(
     rescorer = None
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
-        rescorer = _evaluator(space, model, names, data, n_full, share_cfg, evaluator.cache,
+        rescorer = _evaluator(space, model, names, data, n_full, reward_cfg, evaluator.cache,
                               cfg.precision)
     summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg,
                       rescorer, space)
     summary["seconds"] = {"total_this_session": round(time.perf_counter() - t_start, 2),
                           "cluster": round(evaluator.seconds["cluster"], 2),
                           "evaluate": round(evaluator.seconds["evaluate"], 2),
+                          "bn": round(evaluator.seconds["bn"], 2),
+                          "fisher": round(evaluator.seconds["fisher"], 2),
                           "agent": round(t_agent, 2)}
     write_json(run / "summary.json", summary)
     return summary
@@ -380,6 +389,13 @@ def play_episode(env: ClusterEnv, agent: object,
     with torch_threads(1):
         agent.end_episode(transitions, reward)
     return reward, info, t_agent + time.perf_counter() - ta
+
+
+def _reward_share_cfg(share_cfg: ShareConfig, cfg: SearchConfig) -> ShareConfig:
+    """The sharing config the reward uses: batch norm re-estimated on fewer images."""
+    if cfg.reward_bn_images and share_cfg.bn_images:
+        return dataclasses.replace(share_cfg, bn_images=min(cfg.reward_bn_images, share_cfg.bn_images))
+    return share_cfg
 
 
 def _evaluator(space: JointSpace | None, *args: object) -> PolicyEvaluator:
