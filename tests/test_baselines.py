@@ -66,3 +66,25 @@ def test_default_start_is_the_committed_clean_baseline(tmp_path: Path, monkeypat
         baseline_path("resnet20")
     with pytest.raises(FileNotFoundError, match="no committed clean baseline"):
         baseline_path("resnet44")
+
+
+def test_compare_runs_summarises_arms_and_lists_missing(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dirs = []
+    for seed, top1 in enumerate((80.0, 82.0)):
+        d = tmp_path / f"r{seed}"
+        d.mkdir()
+        (d / "pipeline.json").write_text(json.dumps({"seed": seed, "prune_rates": "0,0.5",
+                                                     "prune_rate": 0.4}))
+        (d / "report.json").write_text(json.dumps({
+            "top1": top1, "file_bytes": 1000 + seed, "file_ratio": 16.0, "paper_ratio": 20.0,
+            "search_val_top1": 70.0, "baseline_top1": 88.0, "rates": {"a": 0.5}, "file": "x.rlc"}))
+        dirs.append(str(d))
+    rec = mod.main(["--name", "t", "--out", str(tmp_path / "out"),
+                    "--arm", "joint=" + ",".join([*dirs, str(tmp_path / "unfinished")])])
+    arm = rec["arms"]["joint"]
+    assert arm["seeds"] == 2 and arm["top1"] == 81.0 and arm["missing"] == [str(tmp_path / "unfinished")]
+    assert arm["top1_std"] == pytest.approx(1.414, abs=1e-3) and arm["top1_se"] == 1.0
+    assert (tmp_path / "out" / "t.md").read_text().count("| joint |") == 1

@@ -1,0 +1,85 @@
+"""Compare `rlcompress run` arms (e.g. joint search vs fixed-rate FPGM + k search) over seeds.
+
+Usage::
+
+    python scripts/compare_runs.py --name resnet20-16x \\
+        --arm joint=runs/joint16/joint,runs/joint16/joint-s1,runs/joint16/joint-s2 \\
+        --arm fixed=runs/joint16/fixed,runs/joint16/fixed-s1,runs/joint16/fixed-s2
+
+Reads each run's ``report.json`` (test top-1 of the decoded file, its bytes and ratios) and
+``pipeline.json`` (settings), and writes ``results/joint/<name>.json`` and ``.md``: per arm the
+per-seed rows, the mean, the sample standard deviation and the standard error of the mean.
+Unfinished runs are listed as missing, so partial results can be committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+KEYS = ("top1", "file_bytes", "file_ratio", "paper_ratio", "search_val_top1")
+
+
+def arm_record(dirs: list[str]) -> dict:
+    """Per-seed rows and summary statistics of one arm's run directories."""
+    rows, missing = [], []
+    for d in dirs:
+        report = Path(d) / "report.json"
+        if not report.is_file():
+            missing.append(d)
+            continue
+        r = json.loads(report.read_text())
+        cfg = json.loads((Path(d) / "pipeline.json").read_text())
+        rows.append({"run": d, "seed": cfg["seed"], **{k: r[k] for k in KEYS},
+                     "baseline_top1": r["baseline_top1"], "rates": r.get("rates", {}),
+                     "prune_rate": None if cfg.get("prune_rates") else cfg["prune_rate"],
+                     "file": r["file"]})
+    out: dict = {"runs": rows, "missing": missing, "seeds": len(rows)}
+    if rows:
+        top = [r["top1"] for r in rows]
+        out["top1"] = round(statistics.mean(top), 3)
+        out["top1_std"] = round(statistics.stdev(top), 3) if len(top) > 1 else None
+        out["top1_se"] = (round(out["top1_std"] / math.sqrt(len(top)), 3)
+                          if out["top1_std"] is not None else None)
+        out["file_bytes"] = round(statistics.mean(r["file_bytes"] for r in rows))
+        out["file_ratio"] = round(statistics.mean(r["file_ratio"] for r in rows), 2)
+    return out
+
+
+def markdown(name: str, arms: dict[str, dict]) -> str:
+    """The comparison as a Markdown table."""
+    lines = [f"# {name}", "", "| arm | seeds | test top-1 (mean) | std | s.e. | file bytes | "
+             "file ratio | per seed |", "|---|---|---|---|---|---|---|---|"]
+    for arm, rec in arms.items():
+        per = ", ".join(f"{r['top1']:.2f}" for r in rec["runs"])
+        lines.append(f"| {arm} | {rec['seeds']} | {rec.get('top1', '')} | "
+                     f"{rec.get('top1_std') or ''} | {rec.get('top1_se') or ''} | "
+                     f"{rec.get('file_bytes', '')} | {rec.get('file_ratio', '')} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Write the comparison JSON and Markdown; returns the record."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--arm", action="append", required=True, metavar="NAME=DIR,DIR,...")
+    ap.add_argument("--out", default="results/joint")
+    args = ap.parse_args(argv)
+    arms = {}
+    for spec in args.arm:
+        name, _, dirs = spec.partition("=")
+        arms[name] = arm_record([d for d in dirs.split(",") if d])
+    record = {"name": args.name, "arms": arms}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    (out / f"{args.name}.md").write_text(markdown(args.name, arms))
+    print(markdown(args.name, arms))
+    return record
+
+
+if __name__ == "__main__":
+    main()
