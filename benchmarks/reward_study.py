@@ -13,6 +13,9 @@ Signals (all on the same ``--val-images`` subset):
 * ``top1_plain``: top-1 after plain k-means, no batch-norm re-estimation (the paper's reward);
 * ``top1``: top-1 after the default clustering (Fisher-weighted, batch-norm re-estimated);
 * ``neg_kl``: minus the KL divergence of those outputs from the uncompressed model's.
+* ``ft_top1`` (with ``--ft-steps`` N > 0): top-1 after clustering and only N steps of the same
+  distilled trained quantization (batch norm re-estimated after them), a candidate for
+  re-scoring a search's best few policies.
 
 Usage::
 
@@ -38,7 +41,15 @@ from rlcompress.clustering import ShareConfig, clusterable_layers, freeze_qat
 from rlcompress.clustering.quantize import quantize, sharing_spec
 from rlcompress.clustering.sharing import ClusterCache
 from rlcompress.data import DataConfig, load_data
-from rlcompress.engine import TrainConfig, evaluate_model, fit, set_threads
+from rlcompress.engine import (
+    TrainConfig,
+    calibration_batches,
+    evaluate_model,
+    fit,
+    recalibrate_bn,
+    set_threads,
+    short_finetune,
+)
 from rlcompress.fileio import save_figure, write_json
 from rlcompress.models import load_checkpoint
 from rlcompress.search import SearchConfig, make_budget
@@ -47,7 +58,7 @@ from rlcompress.search.evaluator import PolicyEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ShareConfig(method="lloyd", bn_images=0)
-SIGNALS = ("top1_plain", "top1", "neg_kl")
+SIGNALS = ("top1_plain", "top1", "neg_kl", "ft_top1")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -88,6 +99,27 @@ def final_accuracy(model: torch.nn.Module, spec: dict, ks: dict[str, int], data:
     return evaluate_model(net, data, "val", "bf16")["top1"]
 
 
+@torch.no_grad()
+def subset_top1(model: torch.nn.Module, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 (%) of ``model`` on an evaluator's fixed validation subset."""
+    model.eval()
+    correct = sum(int((model(x.contiguous()).argmax(1) == y).sum()) for x, y in inputs)
+    return 100.0 * correct / sum(len(y) for _, y in inputs)
+
+
+def short_ft_signal(model: torch.nn.Module, ks: dict[str, int], data: object,
+                    args: argparse.Namespace, inputs: list) -> float:
+    """Top-1 on the subset after ``args.ft_steps`` steps of distilled trained quantization."""
+    net, teacher = copy.deepcopy(model), copy.deepcopy(model).eval()
+    quantize(net, ks, data, ShareConfig(), trainable=True)
+    cfg = TrainConfig(epochs=1, lr=args.lr, distill=args.distill, progress=False,
+                      threads=args.threads, warmup=0.0)
+    short_finetune(net, data, cfg, args.ft_steps, teacher)
+    freeze_qat(net)
+    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
+    return subset_top1(net.float().to(memory_format=torch.contiguous_format), inputs)
+
+
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
     """Scatter of every signal against the final validation top-1."""
     import matplotlib
@@ -95,9 +127,10 @@ def plot(rows: list[dict], summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SIGNALS), figsize=(4 * len(SIGNALS), 3.6))
+    signals = [s for s in SIGNALS if s in summary["spearman"]]
+    fig, axes = plt.subplots(1, len(signals), figsize=(4 * len(signals), 3.6))
     final = [r["final_val_top1"] for r in rows]
-    for ax, sig in zip(axes, SIGNALS, strict=True):
+    for ax, sig in zip(axes, signals, strict=True):
         ax.scatter([r[sig] for r in rows], final, s=14)
         ax.set(xlabel=sig, ylabel="val top-1 after fine-tuning (%)",
                title=f"Spearman {summary['spearman'][sig]:+.2f}")
@@ -118,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--distill", type=float, default=0.5)
     ap.add_argument("--val-images", type=int, default=2000, help="subset the signals use")
+    ap.add_argument("--ft-steps", type=int, default=0,
+                    help="also the ft_top1 signal: top-1 after this many fine-tuning steps")
     ap.add_argument("--k-max", type=int, default=256, help="largest k a policy may use")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
@@ -154,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         scores = default.scores(ks)
         row = {"policy": i, "k": ks, "cost": budget.total([ks[n] for n in names]),
                "top1_plain": plain(ks), "top1": scores["top1"], "neg_kl": -scores["kl"],
+               **({"ft_top1": short_ft_signal(model, ks, data, args, default.inputs)}
+                  if args.ft_steps else {}),
                "final_val_top1": final_accuracy(model, spec, ks, data, args,
                                                 Path(args.runs) / name / f"p{i:03d}")}
         rows.append(row)
@@ -163,9 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "model": args.model, "budget": {"kind": budget.kind, "limit": budget.limit},
         "policies": len(rows), "epochs": args.epochs, "lr": args.lr, "distill": args.distill,
+        "ft_steps": args.ft_steps,
         "val_images": args.val_images,
-        "spearman": {s: round(spearman([r[s] for r in rows], final), 3) for s in SIGNALS}
-        if len(rows) > 2 else {},
+        "spearman": {s: round(spearman([r[s] for r in rows], final), 3) for s in SIGNALS
+                     if all(s in r for r in rows)} if len(rows) > 2 else {},
         "command": "python benchmarks/reward_study.py " + " ".join(argv or sys.argv[1:]),
         "rows": rows,
     }

@@ -104,7 +104,7 @@ def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
             "--epochs", "1", "--val-images", "3", "--k-max", "16", "--source", str(image_tar),
             "--data-dir",
             str(tmp_path / "d"), "--val-size", "3", "--threads", "1", "--runs",
-            str(tmp_path / "runs"), "--out", str(tmp_path / "study.json")]
+            str(tmp_path / "runs"), "--out", str(tmp_path / "study.json"), "--ft-steps", "2"]
     summary = mod.main(args)
     assert summary["policies"] == 4 and set(summary["spearman"]) == set(mod.SIGNALS)
     assert all(r["cost"] <= summary["budget"]["limit"] for r in summary["rows"])

@@ -160,3 +160,21 @@ def test_distillation_pulls_student_to_teacher(tmp_path: Path):
         fit(student, spec, data, cfg, tmp_path / f"s{weight}", teacher=teacher)
         gaps[weight] = gap(student)
     assert gaps[1.0] < 0.75 * gaps[0.0]
+
+
+def test_short_finetune_takes_exactly_n_steps_and_is_seeded():
+    from rlcompress.engine import short_finetune
+
+    data = planted_data(n_train=64, n_val=16, size=16)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05, precision="fp32", progress=False,
+                      channels_last=False)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model(resnet_spec(8, num_classes=4, widths=(4, 8, 16)))
+        steps = []
+        short_finetune(model, data, cfg, 3, hooks=[lambda m, steps=steps: steps.append(1)])
+        assert len(steps) == 3 and not model.training
+        runs.append(model.state_dict())
+    for a, b in zip(runs[0].values(), runs[1].values(), strict=True):
+        assert torch.equal(a, b)

@@ -4,7 +4,14 @@ from rlcompress.engine.batches import calibration_batches, evaluate_model, split
 from rlcompress.engine.bn import recalibrate_bn
 from rlcompress.engine.evaluate import evaluate
 from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
-from rlcompress.engine.train import TrainConfig, fit, lr_at, make_loaders, write_summary
+from rlcompress.engine.train import (
+    TrainConfig,
+    fit,
+    lr_at,
+    make_loaders,
+    short_finetune,
+    write_summary,
+)
 
 __all__ = [
     "TrainConfig",
@@ -19,6 +26,7 @@ __all__ = [
     "recalibrate_bn",
     "seed_everything",
     "set_threads",
+    "short_finetune",
     "split_loader",
     "write_summary",
 ]

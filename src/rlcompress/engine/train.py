@@ -151,6 +151,46 @@ def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
     return train, val
 
 
+class _FirstBatches:
+    """The first ``n`` batches of a loader's current epoch (``len`` and ``global_size`` kept)."""
+
+    def __init__(self, loader: object, n: int) -> None:
+        self.loader, self.n = loader, min(n, len(loader))
+        self.global_size = getattr(loader, "global_size", None)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # noqa: ANN204
+        for i, batch in enumerate(self.loader):
+            if i == self.n:
+                return
+            yield batch
+
+
+def short_finetune(model: nn.Module, data: ImageData | LoaderData, cfg: TrainConfig, steps: int,
+                   teacher: nn.Module | None = None, hooks: list[StepHook] | None = None) -> nn.Module:
+    """Train ``model`` in place for ``steps`` batches (the first of epoch 1's seeded order),
+    with ``cfg``'s schedule spread over those steps and no validation pass: a cheap look at how
+    well a compressed model recovers (e.g. a search's re-scoring). Returns the model in eval
+    mode."""
+    if steps < 1:
+        return model.eval()
+    loader, _ = make_loaders(data, cfg)
+    loader.set_epoch(1)
+    first = _FirstBatches(loader, steps)
+    device = pick_device(cfg.device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.to(device).eval()
+    opt = _optimizer(model, cfg)
+    _train_epoch(model, first, opt, cfg, device, 0, len(first), hooks or [], "short fine-tune",
+                 teacher)
+    return model.eval()
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
