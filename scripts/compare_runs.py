@@ -8,7 +8,8 @@ Usage::
 
 Reads each run's ``report.json`` (test top-1 of the decoded file, its bytes and ratios) and
 ``pipeline.json`` (settings), and writes ``results/joint/<name>.json`` and ``.md``: per arm the
-per-seed rows, the mean, the sample standard deviation and the standard error of the mean.
+per-seed rows, the mean, the sample standard deviation and the standard error of the mean;
+every run's ``.rlc`` file is copied to ``results/joint/files/<name>/``.
 Unfinished runs are listed as missing, so partial results can be committed.
 """
 
@@ -17,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
 KEYS = ("top1", "file_bytes", "file_ratio", "paper_ratio", "search_val_top1")
 
 
-def arm_record(dirs: list[str]) -> dict:
-    """Per-seed rows and summary statistics of one arm's run directories."""
+def arm_record(dirs: list[str], files: Path | None = None, arm: str = "") -> dict:
+    """Per-seed rows and summary statistics of one arm's run directories; with ``files``, each
+    run's ``.rlc`` is copied there (``<arm>-s<seed>.rlc``) and the row names the copy."""
     rows, missing = [], []
     for d in dirs:
         report = Path(d) / "report.json"
@@ -37,6 +40,11 @@ def arm_record(dirs: list[str]) -> dict:
                      "baseline_top1": r["baseline_top1"], "rates": r.get("rates", {}),
                      "prune_rate": None if cfg.get("prune_rates") else cfg["prune_rate"],
                      "file": r["file"]})
+        if files is not None:
+            files.mkdir(parents=True, exist_ok=True)
+            target = files / f"{arm}-s{cfg['seed']}.rlc"
+            shutil.copyfile(r["file"], target)
+            rows[-1]["file"] = str(target)
     out: dict = {"runs": rows, "missing": missing, "seeds": len(rows)}
     if rows:
         top = [r["top1"] for r in rows]
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     arms = {}
     for spec in args.arm:
         name, _, dirs = spec.partition("=")
-        arms[name] = arm_record([d for d in dirs.split(",") if d])
+        arms[name] = arm_record([d for d in dirs.split(",") if d],
+                                Path(args.out) / "files" / args.name, name)
     record = {"name": args.name, "arms": arms}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,9 @@ def test_compare_runs_summarises_arms_and_lists_missing(tmp_path: Path):
                                                      "prune_rate": 0.4}))
         (d / "report.json").write_text(json.dumps({
             "top1": top1, "file_bytes": 1000 + seed, "file_ratio": 16.0, "paper_ratio": 20.0,
-            "search_val_top1": 70.0, "baseline_top1": 88.0, "rates": {"a": 0.5}, "file": "x.rlc"}))
+            "search_val_top1": 70.0, "baseline_top1": 88.0, "rates": {"a": 0.5},
+            "file": str(d / "m.rlc")}))
+        (d / "m.rlc").write_bytes(b"rlc" * (seed + 1))
         dirs.append(str(d))
     rec = mod.main(["--name", "t", "--out", str(tmp_path / "out"),
                     "--arm", "joint=" + ",".join([*dirs, str(tmp_path / "unfinished")])])
@@ -88,3 +90,4 @@ def test_compare_runs_summarises_arms_and_lists_missing(tmp_path: Path):
     assert arm["seeds"] == 2 and arm["top1"] == 81.0 and arm["missing"] == [str(tmp_path / "unfinished")]
     assert arm["top1_std"] == pytest.approx(1.414, abs=1e-3) and arm["top1_se"] == 1.0
     assert (tmp_path / "out" / "t.md").read_text().count("| joint |") == 1
+    assert [Path(r["file"]).read_bytes() for r in arm["runs"]] == [b"rlc", b"rlcrlc"]
