@@ -185,3 +185,16 @@ def test_features_shape_matches_the_joint_observation():
     env = JointEnv(feats, space.names, space, lambda ks, rates: 1.0)
     obs, _ = env.reset()
     assert env.observation_space.contains(obs)
+
+
+def test_file_ratio_budget_is_the_dense_float_file_over_the_ratio():
+    from rlcompress.codec.sizes import reference_sizes
+    from rlcompress.search.budget import file_ratio_of
+
+    model, spec = _tiny()
+    names = list(clusterable_layers(model))
+    b = make_budget(model, spec, names, SearchConfig(target_size="4x"), ShareConfig())
+    assert b.limit == int(reference_sizes(spec, model)["state_bytes"] / 4)
+    assert file_ratio_of("16x") == 16.0 and file_ratio_of("16KB") is None
+    with pytest.raises(ValueError, match="above 1x"):
+        file_ratio_of("0.5x")

@@ -44,7 +44,7 @@ def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, cap
     data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
-            "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
+            "--prune-rates", "", "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
             "--target-ratio", "10", "--out", str(out), "--quiet", *data]
     assert main(args) == 0
     assert "compressed test top-1" in capsys.readouterr().out

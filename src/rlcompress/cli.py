@@ -403,10 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("run", help="the whole method: trained model -> compressed .rlc file",
-                       description="Fine-tune the baseline, prune (FPGM), search k per layer under "
-                       "the budget (DDPG), share weights, fine-tune centroids, export and evaluate "
-                       "the file. With no options: ResNet-20 on CIFAR-10 at a paper ratio of "
-                       "13.35. Each stage is skipped when done; --resume RUN_DIR continues.")
+                       description="From the clean baseline: search a pruning rate per channel "
+                       "chain and k per layer under the budget (DDPG, joint), prune (FPGM) at those "
+                       "rates and fine-tune, share weights with trained quantization, export and "
+                       "evaluate the file. With no options: ResNet-20 on CIFAR-10 at 1/16 of the "
+                       "dense float32 file. The paper's mode: --prune-rates '' --prune-rate 0.4 "
+                       "--target-ratio 13.35. Each stage is skipped when done; --resume RUN_DIR "
+                       "continues.")
     p.add_argument("--out", default=None,
                    help="run directory (default: runs/pipeline, or runs/pipeline-quick with --quick)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",

@@ -33,6 +33,16 @@ class BudgetError(ValueError):
     """Raised when a budget cannot be met even with the smallest k everywhere."""
 
 
+def file_ratio_of(text: str | int | float) -> float | None:
+    """``"16x"`` -> 16.0 (a budget given as a file ratio of the dense float32 model); else None."""
+    if isinstance(text, str) and re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*[xX]\s*", text):
+        ratio = float(text.strip()[:-1])
+        if ratio <= 1:
+            raise ValueError(f"a file-ratio budget must be above 1x, got {text!r}")
+        return ratio
+    return None
+
+
 def parse_size(text: str | int | float) -> int:
     """``48KB`` -> 48000, ``48KiB`` -> 49152, ``1.5MB`` -> 1500000, ``1234`` -> 1234 bytes."""
     if isinstance(text, int | float):

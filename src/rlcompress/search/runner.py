@@ -44,7 +44,7 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
 from rlcompress.search.allocators import ALLOCATORS, AllocContext
-from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_size
+from rlcompress.search.budget import Budget, file_budget, file_ratio_of, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -72,7 +72,8 @@ class SearchConfig:
         episodes: episodes to run (each evaluates one complete policy; an allocator plays one).
         seed: seed of the strategy (networks, noise, random actions).
         target_ratio: budget as the paper's ratio (e.g. 13.35); 0 to use ``target_size``.
-        target_size: budget as bytes of the compressed file (e.g. 48KB, 48KiB, 50000).
+        target_size: budget as bytes of the compressed file (e.g. 48KB, 48KiB, 50000), or as
+            a file ratio of the dense float32 model (e.g. ``16x``: its state bytes / 16).
         k_min: smallest k an action can choose.
         k_max: largest k an action can choose.
         val_images: size of the fixed validation subset that scores every policy.
@@ -153,7 +154,10 @@ def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfi
         return b
     fixed = _measured_fixed_bytes(model, spec, names, kept, cfg, share_cfg)
     groups = [codebook_groups(modules[n].weight.shape[0], share_cfg.group_size) for n in names]
-    return file_budget(kept, fixed, parse_size(cfg.target_size), cfg.k_min, cfg.k_max, groups)
+    ratio = file_ratio_of(cfg.target_size)
+    target = (int(reference_sizes(spec, model)["state_bytes"] / ratio) if ratio
+              else parse_size(cfg.target_size))
+    return file_budget(kept, fixed, target, cfg.k_min, cfg.k_max, groups)
 
 
 def _measured_fixed_bytes(model: nn.Module, spec: dict, names: list[str], kept: list[int],
