@@ -141,14 +141,17 @@ class JointSpace:
 
     def sub_weight(self, layer: int, r_out: float, r_in: float) -> torch.Tensor:
         """The layer's weight as the physically pruned layer would hold it."""
-        w = self.weights[layer]
+        return self.slice_like(layer, self.weights[layer], r_out, r_in)
+
+    def slice_like(self, layer: int, t: torch.Tensor, r_out: float, r_in: float) -> torch.Tensor:
+        """``t`` (shaped like the layer's weight) with the pruned rows and columns removed."""
         out = self.keep(layer, r_out)
         if out is not None:
-            w = w[out]
+            t = t[out]
         p = self.producer_of.get(layer)
         if p is not None and r_in > 0:
-            w = w[:, self.keep(p, r_in)]
-        return w
+            t = t[:, self.keep(p, r_in)]
+        return t
 
     def kept_at(self, layer: int, r_out: float, r_in: float) -> int:
         """Surviving weights of ``layer`` with these output and input rates."""
@@ -233,7 +236,7 @@ class JointEvaluator(PolicyEvaluator):
             if k:
                 imp = self.importance.get(name)
                 if imp is not None:
-                    imp = _slice_like(sp, layer, imp, r_out, r_in)
+                    imp = sp.slice_like(layer, imp, r_out, r_in)
                 res, idx = layer_indices(sub, k, self.cfg, self.cache, name, imp)
                 book = torch.from_numpy(np.asarray(res.codebook, dtype=np.float64).reshape(-1))
                 sub = torch.cat([book, book.new_zeros(1)])[idx].to(sub.dtype)
@@ -274,16 +277,6 @@ class JointEvaluator(PolicyEvaluator):
             return self.scores(ks, kl)
         finally:
             self.rates = {}
-
-
-def _slice_like(space: JointSpace, layer: int, t: torch.Tensor, r_out: float, r_in: float) -> torch.Tensor:
-    out = space.keep(layer, r_out)
-    if out is not None:
-        t = t[out]
-    p = space.producer_of.get(layer)
-    if p is not None and r_in > 0:
-        t = t[:, space.keep(p, r_in)]
-    return t
 
 
 class JointEnv(ClusterEnv):
