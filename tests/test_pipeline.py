@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -166,3 +167,17 @@ def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, t
     widths = [b["out"] for b in manifest["spec"]["blocks"]]
     for (name, rate), mid, width in zip(report["rates"].items(), mids, widths, strict=True):
         assert name.endswith("conv1") and mid == width - int(rate * width + 0.5)
+
+
+def test_resuming_a_run_saved_before_the_joint_search_keeps_its_mode(tmp_path: Path):
+    from rlcompress.pipeline import PipelineConfig, run_pipeline
+    from rlcompress.pipeline.run import saved_config
+
+    old = {k: v for k, v in dataclasses.asdict(PipelineConfig(prune_rates="")).items()
+           if k != "prune_rates"}
+    (tmp_path / "pipeline.json").write_text(json.dumps(old))
+    cfg = PipelineConfig(**saved_config(tmp_path / "pipeline.json"))  # what --resume builds
+    assert cfg.prune_rates == "" and dataclasses.asdict(cfg) == saved_config(tmp_path / "pipeline.json")
+    # the joint default is "other settings" for that directory, not a silent switch of mode
+    with pytest.raises(FileExistsError, match="other settings"):
+        run_pipeline(PipelineConfig(**{**old, "prune_rates": "0,0.5"}), str(tmp_path), progress=False)

@@ -202,6 +202,7 @@ def _cmd_frontier(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from rlcompress.pipeline import PipelineConfig, format_report, run_pipeline
+    from rlcompress.pipeline.run import saved_config
 
     cfg = config_from_args(PipelineConfig, args)
     out = args.resume or args.out or ("runs/pipeline-quick" if cfg.quick else "runs/pipeline")
@@ -209,7 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.resume:
         if not saved.is_file():
             raise FileNotFoundError(f"{saved}: not a pipeline run directory")
-        cfg = PipelineConfig(**json.loads(saved.read_text()))
+        cfg = PipelineConfig(**saved_config(saved))
     report = run_pipeline(cfg, out, config_from_args(DataConfig, args), progress=not args.quiet)
     print(format_report(report))
     print(f"report: {Path(out) / 'report.json'}")

@@ -102,6 +102,12 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.prune_rate must be in [0, 1), got {self.prune_rate}")
 
 
+def saved_config(path: Path) -> dict:
+    """The settings a run directory's ``pipeline.json`` holds; runs saved before the joint
+    search existed were prune-first runs (``prune_rates`` "")."""
+    return {"prune_rates": "", **json.loads(Path(path).read_text())}
+
+
 def _done(stage: Path) -> dict | None:
     path = stage / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -136,7 +142,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     cfg = (cfg or PipelineConfig()).resolved()
     run = Path(out)
     saved = run / "pipeline.json"
-    if saved.is_file() and json.loads(saved.read_text()) != asdict(cfg):
+    if saved.is_file() and saved_config(saved) != asdict(cfg):
         raise FileExistsError(f"{run} holds a run with other settings: continue it with "
                               f"--resume {run}, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
