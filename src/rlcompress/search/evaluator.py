@@ -82,13 +82,20 @@ class PolicyEvaluator:
             return self._original[name]
         key = (name, k)
         if key not in self._weights:
-            t0 = time.perf_counter()
-            w = self._original[name]
-            res, idx = layer_indices(w, k, self.cfg, self.cache, name, self.importance.get(name))
-            book = torch.from_numpy(np.asarray(res.codebook, dtype=np.float64).reshape(-1))
-            self._weights[key] = torch.cat([book, book.new_zeros(1)])[idx].to(w.dtype)
-            self.seconds["cluster"] += time.perf_counter() - t0
+            self._weights[key] = self.cluster(self._original[name], k, name,
+                                              self.importance.get(name))
         return self._weights[key]
+
+    def cluster(self, w: torch.Tensor, k: int, name: str,
+                importance: torch.Tensor | None = None) -> torch.Tensor:
+        """``w`` with its surviving weights replaced by their centroids among ``k`` (pruned
+        positions stay zero), timed as clustering."""
+        t0 = time.perf_counter()
+        res, idx = layer_indices(w, k, self.cfg, self.cache, name, importance)
+        book = torch.from_numpy(np.asarray(res.codebook, dtype=np.float64).reshape(-1))
+        out = torch.cat([book, book.new_zeros(1)])[idx].to(w.dtype)
+        self.seconds["cluster"] += time.perf_counter() - t0
+        return out
 
     @torch.inference_mode()
     def __call__(self, policy: dict[str, int]) -> float:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlcompress.clustering.sharing import layer_indices, surviving_mask
+from rlcompress.clustering.sharing import surviving_mask
 from rlcompress.pruning.criteria import keep_indices
 from rlcompress.search.budget import Budget, BudgetError
 from rlcompress.search.env import N_FEATURES, ClusterEnv, action_to_k, k_to_action
@@ -174,13 +174,11 @@ class JointSpace:
 
     def check(self) -> None:
         """Raise :class:`BudgetError` if the largest rates and ``k_min`` everywhere do not fit."""
-        b = self.budget_for(self.max_rates())
-        if b.min_total() > b.limit:
-            unit = "bits" if b.kind == "paper" else "bytes"
-            raise BudgetError(
-                f"budget of {b.limit:.0f} {unit} cannot be met: pruning every prunable layer at "
-                f"{self.rates[-1]} with k={b.k_min} everywhere already needs {b.min_total():.0f} "
-                f"{unit}")
+        try:
+            self.budget_for(self.max_rates()).check()
+        except BudgetError as exc:
+            raise BudgetError(f"{exc}, even with every prunable layer pruned at "
+                              f"{self.rates[-1]}") from None
 
     def project(self, rates: list[float], ks: list[int]) -> tuple[list[float], list[int]]:
         """A policy within the budget: raise rates while even ``k_min`` does not fit (each step
@@ -237,9 +235,7 @@ class JointEvaluator(PolicyEvaluator):
                 imp = self.importance.get(name)
                 if imp is not None:
                     imp = sp.slice_like(layer, imp, r_out, r_in)
-                res, idx = layer_indices(sub, k, self.cfg, self.cache, name, imp)
-                book = torch.from_numpy(np.asarray(res.codebook, dtype=np.float64).reshape(-1))
-                sub = torch.cat([book, book.new_zeros(1)])[idx].to(sub.dtype)
+                sub = self.cluster(sub, k, name, imp)
             full = torch.zeros_like(sp.weights[layer])
             rows = sp.keep(layer, r_out)
             rows = torch.arange(full.shape[0]) if rows is None else rows
@@ -336,9 +332,8 @@ class JointEnv(ClusterEnv):
         if done:
             rates, ks = self.space.project(self.rates, self.ks)
             b = self.space.budget_for(rates)
-            if self.snap:
+            if self.snap:  # the same cost for more clusters: stays within the budget
                 ks = [b.snap_up(i, k) for i, k in enumerate(ks)]
-                ks = b.project(ks)
             self.rates, self.ks = rates, ks
             policy = dict(zip(self.layers, ks, strict=True))
             rate_map = {self.layers[i]: rates[i] for i in self.space.prunable}
