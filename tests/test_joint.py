@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -173,9 +174,89 @@ def test_joint_search_end_to_end_is_deterministic(tmp_path: Path):
     assert any(float(x) > 0 for r in rows[0] for x in r["rates"].split(";"))
 
 
-def test_allocators_refuse_the_joint_space():
-    with pytest.raises(ValueError, match="chooses k only"):
-        SearchConfig(strategy="hessian", prune_rates="0.5", target_size="10KB")
+@pytest.mark.parametrize("name", ["uniform", "greedy", "hessian"])
+def test_allocators_in_the_joint_space_fit_and_resume(tmp_path: Path, name: str):
+    import json
+
+    data = planted_data(n_train=64, n_val=64, size=16)
+    cfg = SearchConfig(strategy=name, target_size="5KB", prune_rates="0.25,0.5", val_images=64,
+                       progress=False, k_max=64, threads=1, rescore=0)
+    model, spec = _tiny()
+    summary = run_search(model, spec, data, tmp_path / "a", cfg)
+    best, alloc = summary["best"], json.loads((tmp_path / "a" / "allocation.json").read_text())
+    assert summary["episodes"] == 1 and best["cost"] <= 5000
+    assert best["k"] == alloc["k"] and best["rate"] == alloc["rate"]  # played as allocated
+    assert all(r in RATES for r in best["rate"].values())
+    space = _space(model, spec, 5000)
+    rates = [best["rate"].get(n, 0.0) for n in space.names]
+    assert space.budget_for(rates).total([best["k"][n] for n in space.names]) <= 5000
+    if name == "uniform":
+        assert len(set(best["k"].values())) == 1
+    model, spec = _tiny()  # resuming reads the allocation back
+    assert run_search(model, spec, data, tmp_path / "a", cfg, resume=True)["best"] == best
+
+
+def test_joint_knapsack_is_optimal_on_a_planted_problem():
+    import itertools
+
+    from rlcompress.search.joint_alloc import joint_knapsack
+
+    rng = np.random.default_rng(0)
+    producer_of, prunable = {1: 0, 3: 2}, {0, 2}  # chains 0 -> 1 and 2 -> 3, layer 4 alone
+    rates, ks = (0.0, 0.5), [2, 4, 8]
+    for _ in range(10):
+        base = rng.integers(5, 40, 5)
+        noise = rng.random((5, 3, 2, 2))
+
+        def cost(i, k, ro, ri):
+            return int(base[i] * math.log2(k) * (1 - ro) * (1 - ri)) + 1
+
+        def value(i, k, ro, ri):
+            return noise[i, ks.index(k), rates.index(ro), rates.index(ri)]
+
+        def brute_best(cap):
+            best = None
+            for r0, r2 in itertools.product(rates, repeat=2):
+                rs = [r0, 0.0, r2, 0.0, 0.0]
+                for kk in itertools.product(ks, repeat=5):
+                    ri = [0.0, r0, 0.0, r2, 0.0]
+                    c = sum(cost(i, kk[i], rs[i], ri[i]) for i in range(5))
+                    v = sum(value(i, kk[i], rs[i], ri[i]) for i in range(5))
+                    if c <= cap and (best is None or v < best):
+                        best = v
+            return best
+
+        cap = int(rng.integers(15, 120))
+        want = brute_best(cap)
+        if want is None:
+            with pytest.raises(ValueError):
+                joint_knapsack(5, producer_of, prunable, rates, ks, cost, value, cap)
+            continue
+        rs, kk = joint_knapsack(5, producer_of, prunable, rates, ks, cost, value, cap)
+        ri = [0.0, rs[0], 0.0, rs[2], 0.0]
+        assert rs[1] == rs[3] == rs[4] == 0.0
+        assert sum(cost(i, kk[i], rs[i], ri[i]) for i in range(5)) <= cap
+        assert sum(value(i, kk[i], rs[i], ri[i]) for i in range(5)) == pytest.approx(want)
+
+
+def test_joint_greedy_never_exceeds_the_budget():
+    from rlcompress.search.joint_alloc import joint_greedy
+
+    rng = np.random.default_rng(1)
+    rates, ks = (0.0, 0.25, 0.5), [2, 4, 8, 16]
+    sizes = rng.integers(100, 1000, 6)
+
+    def total(rs, kk):
+        r_in = [0.0, rs[0], 0.0, rs[2], 0.0, 0.0]
+        return sum(s * math.log2(k) * (1 - r) * (1 - q) for s, k, r, q in zip(sizes, kk, rs, r_in))
+
+    smallest = total([0.5, 0, 0.5, 0, 0, 0], [2] * 6)
+    for limit in np.linspace(smallest, total([0.0] * 6, [16] * 6), 12):
+        table = np.sort(rng.random((6, 4)), axis=1)[:, ::-1]
+        rtab = {0: np.sort(rng.random(3)), 2: np.sort(rng.random(3))}
+        rs, kk = joint_greedy(table, rtab, rates, ks, total, limit)
+        assert total(rs, kk) <= limit + 1e-9
+        assert rs[1] == rs[3] == rs[4] == rs[5] == 0.0
 
 
 def test_features_shape_matches_the_joint_observation():

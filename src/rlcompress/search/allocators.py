@@ -14,10 +14,18 @@ so the budget, logging and summary are the same as for DDPG):
   training loss (mean over the layer's weights) times the squared clustering error
   ``||W - Q_k(W)||^2`` for each k, then the policy of least total that fits, solved exactly as a
   multiple-choice knapsack by dynamic programming over the (integer) costs.
+
+In the joint space (``AllocContext.space``, a search with ``--prune-rates``) each allocator
+also chooses a pruning rate per chain (:mod:`rlcompress.search.joint_alloc`): ``uniform`` keeps
+every layer whole at the largest uniform k (pruning only if even k_min does not fit);
+``greedy`` adds per-chain sensitivities (KL with only that chain pruned) to its moves;
+``hessian`` charges pruned weights as quantised to zero (trace x ``||W - Q(W_pruned)||^2``) and
+solves the coupled choice exactly (:func:`~rlcompress.search.joint_alloc.joint_knapsack`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +40,8 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
 from rlcompress.search.budget import Budget
 from rlcompress.search.evaluator import PolicyEvaluator
+from rlcompress.search.joint import JointEvaluator, JointSpace, uniform_joint
+from rlcompress.search.joint_alloc import joint_greedy, joint_knapsack
 
 
 @dataclass
@@ -47,6 +57,7 @@ class AllocContext:
     seed: int = 0
     hutchinson_samples: int = 16
     hessian_images: int = 256
+    space: JointSpace | None = None
 
     def options(self) -> list[int]:
         """Candidate k: whole bits between the budget's k_min and k_max."""
@@ -54,7 +65,9 @@ class AllocContext:
         return [2**b for b in range(max(lo, 1), hi + 1)]
 
 
-Allocator = Callable[[AllocContext], list[int]]
+# k per layer; in the joint space (rate per layer, 0 where no chain; k per layer)
+Allocation = list[int] | tuple[list[float], list[int]]
+Allocator = Callable[[AllocContext], Allocation]
 ALLOCATORS: dict[str, Allocator] = {}
 
 
@@ -69,8 +82,10 @@ def register_allocator(name: str) -> Callable[[Allocator], Allocator]:
 
 
 @register_allocator("uniform")
-def uniform(ctx: AllocContext) -> list[int]:
-    """The largest k that fits when every layer takes it."""
+def uniform(ctx: AllocContext) -> Allocation:
+    """The largest k that fits when every layer takes it (joint: unpruned where that fits)."""
+    if ctx.space is not None:
+        return uniform_joint(ctx.space, 0.0)
     return [ctx.budget.uniform_k()] * len(ctx.names)
 
 
@@ -86,9 +101,11 @@ def sensitivity_table(ctx: AllocContext) -> np.ndarray:
 
 
 @register_allocator("greedy")
-def greedy(ctx: AllocContext) -> list[int]:
+def greedy(ctx: AllocContext) -> Allocation:
     """From the largest k, halve k where the measured loss grows least per byte saved."""
     opts, budget = ctx.options(), ctx.budget
+    if ctx.space is not None:
+        return _greedy_joint(ctx, opts)
     table = np.maximum.accumulate(sensitivity_table(ctx)[:, ::-1], axis=1)[:, ::-1]
     level = [len(opts) - 1] * len(ctx.names)  # index into opts, per layer
 
@@ -183,12 +200,14 @@ def knapsack(costs: np.ndarray, values: np.ndarray, capacity: float) -> list[int
 
 
 @register_allocator("hessian")
-def hessian(ctx: AllocContext) -> list[int]:
+def hessian(ctx: AllocContext) -> Allocation:
     """HAWQ-style: mean Hessian trace x squared clustering error, least total within budget."""
     opts, budget = ctx.options(), ctx.budget
     batches = calibration_batches(ctx.data, ctx.hessian_images, seed=ctx.seed, batch_size=128)
     model = _float_copy(ctx.model)
     traces = hutchinson_traces(model, ctx.names, batches, ctx.hutchinson_samples, ctx.seed)
+    if ctx.space is not None:
+        return _hessian_joint(ctx, opts, traces)
     modules = dict(ctx.model.named_modules())
     omega = np.zeros((len(ctx.names), len(opts)))
     costs = np.zeros((len(ctx.names), len(opts)))
@@ -209,3 +228,36 @@ def _float_copy(model: nn.Module) -> nn.Module:
     for p in net.parameters():
         p.requires_grad_(True)
     return net
+
+
+def _greedy_joint(ctx: AllocContext, opts: list[int]) -> tuple[list[float], list[int]]:
+    space, ev = ctx.space, ctx.evaluator
+    assert space is not None and isinstance(ev, JointEvaluator)
+    floats = {n: 0 for n in ctx.names}
+    rate_table = {i: np.array([ev.joint_scores(floats, {ctx.names[i]: r})["kl"] if r else 0.0
+                               for r in space.rates]) for i in space.prunable}
+
+    def total(rates: list[float], ks: list[int]) -> float:
+        return space.budget_for(rates).total(ks)
+
+    return joint_greedy(sensitivity_table(ctx), rate_table, space.rates, opts, total,
+                        ctx.budget.limit)
+
+
+def _hessian_joint(ctx: AllocContext, opts: list[int],
+                   traces: list[float]) -> tuple[list[float], list[int]]:
+    space, ev = ctx.space, ctx.evaluator
+    assert space is not None and isinstance(ev, JointEvaluator)
+    budget = ctx.budget
+
+    @functools.cache
+    def cost(i: int, k: int, r_out: float, r_in: float) -> float:
+        return space.layer_cost(i, k, r_out, r_in)
+
+    @functools.cache
+    def value(i: int, k: int, r_out: float, r_in: float) -> float:
+        err = ((ev.joint_weight(i, k, r_out, r_in).float() - space.weights[i].float()) ** 2).sum()
+        return max(traces[i], 0.0) * float(err)
+
+    return joint_knapsack(len(ctx.names), space.producer_of, space.prunable, space.rates, opts,
+                          cost, value, budget.limit - budget.fixed)

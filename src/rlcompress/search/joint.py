@@ -168,6 +168,12 @@ class JointSpace:
         """The budget with each layer's cost charged for its kept weights under ``rates``."""
         return dataclasses.replace(self.budget, kept=self.kept(rates))
 
+    def layer_cost(self, layer: int, k: int, r_out: float, r_in: float) -> float:
+        """The budget's cost of ``layer`` at ``k`` with these output and input rates."""
+        kept = list(self.budget.kept)
+        kept[layer] = self.kept_at(layer, r_out, r_in)
+        return dataclasses.replace(self.budget, kept=kept).cost(layer, k)
+
     def max_rates(self) -> list[float]:
         """The largest offered rate at every chain, 0 elsewhere."""
         return [self.rates[-1] if i in self.chain_at else 0.0 for i in range(len(self.names))]

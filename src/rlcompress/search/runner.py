@@ -43,7 +43,7 @@ from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
-from rlcompress.search.allocators import ALLOCATORS, AllocContext
+from rlcompress.search.allocators import ALLOCATORS, AllocContext, Allocation
 from rlcompress.search.budget import Budget, file_budget, file_ratio_of, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
@@ -134,9 +134,6 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
         if self.prune_rates:
             parse_rates(self.prune_rates)
-            if self.strategy in ALLOCATORS:
-                raise ValueError(f"the {self.strategy!r} allocator chooses k only: run it on a "
-                                 "pruned model without --prune-rates, or use ddpg/random")
 
 
 def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
@@ -295,7 +292,7 @@ def run_search(
     allocation = None
     if cfg.strategy in ALLOCATORS:
         allocation = _allocate(run, cfg, AllocContext(model, names, budget, data, evaluator,
-                                                      cfg.seed), resume)
+                                                      cfg.seed, space=space), resume)
     episodes = 1 if allocation else cfg.episodes
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
@@ -317,7 +314,7 @@ def run_search(
                disable=not cfg.progress)
     while agent.episodes < episodes:
         t0 = time.perf_counter()
-        plan = ([k_to_action(k, budget.k_min, budget.k_max) for k in allocation] if allocation
+        plan = (_allocation_plan(allocation, budget, to_actions) if allocation
                 else episode_plan(agent.episodes, demos, budget, cfg, ddpg_cfg.warmup, to_actions))
         reward, info, t_ep = play_episode(env, agent, plan)
         t_agent += t_ep
@@ -357,16 +354,31 @@ def run_search(
     return summary
 
 
-def _allocate(run: Path, cfg: SearchConfig, ctx: AllocContext, resume: bool) -> list[int]:
-    """The allocator's policy (read back from ``allocation.json`` when resuming)."""
+def _allocate(run: Path, cfg: SearchConfig, ctx: AllocContext, resume: bool) -> Allocation:
+    """The allocator's policy (read back from ``allocation.json`` when resuming): a k list, or
+    (rates, ks) in the joint space."""
     path = run / "allocation.json"
     if resume and path.is_file():
-        return [int(k) for k in json.loads(path.read_text())["ks"]]
+        saved = json.loads(path.read_text())
+        ks = [int(k) for k in saved["ks"]]
+        return ([float(r) for r in saved["rates"]], ks) if "rates" in saved else ks
     t0 = time.perf_counter()
-    ks = ALLOCATORS[cfg.strategy](ctx)
-    write_json(path, {"strategy": cfg.strategy, "ks": ks, "k": dict(zip(ctx.names, ks, strict=True)),
-                      "seconds": round(time.perf_counter() - t0, 2)})
-    return ks
+    got = ALLOCATORS[cfg.strategy](ctx)
+    rates, ks = got if isinstance(got, tuple) else (None, got)
+    record = {"strategy": cfg.strategy, "ks": ks, "k": dict(zip(ctx.names, ks, strict=True))}
+    if rates is not None:
+        record |= {"rates": rates, "rate": {ctx.names[i]: rates[i] for i in ctx.space.prunable}}
+    write_json(path, record | {"seconds": round(time.perf_counter() - t0, 2)})
+    return got
+
+
+def _allocation_plan(allocation: Allocation, budget: Budget,
+                     to_actions: Callable[[object], list[float]] | None) -> list[float]:
+    """The actions that play an allocated policy as the search's one episode."""
+    if isinstance(allocation, tuple):
+        assert to_actions is not None, "a joint allocation needs the joint environment"
+        return to_actions(allocation)
+    return [k_to_action(k, budget.k_min, budget.k_max) for k in allocation]
 
 
 def play_episode(env: ClusterEnv, agent: object,
