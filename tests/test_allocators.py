@@ -153,3 +153,30 @@ def test_greedy_fill_leaves_no_affordable_doubling():
             trial = list(ks)
             trial[i] = 2 * k
             assert budget.total(trial) > budget.limit
+
+
+def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accuracy(
+        image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+    from rlcompress.data import DataConfig, load_data
+    from rlcompress.jobs.share import evaluate_file
+    from rlcompress.models import model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    args = ["frontier", "--model", str(tmp_path / "dense.safetensors"), "--out",
+            str(tmp_path / "run"), "--results", str(tmp_path / "res"), "--ratios", "24",
+            "--strategies", "greedy", "hessian", "--prune-rates", "0.5", "--prune-epochs", "0",
+            "--share-epochs", "0", "--val-images", "3", "--threads", "1", "--source",
+            str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--quiet"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "res" / "dense.json").read_text())
+    assert result["config"]["prune_rates"] == "0.5" and len(result["points"]) == 2
+    data = load_data(DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=3),
+                     progress=False)
+    for p in result["points"]:
+        assert p["file_bytes"] <= p["budget_bytes"] and set(p["rate"].values()) <= {0.0, 0.5}
+        scores = evaluate_file(p["file"], data)
+        assert round(scores["test"]["top1"], 2) == p["top1"]
+        assert (tmp_path / "run" / "24x" / f"{p['method']}-s0" / "prune" / "summary.json").is_file()

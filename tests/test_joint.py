@@ -208,10 +208,10 @@ def test_joint_knapsack_is_optimal_on_a_planted_problem():
         base = rng.integers(5, 40, 5)
         noise = rng.random((5, 3, 2, 2))
 
-        def cost(i, k, ro, ri):
+        def cost(i, k, ro, ri, base=base):
             return int(base[i] * math.log2(k) * (1 - ro) * (1 - ri)) + 1
 
-        def value(i, k, ro, ri):
+        def value(i, k, ro, ri, noise=noise):
             return noise[i, ks.index(k), rates.index(ro), rates.index(ri)]
 
         def brute_best(cap):
@@ -248,7 +248,7 @@ def test_joint_greedy_never_exceeds_the_budget():
 
     def total(rs, kk):
         r_in = [0.0, rs[0], 0.0, rs[2], 0.0, 0.0]
-        return sum(s * math.log2(k) * (1 - r) * (1 - q) for s, k, r, q in zip(sizes, kk, rs, r_in))
+        return sum(s * math.log2(k) * (1 - r) * (1 - q) for s, k, r, q in zip(sizes, kk, rs, r_in, strict=True))
 
     smallest = total([0.5, 0, 0.5, 0, 0, 0], [2] * 6)
     for limit in np.linspace(smallest, total([0.0] * 6, [16] * 6), 12):

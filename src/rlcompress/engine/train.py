@@ -352,6 +352,9 @@ def fit(
                     f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
                     f"val {val['top1']:.2f}%  ({seconds:.0f}s)"
                 )
+    if cfg.epochs == 0:  # no training asked: the model as given is the best and the last
+        for name in ("best", "last"):
+            save_checkpoint(model, spec, run_dir, name)
     if cfg.select == "last" and start_epoch > cfg.epochs and rows:
         # a finished run re-selected with ``last`` (e.g. resumed with a changed --select)
         save_checkpoint(model, spec, run_dir, "best")

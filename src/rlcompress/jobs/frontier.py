@@ -6,9 +6,15 @@ strategy searches a k policy under the budget ``dense / R`` bytes and the policy
 fine-tuned exactly as ``rlcompress share`` does. Searched strategies (``ddpg``, ``random``) run
 ``seeds`` seeds; the one-shot allocators are deterministic and run once.
 
+With ``prune_rates`` the frontier is *joint*: ``model`` is the dense model, every strategy also
+chooses a pruning rate per chain (rlcompress.search.joint), and each point is pruned at its
+rates and fine-tuned for ``prune_epochs`` (every point alike, unpruned ones included, so the
+rows of a budget get the same training) before sharing.
+
 Run directory::
 
     <ratio>x/<strategy>-s<seed>/search/   the search (rlcompress.search.runner)
+    <ratio>x/<strategy>-s<seed>/prune/    joint only: FPGM at the searched rates, fine-tuning
     <ratio>x/<strategy>-s<seed>/share/    sharing, fine-tuning, model.rlc (rlcompress.jobs.share)
 
 Every point whose ``share/summary.json`` exists is reused, so an interrupted frontier resumes
@@ -26,15 +32,17 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlcompress.clustering.sharing import ShareConfig, clusterable_layers
+from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig
 from rlcompress.fileio import save_figure, write_json, write_text
+from rlcompress.jobs.prune import prune
 from rlcompress.jobs.search import search
 from rlcompress.jobs.share import share
 from rlcompress.jobs.train import resolve_model
-from rlcompress.search import DDPGConfig, SearchConfig, make_budget
+from rlcompress.pruning import PruneConfig
+from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.strategies import STRATEGIES
 
 SEARCHED = ("ddpg", "random")
@@ -56,6 +64,10 @@ class FrontierConfig:
         threads: CPU threads (0: one per core).
         progress: show progress bars.
         compact_bn: files store batch norms as scale and shift (searches budget for it).
+        prune_rates: joint frontier: the rates every strategy may give each chain (empty: k
+            only, on an already pruned model).
+        prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
+        prune_lr: their peak learning rate.
     """
 
     ratios: tuple[float, ...] = (8.0, 12.0, 18.0, 27.0, 40.0)
@@ -69,6 +81,9 @@ class FrontierConfig:
     threads: int = 0
     progress: bool = True
     compact_bn: bool = False
+    prune_rates: str = ""
+    prune_epochs: int = 4
+    prune_lr: float = 0.05
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -92,10 +107,8 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
         name = path.parent.parent.name if path.stem == "best" else path.stem
     dense = reference_sizes(spec, net)["state_bytes"]
     budgets = {r: int(dense / r) for r in cfg.ratios}
-    names = list(clusterable_layers(net))
     for size in budgets.values():  # every budget must be possible before any training
-        make_budget(net.eval(), spec, names, _search_cfg(cfg, "uniform", 0, size),
-                    ShareConfig()).check()
+        check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
     points = []
     for r in cfg.ratios:
         for strategy in cfg.strategies:
@@ -116,7 +129,8 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
 def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
     return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
                         target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
-                        progress=cfg.progress, compact_bn=cfg.compact_bn)
+                        progress=cfg.progress, compact_bn=cfg.compact_bn,
+                        prune_rates=cfg.prune_rates)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
@@ -129,9 +143,16 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
         ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
         found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
                        ShareConfig(), ddpg, data_cfg, resume=True)
+        start = model
+        if cfg.prune_rates:
+            prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
+                  "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
+                                                    seed=seed, threads=cfg.threads,
+                                                    progress=cfg.progress), resume=True)
+            start = str(run / "prune" / "finetune" / "best.safetensors")
         tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                            seed=seed, threads=cfg.threads, progress=cfg.progress)
-        shared = share(model, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
+        shared = share(start, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
                        tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{ratio:g}x-{strategy}-s{seed}.rlc"
@@ -139,7 +160,14 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     return {"method": strategy, "seed": seed, "target_ratio": ratio, "budget_bytes": size,
             "file_bytes": shared["file_bytes"], "file_ratio": shared["file_ratio"],
             "paper_ratio": shared["paper_ratio"], "top1": shared["top1"],
-            "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"]}
+            "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"],
+            "rate": found_rates(run)}
+
+
+def found_rates(run: Path) -> dict[str, float]:
+    """The rates a joint point's search chose ({} for a k-only point)."""
+    path = run / "search" / "summary.json"
+    return json.loads(path.read_text())["best"].get("rate", {}) if path.is_file() else {}
 
 
 def _aggregate(points: list[dict]) -> list[dict]:

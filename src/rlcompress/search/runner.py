@@ -43,7 +43,7 @@ from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
-from rlcompress.search.allocators import ALLOCATORS, AllocContext, Allocation
+from rlcompress.search.allocators import ALLOCATORS, Allocation, AllocContext
 from rlcompress.search.budget import Budget, file_budget, file_ratio_of, paper_budget, parse_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
