@@ -279,3 +279,8 @@ def test_file_ratio_budget_is_the_dense_float_file_over_the_ratio():
     assert file_ratio_of("16x") == 16.0 and file_ratio_of("16KB") is None
     with pytest.raises(ValueError, match="above 1x"):
         file_ratio_of("0.5x")
+
+
+def test_an_unknown_strategy_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="unknown search strategy 'hawq'.*hessian"):
+        SearchConfig(strategy="hawq", target_size="10KB")

@@ -55,12 +55,13 @@ class PipelineConfig:
             precedence over ``target_size``.
         target_size: budget as bytes of the compressed file, e.g. 48KB, or as a file ratio of
             the dense float32 model, e.g. 16x.
-        strategy: search strategy: ddpg or random.
-        episodes: search episodes.
-        share_epochs: centroid fine-tuning epochs after weight sharing.
+        strategy: search strategy: ddpg, random, or a one-shot allocator (uniform, greedy,
+            hessian: one policy computed from measured sensitivities, joint mode included).
+        episodes: search episodes (an allocator plays one).
+        share_epochs: trained-quantization epochs after weight sharing.
         lr: peak learning rate of baseline and pruning fine-tuning.
         share_lr: peak learning rate of the shared model's fine-tuning (trained quantization).
-        share_distill: weight of distillation from the pruned model in centroid fine-tuning
+        share_distill: weight of distillation from the pruned model in trained quantization
             (0: plain cross-entropy).
         seed: seed of training order and of the search.
         val_images: validation images that score each policy during the search.

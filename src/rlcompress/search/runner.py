@@ -56,7 +56,7 @@ from rlcompress.search.joint import (
     parse_rates,
     rates_list,
 )
-from rlcompress.search.strategies import make_strategy
+from rlcompress.search.strategies import STRATEGIES, make_strategy
 
 FIELDS = ["episode", "reward", "val_top1", "paper_ratio", "cost", "budget_fraction", "sigma",
           "seconds", "ks", "rates"]
@@ -132,6 +132,9 @@ class SearchConfig:
                      ge1=("k_min", "k_max"), choices={"precision": ("bf16", "fp16", "fp32")})
         if self.k_max < self.k_min:
             raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
+        if self.strategy not in STRATEGIES:  # before any pruning or training, not after
+            raise ValueError(f"unknown search strategy {self.strategy!r}; known: "
+                             f"{sorted(STRATEGIES)}")
         if self.prune_rates:
             parse_rates(self.prune_rates)
 
