@@ -51,6 +51,11 @@ def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, cap
     assert "compressed test top-1" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["paper_ratio"] >= 10.0
+    stages = report["seconds"]["stages"]
+    assert set(stages) == {"baseline", "prune", "search", "share", "report"}
+    assert report["seconds"]["total"]["wall_s"] == pytest.approx(
+        sum(v["wall_s"] for v in stages.values()), abs=0.05)
+    assert stages["prune"]["cpu_s"] > 0 and stages["share"]["wall_s"] > 0
     # the report's numbers are those of the files it names
     assert main(["evaluate", report["file"], "--quiet", *data]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["top1"], abs=0.01)

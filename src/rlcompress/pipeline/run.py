@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -169,38 +172,72 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     if _done(run / "prune") is None:
         _preflight(cfg, init, scfg)
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")
-    if cfg.baseline_epochs > 0:
-        # the shared checkpoints have seen the validation images: keep the last epoch
-        baseline(cfg.model, str(run / "baseline"), str(run / "baseline"), init, data_cfg,
-                 tcfg(cfg.baseline_epochs, cfg.lr, select="last"), resume=True)
-    elif not start.is_file():
-        net, spec = resolve_model(cfg.model, init, load_data(data_cfg, progress=False).num_classes)
-        save_checkpoint(net, spec, run / "baseline", "best")
+    with _timed(run, "baseline"):
+        if cfg.baseline_epochs > 0:
+            # the shared checkpoints have seen the validation images: keep the last epoch
+            baseline(cfg.model, str(run / "baseline"), str(run / "baseline"), init, data_cfg,
+                     tcfg(cfg.baseline_epochs, cfg.lr, select="last"), resume=True)
+        elif not start.is_file():
+            net, spec = resolve_model(cfg.model, init,
+                                      load_data(data_cfg, progress=False).num_classes)
+            save_checkpoint(net, spec, run / "baseline", "best")
     dcfg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
     pruned = run / "prune" / "finetune" / "best.safetensors"
     if cfg.prune_rates:  # joint: search the dense model, then prune at the rates it chose
         say(2, "search", _done(run / "search"), f"joint {cfg.strategy}, {cfg.episodes} episodes")
-        found = search(str(start), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
-                       resume=True)
+        with _timed(run, "search"):
+            found = search(str(start), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
+                           resume=True)
         say(3, "prune", _done(run / "prune"), f"FPGM at the searched rates, "
             f"{cfg.prune_epochs} fine-tuning epochs")
-        if _done(run / "prune") is None:
-            prune(str(start), str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
-                  "physical", data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+        with _timed(run, "prune"):
+            if _done(run / "prune") is None:
+                prune(str(start), str(run / "prune"),
+                      PruneConfig(rate=0.0, rates=found["best"]["rate"]), "physical", data_cfg,
+                      tcfg(cfg.prune_epochs, cfg.lr), resume=True)
     else:
         say(2, "prune", _done(run / "prune"), f"FPGM rate {cfg.prune_rate}, "
             f"{cfg.prune_epochs} fine-tuning epochs")
-        if _done(run / "prune") is None:
-            prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate), "physical",
-                  data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+        with _timed(run, "prune"):
+            if _done(run / "prune") is None:
+                prune(str(start), str(run / "prune"), PruneConfig(rate=cfg.prune_rate),
+                      "physical", data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
         say(3, "search", _done(run / "search"), f"{cfg.strategy}, {cfg.episodes} episodes")
-        found = search(str(pruned), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
-                       resume=True)
+        with _timed(run, "search"):
+            found = search(str(pruned), str(run / "search"), scfg, ShareConfig(), dcfg,
+                           data_cfg, resume=True)
     say(4, "share", _done(run / "share"), f"{cfg.share_epochs} trained-quantization epochs")
-    shared = _done(run / "share") or share(
-        str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
-        tcfg(cfg.share_epochs, cfg.share_lr, distill=cfg.share_distill), resume=True)
-    return _report(run, cfg, data_cfg, shared, found)
+    with _timed(run, "share"):
+        shared = _done(run / "share") or share(
+            str(pruned), str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
+            tcfg(cfg.share_epochs, cfg.share_lr, distill=cfg.share_distill), resume=True)
+    with _timed(run, "report"):
+        report = _report(run, cfg, data_cfg, shared, found)
+    report["seconds"] = stage_seconds(run)
+    write_json(run / "report.json", report)
+    return report
+
+
+@contextmanager
+def _timed(run: Path, stage: str) -> Iterator[None]:
+    """Add the wall and CPU (all threads of this process) seconds of a stage to
+    ``timings.json``; a resumed stage adds what this session spent, a skipped one ~0."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    yield
+    path = run / "timings.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {}
+    old = rec.get(stage, {"wall_s": 0.0, "cpu_s": 0.0})
+    rec[stage] = {"wall_s": round(old["wall_s"] + time.perf_counter() - w0, 2),
+                  "cpu_s": round(old["cpu_s"] + time.process_time() - c0, 2)}
+    write_json(path, rec)
+
+
+def stage_seconds(run: Path) -> dict:
+    """Per-stage wall and CPU seconds of a run directory, with their totals."""
+    path = Path(run) / "timings.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {}
+    total = {k: round(sum(v[k] for v in rec.values()), 2) for k in ("wall_s", "cpu_s")}
+    return {"stages": rec, "total": total}
 
 
 def _report(run: Path, cfg: PipelineConfig, data_cfg: DataConfig, shared: dict, found: dict) -> dict:
