@@ -125,17 +125,30 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
             "uniform", "random", "--seeds", "2", "--episodes", "2", "--share-epochs", "0",
             "--val-images", "3", "--threads", "1", "--source", str(image_tar), "--data-dir",
             str(tmp_path / "d"), "--val-size", "3", "--quiet"]
+    peer_file = tmp_path / "peer.rlc"
+    peer_file.write_bytes(b"x" * 5000)
+    (tmp_path / "peers.json").write_text(json.dumps([
+        {"model": "resnet20", "tool": "coremltools", "method": "DKMPalettizer", "bits": 2,
+         "epochs": 1, "lr": lr, "top1": top1, "val_top1": val, "file": str(peer_file),
+         "file_bytes": 5000} for lr, top1, val in ((0.01, 50.0, 40.0), (0.001, 45.0, 42.0))]
+        + [{"model": "resnet20", "tool": "rlcompress", "method": "default", "bits": 2,
+            "epochs": 0, "top1": 1.0, "val_top1": 1.0, "file": "x", "file_bytes": 1}]))
+    args += ["--rules", "k16", "--peers", str(tmp_path / "peers.json")]
     assert main(args) == 0
     result = json.loads((tmp_path / "res" / "m.json").read_text())
-    assert len(result["points"]) == 1 + 2  # uniform once, random over 2 seeds
+    assert len(result["points"]) == 1 + 2 + 1 + 1  # uniform, random x 2 seeds, k16, one peer
     for p in result["points"]:
         assert Path(p["file"]).is_file() and p["file_bytes"] <= p["budget_bytes"]
     rows = {(r["method"], r["target_ratio"]): r for r in result["rows"]}
     assert rows[("random", 10.0)]["seeds"] == 2 and rows[("uniform", 10.0)]["seeds"] == 1
+    rule = next(p for p in result["points"] if p["method"] == "k16")
+    assert rule["budget_bytes"] == rule["file_bytes"]  # a rule is a point at its own size
+    peer = next(p for p in result["points"] if p["method"].startswith("coremltools"))
+    assert peer["method"] == "coremltools-DKMPalettizer-1ep" and peer["top1"] == 45.0  # best val
     assert (tmp_path / "res" / "m.md").is_file() and (tmp_path / "res" / "m.png").is_file()
     assert main(args) == 0  # every point done: read back, nothing recomputed
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
-    assert main([*args[:-1], "--ratios", "1.0"]) == 2  # not a compression: refused
+    assert main([*args, "--ratios", "1.0"]) == 2  # not a compression: refused
     assert "ratios must be > 1" in capsys.readouterr().err
 
 

@@ -194,7 +194,7 @@ def _cmd_frontier(args: argparse.Namespace) -> None:
     if args.quiet:
         cfg.progress = False
     result = frontier(args.model, args.out, cfg, config_from_args(DataConfig, args),
-                      args.results, args.name)
+                      args.results, args.name, args.peers, args.peers_model)
     from rlcompress.jobs.frontier import markdown
 
     print(markdown(result["rows"]))
@@ -396,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/frontier", help="run directory")
     p.add_argument("--results", default="results/frontier", help="results folder")
     p.add_argument("--name", default="", help="results name; empty: taken from the model path")
+    p.add_argument("--peers", default="", help="a benchmarks/peers.py results file (run with "
+                   "--rlc): its coremltools points join the frontier")
+    p.add_argument("--peers-model", default="resnet20",
+                   help="which model's rows of --peers to use (e.g. resnet20-fpgm)")
     from rlcompress.jobs.frontier import FrontierConfig
 
     add_config_args(p, FrontierConfig)

@@ -32,6 +32,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rlcompress.clustering.policies import RULE_POLICIES
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import DataConfig, load_data
@@ -68,6 +69,8 @@ class FrontierConfig:
             only, on an already pruned model).
         prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
         prune_lr: their peak learning rate.
+        rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
+            (no budget; the same training as every other point).
     """
 
     ratios: tuple[float, ...] = (8.0, 12.0, 18.0, 27.0, 40.0)
@@ -84,6 +87,7 @@ class FrontierConfig:
     prune_rates: str = ""
     prune_epochs: int = 4
     prune_lr: float = 0.05
+    rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -93,12 +97,19 @@ class FrontierConfig:
             raise ValueError("frontier ratios must be > 1")
         if self.seeds < 1:
             raise ValueError("frontier seeds must be >= 1")
+        bad = [r for r in self.rules if r not in RULE_POLICIES]
+        if bad:
+            raise ValueError(f"unknown rules {bad}; known: {list(RULE_POLICIES)}")
 
 
 def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None = None,
              data: DataConfig | None = None, results: str = "results/frontier",
-             name: str = "") -> dict:
-    """Run (or resume) every point of the frontier of ``model``; returns the results."""
+             name: str = "", peers: str = "", peers_model: str = "") -> dict:
+    """Run (or resume) every point of the frontier of ``model``; returns the results.
+
+    ``peers``: a ``benchmarks/peers.py`` results file run with ``--rlc``; its coremltools rows
+    for ``peers_model`` (uniform bits, every layer, their own fine-tuning) are added as points
+    at their files' sizes."""
     cfg, data_cfg = cfg or FrontierConfig(), data or DataConfig()
     dataset = load_data(data_cfg, progress=cfg.progress)
     net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
@@ -115,6 +126,11 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
             for seed in range(cfg.seeds if strategy in SEARCHED else 1):
                 points.append(_point(model, Path(out), cfg, data_cfg, r, budgets[r], strategy,
                                      seed, Path(results) / "files" / name))
+    for rule in cfg.rules:
+        points.append(_point(model, Path(out), cfg, data_cfg, 0.0, 0, rule, 0,
+                             Path(results) / "files" / name, dense))
+    if peers:
+        points += peer_points(peers, peers_model, dense)
     table = _aggregate(points)
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
               "command": "rlcompress " + " ".join(sys.argv[1:]), "rows": table,
@@ -134,15 +150,21 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
-           size: int, strategy: str, seed: int, files: Path) -> dict:
-    run = out / f"{ratio:g}x" / f"{strategy}-s{seed}"
+           size: int, strategy: str, seed: int, files: Path, dense: int = 0) -> dict:
+    """One point: search (or a rule, with ``ratio`` 0 and ``dense`` bytes), prune at the
+    searched rates in a joint frontier, share and fine-tune; reused when already done."""
+    rule = strategy in RULE_POLICIES
+    run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
     done = run / "share" / "summary.json"
     if done.is_file():
         shared = json.loads(done.read_text())
     else:
-        ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
-        found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
-                       ShareConfig(), ddpg, data_cfg, resume=True)
+        if rule:
+            found = {"best": {"k": strategy, "rate": {}}}
+        else:
+            ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
+            found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
+                           ShareConfig(), ddpg, data_cfg, resume=True)
         start = model
         if cfg.prune_rates:
             prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
@@ -155,13 +177,38 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
         shared = share(start, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
                        tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
-    kept = files / f"{ratio:g}x-{strategy}-s{seed}.rlc"
+    kept = files / f"{run.parent.name}-{run.name}.rlc"
     shutil.copyfile(run / "share" / "model.rlc", kept)
+    if rule:  # a rule defines its own size: it is its own budget
+        size = shared["file_bytes"]
+        ratio = round(dense / size, 2)
     return {"method": strategy, "seed": seed, "target_ratio": ratio, "budget_bytes": size,
             "file_bytes": shared["file_bytes"], "file_ratio": shared["file_ratio"],
             "paper_ratio": shared["paper_ratio"], "top1": shared["top1"],
             "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"],
             "rate": found_rates(run)}
+
+
+def peer_points(path: str, model: str, dense: int) -> list[dict]:
+    """The coremltools rows of a peers benchmark file (run with ``--rlc``) as frontier points;
+    with several epochs or learning rates per method and bits, the best validation top-1."""
+    saved = json.loads(Path(path).read_text())
+    rows = [r for r in (saved["rows"] if isinstance(saved, dict) else saved)
+            if r["tool"] == "coremltools" and r["model"] == model and r.get("file_bytes")]
+    if not rows:
+        raise ValueError(f"{path}: no coremltools rows with files for model {model!r} "
+                         "(run benchmarks/peers.py with --rlc)")
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["method"], r["bits"], r["epochs"])
+        if key not in best or r["val_top1"] > best[key]["val_top1"]:
+            best[key] = r
+    return [{"method": f"coremltools-{m}-{e}ep", "seed": r.get("seed", 0),
+             "target_ratio": round(dense / r["file_bytes"], 2), "budget_bytes": r["file_bytes"],
+             "file_bytes": r["file_bytes"], "file_ratio": round(dense / r["file_bytes"], 3),
+             "paper_ratio": round(32 / b, 3), "top1": r["top1"], "val_top1": r["val_top1"],
+             "file": r["file"], "k": f"uniform {2 ** b}", "rate": {}}
+            for (m, b, e), r in sorted(best.items())]
 
 
 def found_rates(run: Path) -> dict[str, float]:
