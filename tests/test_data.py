@@ -173,6 +173,22 @@ def test_crop_flip_shapes_and_content():
         assert vals <= set(x[i].flatten().tolist()) | {0}
 
 
+def test_cutout_zeroes_one_clipped_square_per_image():
+    from rlcompress.data.loader import cutout
+
+    x = torch.ones(64, 3, 8, 8)
+    out = cutout(x, 4, torch.Generator().manual_seed(0))
+    holes = out[:, 0] == 0
+    assert torch.equal(holes, (out == 0).all(1))  # every channel of a pixel alike
+    for i in range(64):
+        ys, xs = holes[i].nonzero(as_tuple=True)
+        assert 1 <= len(ys) <= 16  # a 4 x 4 square, smaller where the border clips it
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a rectangle
+    assert (holes.sum((1, 2)) == 16).any() and (holes.sum((1, 2)) < 16).any()
+    again = cutout(x, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
 def test_normalisation():
     x = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
     y = to_model_input(x, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5))

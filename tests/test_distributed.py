@@ -131,7 +131,7 @@ def test_shards_cover_each_batch_once():
 
 def test_sharded_loader_keeps_each_image_and_its_augmentation():
     data = planted_data(n_train=70)
-    kw = dict(shuffle=True, augment=True, seed=3)
+    kw = dict(shuffle=True, augment=True, seed=3, cutout=4)
     whole = BatchLoader(data.train, 32, data.mean, data.std, **kw)
     halves = [BatchLoader(data.train, 32, data.mean, data.std, rank=r, world_size=2, **kw)
               for r in range(2)]

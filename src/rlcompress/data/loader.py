@@ -40,6 +40,25 @@ def random_crop_flip(
     return images
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator, part: slice | None = None,
+           total: int | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017): per image, a ``size`` x ``size`` square at a random
+    centre (clipped at the border) set to 0 - the dataset mean, on normalised NCHW input.
+    Draws are made for the global batch of ``total`` and sliced to ``part``, as in
+    :func:`random_crop_flip`."""
+    n, _, h, w = x.shape
+    total = n if total is None else total
+    part = part or slice(0, total)
+    cy = torch.randint(0, h, (total,), generator=generator)[part]
+    cx = torch.randint(0, w, (total,), generator=generator)[part]
+    rows, cols = torch.arange(h), torch.arange(w)
+    lo_y, lo_x = (cy - size // 2)[:, None], (cx - size // 2)[:, None]
+    in_y = (rows >= lo_y) & (rows < lo_y + size)  # [n, h]
+    in_x = (cols >= lo_x) & (cols < lo_x + size)  # [n, w]
+    hole = in_y[:, None, :, None] & in_x[:, None, None, :]
+    return x.masked_fill(hole, 0.0)
+
+
 def to_model_input(
     images: torch.Tensor,
     mean: tuple[float, ...],
@@ -58,6 +77,7 @@ def to_model_input(
 class BatchLoader:
     """Iterates (inputs, labels) batches over a SplitData.
 
+    ``cutout`` > 0 adds Cutout squares of that side to augmented batches.
     With ``shuffle``/``augment`` the order and the augmentation of epoch ``e`` depend only on
     ``(seed, e)``, so a resumed run sees exactly the batches it would have seen. With
     ``world_size`` > 1 it yields rank ``rank``'s slice of every global batch of ``batch_size``
@@ -78,6 +98,7 @@ class BatchLoader:
         channels_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        cutout: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -90,6 +111,7 @@ class BatchLoader:
         self.seed, self.padding, self.channels_last = seed, padding, channels_last
         self.epoch = 0
         self.global_size = 0
+        self.cutout = cutout
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
@@ -112,7 +134,7 @@ class BatchLoader:
             images = self.split.images[idx]
             if self.augment:
                 images = random_crop_flip(images, self.padding, True, g, part, total)
-            yield (
-                to_model_input(images, self.mean, self.std, self.channels_last),
-                self.split.labels[idx],
-            )
+            x = to_model_input(images, self.mean, self.std, self.channels_last)
+            if self.augment and self.cutout > 0:
+                x = cutout(x, self.cutout, g, part, total)
+            yield x, self.split.labels[idx]

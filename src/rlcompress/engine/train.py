@@ -63,6 +63,7 @@ class TrainConfig:
         label_smoothing: cross-entropy label smoothing.
         seed: seed of batch order, augmentation and any random init.
         augment: random crop (4-pixel padding) + horizontal flip on training images.
+        cutout: with ``augment``, also Cutout squares of this side (0: none; 8-16 on CIFAR).
         precision: ``bf16`` (CPU autocast / CUDA AMP), ``fp16`` (CUDA) or ``fp32``.
         channels_last: NHWC memory layout (faster convolutions on CPU).
         compile: wrap the model in ``torch.compile``.
@@ -92,6 +93,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     augment: bool = True
+    cutout: int = 0
     precision: str = "bf16"
     channels_last: bool = True
     compile: bool = False
@@ -104,7 +106,7 @@ class TrainConfig:
     distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:  # noqa: D105
-        check_fields(self, ge0=("epochs", "lr", "weight_decay", "threads", "seed"),
+        check_fields(self, ge0=("epochs", "lr", "weight_decay", "threads", "seed", "cutout"),
                      ge1=("batch_size", "eval_batch_size"), unit=("momentum", "distill"),
                      choices={"schedule": ("onecycle", "cosine"), "select": ("best", "last"),
                               "precision": ("bf16", "fp16", "fp32")})
@@ -142,7 +144,7 @@ def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
     train = BatchLoader(
         data.train, cfg.batch_size, data.mean, data.std, shuffle=True, augment=cfg.augment,
         drop_last=len(data.train) > cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last,
-        rank=rank, world_size=world,
+        rank=rank, world_size=world, cutout=cfg.cutout,
     )
     val = BatchLoader(
         data.val, cfg.eval_batch_size, data.mean, data.std, channels_last=cfg.channels_last,
