@@ -91,3 +91,13 @@ def test_compare_runs_summarises_arms_and_lists_missing(tmp_path: Path):
     assert arm["top1_std"] == pytest.approx(1.414, abs=1e-3) and arm["top1_se"] == 1.0
     assert (tmp_path / "out" / "t.md").read_text().count("| joint |") == 1
     assert [Path(r["file"]).read_bytes() for r in arm["runs"]] == [b"rlc", b"rlcrlc"]
+
+
+def test_a_bare_model_name_defaults_to_the_clean_baseline(tmp_path: Path):
+    from rlcompress.jobs.train import default_init
+
+    assert default_init("resnet20", None) == "baseline"
+    assert default_init("resnet20", "pretrained") == "pretrained"
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"")
+    assert default_init(str(ckpt), None) is None and default_init(str(tmp_path), None) is None

@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="checkpoint X.safetensors, a prune run directory, or a model name")
     p.add_argument("--init", default=None,
-                   help="with a model name: 'baseline' (the committed clean checkpoint), 'pretrained' (the shared checkpoint) or a weights path")
+                   help="with a model name: 'baseline' (the committed clean checkpoint; the "
+                   "default), 'pretrained' (the shared checkpoint) or a weights path")
     p.add_argument("--out", default="runs/search", help="run directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a search: --resume RUN_DIR (its saved settings), or --resume "
@@ -392,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(searched ones over several seeds), share and fine-tune it, keep the .rlc "
                        "file; write results/frontier/<name>.json/.md/.png. Resumes point by point.")
     p.add_argument("--model", required=True,
-                   help="trained (usually pruned) checkpoint X.safetensors")
+                   help="a checkpoint X.safetensors (k only: usually pruned; with --prune-rates: "
+                   "dense), or a model name for its committed clean baseline")
     p.add_argument("--out", default="runs/frontier", help="run directory")
     p.add_argument("--results", default="results/frontier", help="results folder")
     p.add_argument("--name", default="", help="results name; empty: taken from the model path")

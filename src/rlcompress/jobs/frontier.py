@@ -41,7 +41,8 @@ from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs.prune import prune
 from rlcompress.jobs.search import search
 from rlcompress.jobs.share import share
-from rlcompress.jobs.train import resolve_model
+from rlcompress.jobs.train import default_init, resolve_model
+from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.strategies import STRATEGIES
@@ -112,10 +113,12 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     at their files' sizes."""
     cfg, data_cfg = cfg or FrontierConfig(), data or DataConfig()
     dataset = load_data(data_cfg, progress=cfg.progress)
-    net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
-    if not name:  # runs/x/finetune/best.safetensors -> x; y.safetensors -> y
+    if not name:  # resnet20 -> resnet20; runs/x/finetune/best.safetensors -> x; y.safetensors -> y
         path = Path(model)
         name = path.parent.parent.name if path.stem == "best" else path.stem
+    if default_init(model, None):  # a model name: its committed clean baseline
+        model = str(baseline_path(model))
+    net, spec = resolve_model(model, None, dataset.num_classes, require_weights=True)
     dense = reference_sizes(spec, net)["state_bytes"]
     budgets = {r: int(dense / r) for r in cfg.ratios}
     for size in budgets.values():  # every budget must be possible before any training

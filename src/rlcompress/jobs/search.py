@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.data import DataConfig, load_data
-from rlcompress.jobs.train import resolve_model
+from rlcompress.jobs.train import default_init, resolve_model
 from rlcompress.search import DDPGConfig, SearchConfig, run_search
 
 
@@ -23,8 +23,10 @@ def search(
 ) -> dict:
     """CLI job: load a checkpoint (or a pruned run's best model) and run :func:`run_search`.
 
-    With a registered model name, ``init`` gives its weights (a path or ``pretrained``)."""
+    With a registered model name, ``init`` gives its weights (a path, ``pretrained``, or by
+    default ``baseline``: the committed clean checkpoint)."""
     cfg = cfg or SearchConfig()
+    init = default_init(model, init)
     path = Path(model)
     if path.is_dir():  # a prune run directory: its fine-tuned model
         path = path / "finetune" / "best.safetensors"

@@ -26,6 +26,15 @@ from rlcompress.paths import baseline_path, pretrained_path
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
 
 
+def default_init(model: str, init: str | None) -> str | None:
+    """``baseline`` for a bare registered model name given without ``init`` (stages that need a
+    trained model start from the committed clean baseline); ``init`` otherwise."""
+    path = Path(model)
+    if init is None and not path.suffix and not path.is_dir() and not path.with_suffix(".json").is_file():
+        return "baseline"
+    return init
+
+
 def resolve_model(
     model: str, init: str | None = None, num_classes: int = 10, require_weights: bool = False
 ) -> tuple[nn.Module, dict]:
