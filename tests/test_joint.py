@@ -284,3 +284,25 @@ def test_file_ratio_budget_is_the_dense_float_file_over_the_ratio():
 def test_an_unknown_strategy_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown search strategy 'hawq'.*hessian"):
         SearchConfig(strategy="hawq", target_size="10KB")
+
+
+def test_allocator_demos_lead_the_joint_warm_up(tmp_path: Path):
+    import json
+
+    data = planted_data(n_train=64, n_val=64, size=16)
+    cfg = SearchConfig(episodes=3, target_size="5KB", prune_rates="0.25,0.5", val_images=64,
+                       progress=False, k_max=64, threads=1, rescore=0,
+                       allocator_demos="hessian,uniform")
+    model, spec = _tiny()
+    run_search(model, spec, data, tmp_path / "s", cfg, None, DDPGConfig(warmup=3, hidden=32,
+                                                                        batch_size=8))
+    with open(tmp_path / "s" / "episodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    space = _space(model, spec, 5000)
+    for row, name in zip(rows, ("hessian", "uniform"), strict=False):
+        alloc = json.loads((tmp_path / "s" / f"allocation-{name}.json").read_text())
+        assert [int(k) for k in row["ks"].split(";")] == alloc["ks"]  # played first, as allocated
+        assert [float(r) for r in row["rates"].split(";")] == [alloc["rates"][i]
+                                                               for i in space.prunable]
+    with pytest.raises(ValueError, match="unknown allocator demos"):
+        SearchConfig(allocator_demos="hawq")

@@ -70,6 +70,7 @@ class FrontierConfig:
             only, on an already pruned model).
         prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
         prune_lr: their peak learning rate.
+        allocator_demos: DDPG: allocators whose policies lead its warm-up demonstrations.
         rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
             (no budget; the same training as every other point).
     """
@@ -88,6 +89,7 @@ class FrontierConfig:
     prune_rates: str = ""
     prune_epochs: int = 4
     prune_lr: float = 0.05
+    allocator_demos: str = ""
     rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # noqa: D105
@@ -149,7 +151,7 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
     return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
                         target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
-                        prune_rates=cfg.prune_rates)
+                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,

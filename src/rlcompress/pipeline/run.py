@@ -61,6 +61,8 @@ class PipelineConfig:
         strategy: search strategy: ddpg, random, or a one-shot allocator (uniform, greedy,
             hessian: one policy computed from measured sensitivities, joint mode included).
         episodes: search episodes (an allocator plays one).
+        allocator_demos: DDPG: allocators (e.g. ``hessian``) whose policies lead the warm-up
+            demonstrations, so the agent starts from them.
         share_epochs: trained-quantization epochs after weight sharing.
         lr: peak learning rate of baseline and pruning fine-tuning.
         share_lr: peak learning rate of the shared model's fine-tuning (trained quantization).
@@ -82,6 +84,7 @@ class PipelineConfig:
     target_size: str = "16x"
     strategy: str = "ddpg"
     episodes: int = 200
+    allocator_demos: str = ""
     share_epochs: int = 4
     lr: float = 0.05
     share_lr: float = 0.01
@@ -108,8 +111,9 @@ class PipelineConfig:
 
 def saved_config(path: Path) -> dict:
     """The settings a run directory's ``pipeline.json`` holds; runs saved before the joint
-    search existed were prune-first runs (``prune_rates`` "")."""
-    return {"prune_rates": "", **json.loads(Path(path).read_text())}
+    search existed were prune-first runs (``prune_rates`` ""), before allocator demonstrations
+    had none."""
+    return {"prune_rates": "", "allocator_demos": "", **json.loads(Path(path).read_text())}
 
 
 def _done(stage: Path) -> dict | None:
@@ -168,7 +172,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                         target_ratio=cfg.target_ratio,
                         target_size="" if cfg.target_ratio else cfg.target_size,
                         val_images=cfg.val_images, threads=cfg.threads, progress=progress,
-                        prune_rates=cfg.prune_rates)
+                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos)
     if _done(run / "prune") is None:
         _preflight(cfg, init, scfg)
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")

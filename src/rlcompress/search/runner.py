@@ -87,6 +87,11 @@ class SearchConfig:
             the largest uniform k that fits), the rest of the warm-up plays them with noise,
             instead of uniformly random actions.
         demo_noise: std of that noise in action units (1/7 of the action range is one bit).
+        allocator_demos: DDPG only: one-shot allocators (e.g. ``hessian,greedy``) whose
+            policies are played first among the demonstrations, so the agent starts from the
+            best measured allocation and learns to improve on it (each is computed once and
+            saved as ``allocation-<name>.json``; the clustering it does is cached for the
+            episodes).
         rescore: re-score this many of the best distinct policies on ``rescore_images``
             validation images and pick the best of them (the subset's maximum is biased up).
         rescore_images: images for re-scoring (0: the whole validation split).
@@ -117,6 +122,7 @@ class SearchConfig:
     snap: bool = True
     demos: bool = True
     demo_noise: float = 0.1
+    allocator_demos: str = ""
     rescore: int = 5
     rescore_images: int = 0
     threads: int = 0
@@ -137,6 +143,13 @@ class SearchConfig:
                              f"{sorted(STRATEGIES)}")
         if self.prune_rates:
             parse_rates(self.prune_rates)
+        unknown = [a for a in self.demo_allocators() if a not in ALLOCATORS]
+        if unknown:
+            raise ValueError(f"unknown allocator demos {unknown}; known: {sorted(ALLOCATORS)}")
+
+    def demo_allocators(self) -> list[str]:
+        """The allocators of ``allocator_demos``, in order."""
+        return [a.strip() for a in self.allocator_demos.split(",") if a.strip()]
 
 
 def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
@@ -293,9 +306,15 @@ def run_search(
         demos = joint_demos(space, layers)
         to_actions = env.demo_actions
     allocation = None
+    ctx = AllocContext(model, names, budget, data, evaluator, cfg.seed, space=space)
     if cfg.strategy in ALLOCATORS:
-        allocation = _allocate(run, cfg, AllocContext(model, names, budget, data, evaluator,
-                                                      cfg.seed, space=space), resume)
+        allocation = _allocate(run, cfg.strategy, ctx, resume)
+    elif cfg.strategy == "ddpg" and cfg.demos:
+        # the allocators' policies lead the demonstrations (duplicates dropped)
+        firsts = [_allocate(run, a, ctx, resume, f"allocation-{a}.json")
+                  for a in cfg.demo_allocators()]
+        demos = [d for i, d in enumerate(firsts) if d not in firsts[:i]] + [
+            d for d in demos if d not in firsts]
     episodes = 1 if allocation else cfg.episodes
     agent = make_strategy(cfg.strategy, env.observation_space.shape[0], ddpg_cfg, cfg.seed)
     agent_file = run / ("agent.pt" if cfg.strategy == "ddpg" else "agent.json")
@@ -357,18 +376,19 @@ def run_search(
     return summary
 
 
-def _allocate(run: Path, cfg: SearchConfig, ctx: AllocContext, resume: bool) -> Allocation:
-    """The allocator's policy (read back from ``allocation.json`` when resuming): a k list, or
-    (rates, ks) in the joint space."""
-    path = run / "allocation.json"
+def _allocate(run: Path, strategy: str, ctx: AllocContext, resume: bool,
+              file: str = "allocation.json") -> Allocation:
+    """The allocator's policy (read back from ``file`` when resuming): a k list, or (rates, ks)
+    in the joint space."""
+    path = run / file
     if resume and path.is_file():
         saved = json.loads(path.read_text())
         ks = [int(k) for k in saved["ks"]]
         return ([float(r) for r in saved["rates"]], ks) if "rates" in saved else ks
     t0 = time.perf_counter()
-    got = ALLOCATORS[cfg.strategy](ctx)
+    got = ALLOCATORS[strategy](ctx)
     rates, ks = got if isinstance(got, tuple) else (None, got)
-    record = {"strategy": cfg.strategy, "ks": ks, "k": dict(zip(ctx.names, ks, strict=True))}
+    record = {"strategy": strategy, "ks": ks, "k": dict(zip(ctx.names, ks, strict=True))}
     if rates is not None:
         record |= {"rates": rates, "rate": {ctx.names[i]: rates[i] for i in ctx.space.prunable}}
     write_json(path, record | {"seconds": round(time.perf_counter() - t0, 2)})
