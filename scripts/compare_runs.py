@@ -9,7 +9,9 @@ Usage::
 Reads each run's ``report.json`` (test top-1 of the decoded file, its bytes and ratios) and
 ``pipeline.json`` (settings), and writes ``results/joint/<name>.json`` and ``.md``: per arm the
 per-seed rows, the mean, the sample standard deviation and the standard error of the mean;
-every run's ``.rlc`` file is copied to ``results/joint/files/<name>/``.
+every run's ``.rlc`` file is copied to ``results/joint/files/<name>/`` and its small records
+(report, settings, timings, search log, allocations, pruning summary) to
+``results/joint/runs/<name>/<run dir name>/``.
 Unfinished runs are listed as missing, so partial results can be committed.
 """
 
@@ -45,6 +47,7 @@ def arm_record(dirs: list[str], files: Path | None = None, arm: str = "") -> dic
             target = files / f"{arm}-s{cfg['seed']}.rlc"
             shutil.copyfile(r["file"], target)
             rows[-1]["file"] = str(target)
+            copy_records(Path(d), files.parent.parent / "runs" / files.name / Path(d).name)
     out: dict = {"runs": rows, "missing": missing, "seeds": len(rows)}
     if rows:
         top = [r["top1"] for r in rows]
@@ -55,6 +58,23 @@ def arm_record(dirs: list[str], files: Path | None = None, arm: str = "") -> dic
         out["file_bytes"] = round(statistics.mean(r["file_bytes"] for r in rows))
         out["file_ratio"] = round(statistics.mean(r["file_ratio"] for r in rows), 2)
     return out
+
+
+RECORDS = {"report.json": "report.json", "pipeline.json": "pipeline.json",
+           "timings.json": "timings.json", "search/summary.json": "summary.json",
+           "search/best_policy.json": "best_policy.json", "search/episodes.csv": "episodes.csv",
+           "prune/summary.json": "prune_summary.json"}
+
+
+def copy_records(run: Path, dest: Path) -> None:
+    """The run's small records (report, settings, timings, search log and summary, allocations,
+    pruning summary) into ``dest``, so a committed result can be inspected without the run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, name in RECORDS.items():
+        if (run / src).is_file():
+            shutil.copyfile(run / src, dest / name)
+    for alloc in (run / "search").glob("allocation*.json"):
+        shutil.copyfile(alloc, dest / alloc.name)
 
 
 def markdown(name: str, arms: dict[str, dict]) -> str:
