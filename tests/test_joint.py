@@ -306,3 +306,24 @@ def test_allocator_demos_lead_the_joint_warm_up(tmp_path: Path):
                                                                for i in space.prunable]
     with pytest.raises(ValueError, match="unknown allocator demos"):
         SearchConfig(allocator_demos="hawq")
+
+
+def test_joint_compress_keeps_protected_layers_whole(tmp_path: Path):
+    import rlcompress
+
+    torch.manual_seed(0)
+
+    def block(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+    model = nn.Sequential(*block(3, 8), *block(8, 8), *block(8, 8), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4)).eval()
+    data = planted_data(n_train=64, n_val=32, size=16)
+    _, report = rlcompress.compress(model, data=data, target_size="3KB", prune_rates="0.5",
+                                    protect=("6",), prune_epochs=0, episodes=2, share_epochs=0,
+                                    val_images=32, progress=False, precision="fp32",
+                                    out=tmp_path / "c")
+    assert set(report["rates"]) == {"0"}  # the chain 3 -> 6 ends in a protected layer
+    decoded = rlcompress.load(report["file"], model=copy.deepcopy(model))
+    assert decoded[3].out_channels == 8 and decoded[6].in_channels == decoded[6].out_channels == 8
+    assert report["file_bytes"] <= 3000

@@ -112,7 +112,10 @@ def compress(
     ``prune_rates`` (e.g. ``"0,0.2,0.4,0.6"``) switches to the joint search: the dense model is
     searched for a pruning rate per exactly removable channel chain and a k per layer under
     the one budget (:mod:`rlcompress.search.joint`), then pruned at those rates, fine-tuned and
-    shared; ``prune_rate`` is then unused.
+    shared; ``prune_rate`` is then unused, and ``protect`` keeps its layers out of the search's
+    chains as well as out of the pruner. It is not the default here (it is for ``rlcompress
+    run``): its chains are plain conv-to-conv links, so it cannot prune the depthwise and
+    inverted-residual groups the coupled-group pruner handles in networks like MobileNetV2.
     """
     threads = threads or torch.get_num_threads()
     if (target_size is None) == (target_ratio is None):
@@ -125,13 +128,11 @@ def compress(
               for s in (("val", "test") if has_test else ("val",))}
     if prune_rates is not None and not isinstance(prune_rates, str):
         prune_rates = ",".join(map(str, prune_rates))
-    if prune_rates and protect:
-        raise ValueError("protect is not supported with prune_rates yet: the joint search "
-                         "would choose rates for layers the pruner then keeps whole")
     scfg = SearchConfig(episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
                         target_size=str(target_size or ""), val_images=val_images,
                         progress=progress, precision=precision, threads=threads,
-                        compact_bn=compact_bn, prune_rates=prune_rates or "")
+                        compact_bn=compact_bn, prune_rates=prune_rates or "",
+                        protect=tuple(protect))
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads)
     share = share or ShareConfig()
@@ -142,7 +143,7 @@ def compress(
         found = run_search(copy.deepcopy(original), dense_spec, data, out / "search", scfg, share,
                            ddpg, resume=True)
         small, small_spec, kept_whole, groups = _prune(
-            copy.deepcopy(original), spec, 0.0, _example(data), rates=found["best"]["rate"])
+            copy.deepcopy(original), spec, 0.0, _example(data), protect, found["best"]["rate"])
         if prune_epochs > 0:
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
     else:

@@ -106,15 +106,19 @@ def prunable_chains(model: nn.Module) -> list[Chain]:
 class JointSpace:
     """Rates and ks of a dense model's clusterable layers ``names`` under ``budget`` (whose
     ``kept`` are the dense counts and whose fixed part is the dense model's: pruning only makes
-    the real file smaller, so the estimate stays an upper bound)."""
+    the real file smaller, so the estimate stays an upper bound). Chains touching a layer of
+    ``protect`` are not offered (those layers keep every channel)."""
 
     def __init__(self, model: nn.Module, names: list[str], budget: Budget,
-                 rates: tuple[float, ...], criterion: str = "fpgm") -> None:
+                 rates: tuple[float, ...], criterion: str = "fpgm",
+                 protect: tuple[str, ...] = ()) -> None:
         self.names, self.budget, self.rates = list(names), budget, tuple(rates)
         modules = dict(model.named_modules())
         index = {n: i for i, n in enumerate(self.names)}
+        # a protected layer keeps its channels: no chain that it produces or consumes
         chains = [c for c in prunable_chains(model)
-                  if c.producer in index and c.consumer in index and index[c.producer] < index[c.consumer]]
+                  if c.producer in index and c.consumer in index and index[c.producer] < index[c.consumer]
+                  and c.producer not in protect and c.consumer not in protect]
         self.chain_at = {index[c.producer]: c for c in chains}
         self.producer_of = {index[c.consumer]: index[c.producer] for c in chains}
         self.weights = [modules[n].weight.detach() for n in self.names]

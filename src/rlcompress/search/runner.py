@@ -106,6 +106,8 @@ class SearchConfig:
             (e.g. ``0,0.1,0.2,0.3,0.4,0.5``; 0 is always offered); the model is the dense one
             and each policy is a rate per chain plus a k per layer (rlcompress.search.joint).
             Empty (default): k only, on an already pruned model (the paper's mode).
+        protect: joint search: layers whose channels stay whole (no chain they produce or
+            consume is offered a rate).
     """
 
     strategy: str = "ddpg"
@@ -130,6 +132,7 @@ class SearchConfig:
     compact_bn: bool = False
     reward_bn_images: int = 512
     prune_rates: str = ""
+    protect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
@@ -249,7 +252,7 @@ def check_budget(model: nn.Module, spec: dict, cfg: SearchConfig,
     names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
     budget = make_budget(model.eval(), spec, names, cfg, share_cfg)
     if cfg.prune_rates:
-        JointSpace(model, names, budget, parse_rates(cfg.prune_rates))
+        JointSpace(model, names, budget, parse_rates(cfg.prune_rates), protect=cfg.protect)
     else:
         budget.check()
     return budget
@@ -280,7 +283,8 @@ def run_search(
     layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
     names = list(layers)
     budget = make_budget(model, spec, names, cfg, share_cfg)
-    space = JointSpace(model, names, budget, parse_rates(cfg.prune_rates)) if cfg.prune_rates else None
+    space = (JointSpace(model, names, budget, parse_rates(cfg.prune_rates), protect=cfg.protect)
+             if cfg.prune_rates else None)
     if space is None:
         budget.check()
     ref = reference_sizes(spec, model)
