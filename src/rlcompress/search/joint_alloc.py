@@ -126,12 +126,14 @@ def joint_greedy(k_table: np.ndarray, rate_table: dict[int, np.ndarray], rates: 
 
     now = total(*policy(level, rpos))
     while now > limit:
-        moves = [(d / max(now - total(*policy(lv, rp)), 1e-12), lv, rp)
-                 for d, lv, rp in steps(down=True) if total(*policy(lv, rp)) < now]
+        moves = []
+        for d, lv, rp in steps(down=True):
+            t = total(*policy(lv, rp))
+            if t < now:
+                moves.append((d / (now - t), lv, rp, t))
         if not moves:
             break  # the most compressed policy; the budget check has failed before this
-        _, level, rpos = min(moves, key=lambda m: m[0])
-        now = total(*policy(level, rpos))
+        _, level, rpos, now = min(moves, key=lambda m: m[0])
     while True:  # spend what is left where the loss falls most per byte added
         moves = []
         for d, lv, rp in steps(down=False):
