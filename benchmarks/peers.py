@@ -49,6 +49,7 @@ from rlcompress.engine.runtime import pick_device
 from rlcompress.engine.train import _optimizer, _train_epoch, make_loaders
 from rlcompress.fileio import write_json
 from rlcompress.models import load_checkpoint
+from rlcompress.selection import best_by_validation
 
 CHECKPOINTS = {  # the clean baselines (trained on the train split only) are the default
     "resnet20": "checkpoints/scratch-resnet20/best.safetensors",
@@ -268,11 +269,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, (model, epochs) in zip(axes[0], panels, strict=True):
         sel = [r for r in rows if r["model"] == model and r["epochs"] == epochs]
         for tool, method in sorted({(r["tool"], r["method"]) for r in sel}):
-            pts: dict[int, dict] = {}
-            for r in sel:
-                if (r["tool"], r["method"]) == (tool, method) and (
-                        r["bits"] not in pts or r["val_top1"] > pts[r["bits"]]["val_top1"]):
-                    pts[r["bits"]] = r
+            pts = best_by_validation([r for r in sel if (r["tool"], r["method"]) == (tool, method)],
+                                     lambda r: r["bits"])
             bits = sorted(pts)
             ax.plot(bits, [pts[b]["top1"] for b in bits], "o-" if tool == "rlcompress" else "s--",
                     label=f"{tool} {method}")
@@ -306,11 +304,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: test top-1 per (model, method) and bits; fine-tuned rows at the learning rate
     with the best validation top-1 (the test split never selects anything), averaged over
     seeds (mean +- standard error, n) where several were run."""
-    best: dict[tuple, dict] = {}
-    for r in _over_seeds(rows):
-        key = (r["model"], r["epochs"], r["tool"], r["method"], r["bits"])
-        if key not in best or r["val_top1"] > best[key]["val_top1"]:
-            best[key] = r
+    best = best_by_validation(_over_seeds(rows),
+                              lambda r: (r["model"], r["epochs"], r["tool"], r["method"], r["bits"]))
     bits = sorted({r["bits"] for r in rows})
     lines = ["| model | epochs | tool | method | " + " | ".join(f"{b} bits" for b in bits) + " |",
              "|---|---|---|---|" + "---|" * len(bits)]

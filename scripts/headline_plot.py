@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 from rlcompress.fileio import save_figure, write_json
+from rlcompress.selection import best_by_validation
 
 
 def joint_points(path: Path) -> list[dict]:
@@ -47,13 +48,8 @@ def peer_points(path: Path, model: str) -> list[dict]:
     """Fine-tuned rows with files: per (tool, method, bits, epochs) the best validation lr."""
     rows = json.loads(path.read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    best: dict[tuple, dict] = {}
-    for r in rows:
-        if r["model"] != model or not r.get("epochs") or not r.get("file_bytes"):
-            continue
-        key = (r["tool"], r["method"], r["bits"], r["epochs"])
-        if key not in best or r["val_top1"] > best[key]["val_top1"]:
-            best[key] = r
+    rows = [r for r in rows if r["model"] == model and r.get("epochs") and r.get("file_bytes")]
+    best = best_by_validation(rows, lambda r: (r["tool"], r["method"], r["bits"], r["epochs"]))
     return [{"source": str(path), "label": f"{t} {m} {b}-bit, {e} ep", "group": "peers",
              "kb": r["file_bytes"] / 1000, "top1": r["top1"], "err": 0.0, "n": 1}
             for (t, m, b, e), r in sorted(best.items())]

@@ -46,6 +46,7 @@ from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.strategies import STRATEGIES
+from rlcompress.selection import best_by_validation
 
 SEARCHED = ("ddpg", "random")
 
@@ -203,11 +204,7 @@ def peer_points(path: str, model: str, dense: int) -> list[dict]:
     if not rows:
         raise ValueError(f"{path}: no coremltools rows with files for model {model!r} "
                          "(run benchmarks/peers.py with --rlc)")
-    best: dict[tuple, dict] = {}
-    for r in rows:
-        key = (r["method"], r["bits"], r["epochs"])
-        if key not in best or r["val_top1"] > best[key]["val_top1"]:
-            best[key] = r
+    best = best_by_validation(rows, lambda r: (r["method"], r["bits"], r["epochs"]))
     return [{"method": f"coremltools-{m}-{e}ep", "seed": r.get("seed", 0),
              "target_ratio": round(dense / r["file_bytes"], 2), "budget_bytes": r["file_bytes"],
              "file_bytes": r["file_bytes"], "file_ratio": round(dense / r["file_bytes"], 3),
