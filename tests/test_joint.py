@@ -128,6 +128,7 @@ def test_budget_holds_over_random_episodes(frac):
         assert all(r in RATES for r in rates)
         ks = [info["policy"][n] for n in space.names]
         assert all(space.budget.k_min <= k <= space.budget.k_max for k in ks)
+        assert all(k & (k - 1) == 0 for k in ks), "a file budget charges whole bits: k = 2^b"
         assert info["cost"] <= space.budget.limit
         assert space.budget_for(rates).total(ks) == info["cost"]
         # the stored transitions replay exactly the evaluated policy

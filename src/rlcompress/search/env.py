@@ -6,9 +6,12 @@ budget used so far, budget the later layers need at minimum, and the previous ac
 
 Action a in [0, 1] maps to k = round(exp(log k_min + a (log k_max - log k_min))): any integer,
 finer where k is small. The k is then capped by the budget rule (see ``budget.py``), so every
-episode's policy meets the budget, and raised to the largest k of the same cost (``snap``: a
-paper budget charges whole bits, so k = 20 would waste the budget of k = 32; under a paper
-budget ``snap`` also rounds the action to whole bits, i.e. k a power of two). The reward
+episode's policy meets the budget, and raised to the largest k of the same cost. With ``snap``
+(the default) the action is first rounded to whole bits, i.e. k a power of two, under either
+budget: both charge ceil(log2 k) bits per index, so k = 20 pays for 5 bits and uses 4.3 (a file
+budget also charges 4 bytes per centroid, so raising 20 to 32 is not free there, and without
+the rounding DDPG's 16x files came out 59 KB for a 68 KB budget where the allocators', all
+whole bits, came out 64 KB). The reward
 arrives at the end of the episode: the policy's accuracy on the validation subset, in [0, 1], minus ``size_weight`` x the fraction
 of the budget used (0 by default: the budget is a hard constraint and accuracy is the goal).
 """
@@ -133,7 +136,7 @@ class ClusterEnv(gym.Env):
     def step(self, action: np.ndarray):  # noqa: ANN201
         """Choose k for the current layer; the last step evaluates the whole policy."""
         a = float(np.clip(np.asarray(action, dtype=np.float64).ravel()[0], 0.0, 1.0))
-        pow2 = self.snap and self.budget.kind == "paper"
+        pow2 = self.snap
         k = action_to_k(a, self.budget.k_min, self.budget.k_max, pow2)
         if self.rule == "cap":
             k = min(k, self.budget.max_k(self.t, self.used))

@@ -332,7 +332,7 @@ class JointEnv(ClusterEnv):
             if len(self.rates) <= layer:
                 self.rates.append(0.0)
             b = self.budget
-            pow2 = self.snap and b.kind == "paper"
+            pow2 = self.snap
             k = action_to_k(a, b.k_min, b.k_max, pow2)
             self.ks.append(k)
             info = {"k": k}

@@ -81,8 +81,8 @@ class SearchConfig:
         precision: inference precision of the reward evaluation (bf16 or fp32).
         budget_rule: ``cap`` (AMC: each k capped so the later layers can still fit) or
             ``project`` (choose freely, then cut bits from the layers with the most).
-        snap: give each layer the largest k of the cost it was charged (whole bits under a
-            paper budget).
+        snap: choose whole bits (k a power of two: both budgets charge ceil(log2 k) bits per
+            index) and give each layer the largest k of the cost it was charged.
         demos: DDPG only: the first episodes play the rule policies that fit the budget (and
             the largest uniform k that fits), the rest of the warm-up plays them with noise,
             instead of uniformly random actions.
