@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import planted_data
+from rlcompress.clustering import clusterable_layers
 from rlcompress.models import build_model, resnet_spec
 from rlcompress.search import SearchConfig, run_search
 from rlcompress.search.allocators import ALLOCATORS, hutchinson_traces, knapsack
@@ -193,3 +194,37 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
         scores = evaluate_file(p["file"], data)
         assert round(scores["test"]["top1"], 2) == p["top1"]
         assert (tmp_path / "run" / "24x" / f"{p['method']}-s0" / "prune" / "summary.json").is_file()
+
+
+def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
+    import importlib.util
+
+    from rlcompress.models import model_spec, save_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("short_ft_rank",
+                                                  root / "benchmarks" / "short_ft_rank.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=3)
+    save_checkpoint(model, model_spec("resnet20", num_classes=3), tmp_path, "m")
+    names = list(clusterable_layers(model))
+    arms = []
+    for arm, rate in (("whole", 0.0), ("pruned", 0.5)):
+        run = tmp_path / arm
+        (run / "search").mkdir(parents=True)
+        (run / "share").mkdir()
+        rates = {"layer1.0.conv1": rate, "layer2.1.conv1": rate}
+        (run / "search" / "best_policy.json").write_text(json.dumps(
+            {"k": dict.fromkeys(names, 4), "rate": rates}))
+        (run / "share" / "summary.json").write_text(json.dumps({"val_top1": 50.0}))
+        arms += ["--arm", f"{arm}={run}"]
+    args = ["--model", str(tmp_path / "m.safetensors"), *arms, "--ft-steps", "0", "2",
+            "--name", "tiny", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
+            "--val-size", "3", "--threads", "1", "--out", str(tmp_path / "rank.json")]
+    summary = mod.main(args)
+    rows = {r["arm"]: r for r in summary["rows"]}
+    assert set(rows) == {"whole", "pruned"} and rows["whole"]["rates"] == {}
+    assert all(0 <= r[f] <= 100 for r in rows.values() for f in ("pre", "ft0", "ft2"))
+    assert mod.main(args)["rows"] == summary["rows"]  # finished arms are not measured again

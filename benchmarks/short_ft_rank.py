@@ -1,0 +1,135 @@
+"""Can a cheap signal rank finished runs the way their full fine-tuning did?
+
+For finished ``rlcompress run`` directories (one per arm, same baseline and budget), this
+rebuilds each run's searched policy on the baseline (FPGM at its rates, then its k per layer)
+and measures, on the whole validation split:
+
+* ``pre``: top-1 right after clustering (batch norm re-estimated), what the search's reward sees;
+* ``ft<N>``: top-1 after only N steps of the same distilled trained quantization (teacher: the
+  uncompressed baseline; batch norm re-estimated after), for every N of ``--ft-steps``;
+
+next to the run's own validation top-1 after its full fine-tuning (pruning + sharing epochs).
+The test split is never read. Usage::
+
+    python benchmarks/short_ft_rank.py --name resnet20-16x --ft-steps 50 200 \\
+        --arm hessian=runs/joint16/hessian --arm greedy=runs/joint16/greedy ...
+
+Rows are appended to ``results/ablations/short_ft_rank_<name>.json`` as arms finish (a rerun
+skips finished arms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from rlcompress.clustering import ShareConfig, freeze_qat
+from rlcompress.clustering.quantize import quantize
+from rlcompress.data import DataConfig, load_data
+from rlcompress.engine import (
+    TrainConfig,
+    calibration_batches,
+    recalibrate_bn,
+    set_threads,
+    short_finetune,
+)
+from rlcompress.fileio import write_json
+from rlcompress.jobs.prune import prune_model
+from rlcompress.models import load_checkpoint
+from rlcompress.pruning import PruneConfig
+from rlcompress.search.evaluator import PolicyEvaluator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arm_policy(run: Path) -> tuple[dict[str, int], dict[str, float], float]:
+    """(k per layer, rate per chain, validation top-1 after the full fine-tuning) of a run."""
+    best = json.loads((run / "search" / "best_policy.json").read_text())
+    final = json.loads((run / "share" / "summary.json").read_text())
+    return ({n: int(k) for n, k in best["k"].items()},
+            {n: float(r) for n, r in best.get("rate", {}).items() if r > 0}, final["val_top1"])
+
+
+def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch.nn.Module:
+    """``model`` physically pruned (FPGM) at ``rates``, not fine-tuned."""
+    if not rates:
+        return copy.deepcopy(model)
+    net, _, _ = prune_model(copy.deepcopy(model), spec, PruneConfig(rate=0.0, rates=rates))
+    return net.eval()
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 (%) of ``model`` on prepared validation batches."""
+    model.eval()
+    correct = sum(int((model(x.contiguous()).argmax(1) == y).sum()) for x, y in inputs)
+    return 100.0 * correct / sum(len(y) for _, y in inputs)
+
+
+def after_steps(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str, int], data: object,
+                steps: int, args: argparse.Namespace, inputs: list) -> float:
+    """Validation top-1 after ``steps`` steps of distilled trained quantization."""
+    net = copy.deepcopy(net)
+    quantize(net, ks, data, ShareConfig(), trainable=True)
+    cfg = TrainConfig(epochs=1, lr=args.lr, distill=args.distill, progress=False,
+                      threads=args.threads, warmup=0.0, seed=args.seed)
+    short_finetune(net, data, cfg, steps, teacher)
+    freeze_qat(net)
+    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
+    return top1(net.float().to(memory_format=torch.contiguous_format), inputs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure every arm (resuming) and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors")
+    ap.add_argument("--arm", action="append", required=True, help="NAME=RUN_DIR")
+    ap.add_argument("--ft-steps", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--distill", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
+    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
+    ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--out", default="", help="results JSON (default: results/ablations/...)")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    out = Path(args.out) if args.out else ROOT / "results" / "ablations" / f"short_ft_rank_{args.name}.json"
+    dcfg = {"source": args.source, "val_size": args.val_size,
+            **({"data_dir": args.data_dir} if args.data_dir else {})}
+    data = load_data(DataConfig(**dcfg), progress=False)
+    model, spec = load_checkpoint(args.model)
+    model.eval()
+    rows = json.loads(out.read_text())["rows"] if out.is_file() else []
+    done = {r["arm"] for r in rows}
+    for item in args.arm:
+        name, _, run = item.partition("=")
+        if name in done:
+            continue
+        ks, rates, final = arm_policy(Path(run))
+        net = pruned(model, spec, rates)
+        ev = PolicyEvaluator(net, list(ks), data, 10**9, ShareConfig())
+        row = {"arm": name, "run": run, "rates": rates, "k": ks, "final_val_top1": final,
+               "pre": round(ev(ks), 2)}
+        for n in args.ft_steps:
+            row[f"ft{n}"] = round(after_steps(net, model, ks, data, n, args, ev.inputs), 2)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("k", "rates")}), flush=True)
+        write_json(out, {"rows": rows})
+    summary = {"model": args.model, "ft_steps": args.ft_steps, "lr": args.lr,
+               "distill": args.distill, "val_images": args.val_size,
+               "command": "python benchmarks/short_ft_rank.py " + " ".join(argv or sys.argv[1:]),
+               "rows": rows}
+    write_json(out, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
