@@ -6,8 +6,9 @@ Usage::
         --arm joint=runs/joint16/joint,runs/joint16/joint-s1,runs/joint16/joint-s2 \\
         --arm fixed=runs/joint16/fixed,runs/joint16/fixed-s1,runs/joint16/fixed-s2
 
-Reads each run's ``report.json`` (test top-1 of the decoded file, its bytes and ratios) and
-``pipeline.json`` (settings), and writes ``results/joint/<name>.json`` and ``.md``: per arm the
+Reads each run's ``report.json`` (test top-1 of the decoded file, its bytes and ratios),
+``share/summary.json`` (validation top-1 after the final fine-tuning) and ``pipeline.json``
+(settings), and writes ``results/joint/<name>.json`` and ``.md``: per arm the
 per-seed rows, the mean, the sample standard deviation and the standard error of the mean;
 every run's ``.rlc`` file is copied to ``results/joint/files/<name>/`` and its small records
 (report, settings, timings, search log, allocations, pruning summary) to
@@ -38,7 +39,9 @@ def arm_record(dirs: list[str], files: Path | None = None, arm: str = "") -> dic
             continue
         r = json.loads(report.read_text())
         cfg = json.loads((Path(d) / "pipeline.json").read_text())
-        rows.append({"run": d, "seed": cfg["seed"], **{k: r[k] for k in KEYS},
+        shared = Path(d) / "share" / "summary.json"
+        val = json.loads(shared.read_text()).get("val_top1") if shared.is_file() else None
+        rows.append({"run": d, "seed": cfg["seed"], **{k: r[k] for k in KEYS}, "val_top1": val,
                      "baseline_top1": r["baseline_top1"], "rates": r.get("rates", {}),
                      "prune_rate": None if cfg.get("prune_rates") else cfg["prune_rate"],
                      "file": r["file"]})
@@ -55,6 +58,8 @@ def arm_record(dirs: list[str], files: Path | None = None, arm: str = "") -> dic
         out["top1_std"] = round(statistics.stdev(top), 3) if len(top) > 1 else None
         out["top1_se"] = (round(out["top1_std"] / math.sqrt(len(top)), 3)
                           if out["top1_std"] is not None else None)
+        vals = [r["val_top1"] for r in rows if r["val_top1"] is not None]
+        out["val_top1"] = round(statistics.mean(vals), 3) if vals else None
         out["file_bytes"] = round(statistics.mean(r["file_bytes"] for r in rows))
         out["file_ratio"] = round(statistics.mean(r["file_ratio"] for r in rows), 2)
     return out
@@ -79,13 +84,13 @@ def copy_records(run: Path, dest: Path) -> None:
 
 def markdown(name: str, arms: dict[str, dict]) -> str:
     """The comparison as a Markdown table."""
-    lines = [f"# {name}", "", "| arm | seeds | test top-1 (mean) | std | s.e. | file bytes | "
-             "file ratio | per seed |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"# {name}", "", "| arm | seeds | test top-1 (mean) | std | s.e. | val top-1 (mean) | "
+             "file bytes | file ratio | per seed (test) |", "|---|---|---|---|---|---|---|---|---|"]
     for arm, rec in arms.items():
         per = ", ".join(f"{r['top1']:.2f}" for r in rec["runs"])
         lines.append(f"| {arm} | {rec['seeds']} | {rec.get('top1', '')} | "
                      f"{rec.get('top1_std') or ''} | {rec.get('top1_se') or ''} | "
-                     f"{rec.get('file_bytes', '')} | {rec.get('file_ratio', '')} | {per} |")
+                     f"{rec.get('val_top1') or ''} | {rec.get('file_bytes', '')} | {rec.get('file_ratio', '')} | {per} |")
     return "\n".join(lines) + "\n"
 
 

@@ -83,12 +83,15 @@ def test_compare_runs_summarises_arms_and_lists_missing(tmp_path: Path):
             "search_val_top1": 70.0, "baseline_top1": 88.0, "rates": {"a": 0.5},
             "file": str(d / "m.rlc")}))
         (d / "m.rlc").write_bytes(b"rlc" * (seed + 1))
+        (d / "share").mkdir()
+        (d / "share" / "summary.json").write_text(json.dumps({"val_top1": top1 + 1}))
         dirs.append(str(d))
     rec = mod.main(["--name", "t", "--out", str(tmp_path / "out"),
                     "--arm", "joint=" + ",".join([*dirs, str(tmp_path / "unfinished")])])
     arm = rec["arms"]["joint"]
     assert arm["seeds"] == 2 and arm["top1"] == 81.0 and arm["missing"] == [str(tmp_path / "unfinished")]
     assert arm["top1_std"] == pytest.approx(1.414, abs=1e-3) and arm["top1_se"] == 1.0
+    assert arm["val_top1"] == 82.0 and [r["val_top1"] for r in arm["runs"]] == [81.0, 83.0]
     assert (tmp_path / "out" / "t.md").read_text().count("| joint |") == 1
     assert [Path(r["file"]).read_bytes() for r in arm["runs"]] == [b"rlc", b"rlcrlc"]
 
