@@ -8,8 +8,8 @@ and measures, on the whole validation split:
 * ``ft<N>``: top-1 after only N steps of the same distilled trained quantization (teacher: the
   uncompressed baseline; batch norm re-estimated after), for every N of ``--ft-steps``;
 
-next to the run's own validation top-1 after its full fine-tuning (pruning + sharing epochs).
-The test split is never read. Usage::
+next to the run's own validation top-1 after its full fine-tuning (pruning + sharing epochs),
+and the Spearman correlation of each signal with it. The test split is never read. Usage::
 
     python benchmarks/short_ft_rank.py --name resnet20-16x --ft-steps 50 200 \\
         --arm hessian=runs/joint16/hessian --arm greedy=runs/joint16/greedy ...
@@ -61,6 +61,13 @@ def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch
         return copy.deepcopy(model)
     net, _, _ = prune_model(copy.deepcopy(model), spec, PruneConfig(rate=0.0, rates=rates))
     return net.eval()
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
 
 
 @torch.no_grad()
@@ -123,7 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("k", "rates")}), flush=True)
         write_json(out, {"rows": rows})
+    signals = ["pre", *(f"ft{n}" for n in args.ft_steps)]
+    final = [r["final_val_top1"] for r in rows]
     summary = {"model": args.model, "ft_steps": args.ft_steps, "lr": args.lr,
+               "spearman_with_final_val": {s: round(spearman([r[s] for r in rows], final), 3)
+                                           for s in signals} if len(rows) > 2 else {},
                "distill": args.distill, "val_images": args.val_size,
                "command": "python benchmarks/short_ft_rank.py " + " ".join(argv or sys.argv[1:]),
                "rows": rows}
