@@ -4,14 +4,12 @@ State of layer t (every entry min-max normalised to [0, 1], in the AMC/HAQ spiri
 index, is-linear, in channels, out channels, kernel size, stride, log kept weights, log MACs,
 budget used so far, budget the later layers need at minimum, and the previous action.
 
-Action a in [0, 1] maps to k = round(exp(log k_min + a (log k_max - log k_min))): any integer,
-finer where k is small. The k is then capped by the budget rule (see ``budget.py``), so every
-episode's policy meets the budget, and raised to the largest k of the same cost. With ``snap``
-(the default) the action is first rounded to whole bits, i.e. k a power of two, under either
-budget: both charge ceil(log2 k) bits per index, so k = 20 pays for 5 bits and uses 4.3 (a file
-budget also charges 4 bytes per centroid, so raising 20 to 32 is not free there, and without
-the rounding DDPG's 16x files came out 59 KB for a 68 KB budget where the allocators', all
-whole bits, came out 64 KB). The reward
+Action a in [0, 1] maps to k = round(exp(log k_min + a (log k_max - log k_min))), finer where k
+is small; with ``snap`` (the default) rounded to whole bits, i.e. k a power of two, under either
+budget: both charge ceil(log2 k) bits per index, so k = 20 would pay for 5 bits and use 4.3
+(with any integer k, DDPG's 16x files used 59 KB of a 68 KB budget, the allocators' 64 KB). The
+k is then capped by the budget rule (see ``budget.py``), so every episode's policy meets the
+budget, and raised to the largest k of the same cost (under a paper budget). The reward
 arrives at the end of the episode: the policy's accuracy on the validation subset, in [0, 1], minus ``size_weight`` x the fraction
 of the budget used (0 by default: the budget is a hard constraint and accuracy is the goal).
 """
