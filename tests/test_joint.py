@@ -328,3 +328,47 @@ def test_joint_compress_keeps_protected_layers_whole(tmp_path: Path):
     decoded = rlcompress.load(report["file"], model=copy.deepcopy(model))
     assert decoded[3].out_channels == 8 and decoded[6].in_channels == decoded[6].out_channels == 8
     assert report["file_bytes"] <= 3000
+
+
+def test_hill_climb_finds_the_planted_optimum_within_the_budget():
+    from rlcompress.search.refine import hill_climb
+
+    target = (16, 4, 8)  # accuracy peaks here; costs 4 + 2 + 3 = 9 bits per weight
+    limit = 9.0
+
+    def cost(p: tuple) -> float:
+        return float(sum(math.log2(k) for k in p[1]) + 3 * sum(p[0]))
+
+    def evaluate(p: tuple) -> float:
+        return 90.0 - sum((math.log2(k) - math.log2(t)) ** 2 for k, t in zip(p[1], target, strict=True)) - 10 * sum(p[0])
+
+    start = ((0.0, 0.0, 0.0), (4, 8, 8))  # within budget, 2 bits away
+    runs = [hill_climb(start, evaluate(start), evaluate, cost, limit, 200, seed=1, k_min=2,
+                       k_max=64, rate_steps=[0.0, 0.5], prunable=[0]) for _ in range(2)]
+    assert runs[0] == runs[1]  # seeded: deterministic
+    steps = runs[0]
+    assert all(s.cost <= limit for s in steps)
+    accepted = [s.accuracy for s in steps if s.accepted]
+    assert accepted == sorted(accepted) and accepted[-1] == 90.0
+    assert [s for s in steps if s.accepted][-1].ks == list(target)
+    # a spent evaluation budget stops the walk
+    assert len(hill_climb(start, evaluate(start), evaluate, cost, limit, 3, seed=1, k_min=2,
+                          k_max=64)) == 3
+
+
+def test_refinement_adds_rows_within_budget_and_never_lowers_the_best(tmp_path: Path):
+    data = planted_data(n_train=64, n_val=64, size=16)
+    base = {"episodes": 4, "target_size": "6KB", "prune_rates": "0.25,0.5", "val_images": 64,
+            "progress": False, "k_max": 64, "threads": 1, "rescore": 0}
+    best = {}
+    for refine in (0, 6):
+        model, spec = _tiny()
+        run_search(model, spec, data, tmp_path / f"r{refine}", SearchConfig(**base, refine=refine),
+                   None, DDPGConfig(warmup=2, hidden=32, batch_size=8))
+        with open(tmp_path / f"r{refine}" / "episodes.csv") as f:
+            rows = list(csv.DictReader(f))
+        best[refine] = max(float(r["val_top1"]) for r in rows)
+        assert all(float(r["cost"]) <= 6000 for r in rows)
+    assert 4 < len(rows) <= 10 and rows[-1]["sigma"] == "refine"
+    assert [int(r["episode"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert best[6] >= best[0]

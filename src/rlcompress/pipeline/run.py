@@ -63,6 +63,8 @@ class PipelineConfig:
         episodes: search episodes (an allocator plays one).
         allocator_demos: DDPG: allocators (e.g. ``hessian``) whose policies lead the warm-up
             demonstrations, so the agent starts from them.
+        refine: extra evaluations for a hill-climbing walk from the search's best policy
+            (``SearchConfig.refine``; 0: none).
         share_epochs: trained-quantization epochs after weight sharing.
         lr: peak learning rate of baseline and pruning fine-tuning.
         share_lr: peak learning rate of the shared model's fine-tuning (trained quantization).
@@ -85,6 +87,7 @@ class PipelineConfig:
     strategy: str = "ddpg"
     episodes: int = 200
     allocator_demos: str = ""
+    refine: int = 0
     share_epochs: int = 4
     lr: float = 0.05
     share_lr: float = 0.01
@@ -112,8 +115,9 @@ class PipelineConfig:
 def saved_config(path: Path) -> dict:
     """The settings a run directory's ``pipeline.json`` holds; runs saved before the joint
     search existed were prune-first runs (``prune_rates`` ""), before allocator demonstrations
-    had none."""
-    return {"prune_rates": "", "allocator_demos": "", **json.loads(Path(path).read_text())}
+    had none, before refinement none refined."""
+    return {"prune_rates": "", "allocator_demos": "", "refine": 0,
+            **json.loads(Path(path).read_text())}
 
 
 def _done(stage: Path) -> dict | None:
@@ -172,7 +176,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                         target_ratio=cfg.target_ratio,
                         target_size="" if cfg.target_ratio else cfg.target_size,
                         val_images=cfg.val_images, threads=cfg.threads, progress=progress,
-                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos)
+                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
+                        refine=cfg.refine)
     if _done(run / "prune") is None:
         _preflight(cfg, init, scfg)
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")

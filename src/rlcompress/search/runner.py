@@ -56,6 +56,7 @@ from rlcompress.search.joint import (
     parse_rates,
     rates_list,
 )
+from rlcompress.search.refine import hill_climb
 from rlcompress.search.strategies import STRATEGIES, make_strategy
 
 FIELDS = ["episode", "reward", "val_top1", "paper_ratio", "cost", "budget_fraction", "sigma",
@@ -108,6 +109,11 @@ class SearchConfig:
             Empty (default): k only, on an already pruned model (the paper's mode).
         protect: joint search: layers whose channels stay whole (no chain they produce or
             consume is offered a rate).
+        refine: after the episodes (or an allocator's one), spend up to this many extra
+            evaluations on a first-improvement walk from the best policy: one bit moved between
+            two layers, one bit added where the budget has room, a chain's rate one step up or
+            down (:mod:`rlcompress.search.refine`); logged as further rows of the search.
+            0 (default): none.
     """
 
     strategy: str = "ddpg"
@@ -133,11 +139,12 @@ class SearchConfig:
     reward_bn_images: int = 512
     prune_rates: str = ""
     protect: tuple[str, ...] = ()
+    refine: int = 0
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
                                 "rescore", "rescore_images", "threads", "demo_noise",
-                                "reward_bn_images"),
+                                "reward_bn_images", "refine"),
                      ge1=("k_min", "k_max"), choices={"precision": ("bf16", "fp16", "fp32")})
         if self.k_max < self.k_min:
             raise ValueError(f"SearchConfig.k_max ({self.k_max}) is below k_min ({self.k_min})")
@@ -363,6 +370,11 @@ def run_search(
         bar.update(1)
         bar.set_postfix(best=f"{float(best['val_top1']):.2f}%", ratio=f"{float(best['paper_ratio']):.2f}")
     bar.close()
+    if cfg.refine > 0 and len(rows) == episodes:
+        rows += _refine(rows, names, budget, space, evaluator, cfg, (ref["weights"], others))
+        write_rows(run / "episodes.csv", FIELDS, rows)
+        best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+        write_json(run / "best_policy.json", _policy_record(best, names, evaluator, space))
     rescorer = None
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
@@ -378,6 +390,45 @@ def run_search(
                           "agent": round(t_agent, 2)}
     write_json(run / "summary.json", summary)
     return summary
+
+
+def _refine(rows: list[dict], names: list[str], budget: Budget, space: JointSpace | None,
+            evaluator: PolicyEvaluator, cfg: SearchConfig, weights: tuple[int, int]) -> list[dict]:
+    """Rows of a hill-climbing walk from the best row (see :mod:`rlcompress.search.refine`)."""
+    best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+    ks = tuple(int(k) for k in best["ks"].split(";"))
+    rates = [0.0] * len(names)
+    if space is not None and best.get("rates"):
+        for i, r in zip(space.prunable, best["rates"].split(";"), strict=True):
+            rates[i] = float(r)
+
+    def evaluate(p: tuple) -> float:
+        policy = dict(zip(names, p[1], strict=True))
+        if space is None:
+            return evaluator(policy)
+        rate_map = {names[i]: p[0][i] for i in space.prunable}
+        return evaluator.joint_scores(policy, rate_map, kl=False)["top1"]
+
+    def cost(p: tuple) -> float:
+        return (space.budget_for(list(p[0])) if space else budget).total(list(p[1]))
+
+    t0 = time.perf_counter()
+    steps = hill_climb((tuple(rates), ks), float(best["val_top1"]), evaluate, cost, budget.limit,
+                       cfg.refine, cfg.seed, budget.k_min, budget.k_max,
+                       list(space.rates) if space else None, space.prunable if space else None)
+    out = []
+    for n, st in enumerate(steps):
+        kept = space.kept(st.rates) if space else budget.kept
+        out.append({
+            "episode": len(rows) + n + 1, "reward": round(st.accuracy / 100.0, 6),
+            "val_top1": round(st.accuracy, 3),
+            "paper_ratio": round(paper_ratio_of(kept, st.ks, *weights), 4),
+            "cost": round(st.cost, 1), "budget_fraction": round(st.cost / budget.limit, 5),
+            "sigma": "refine", "seconds": round((time.perf_counter() - t0) / len(steps), 3),
+            "ks": ";".join(map(str, st.ks)),
+            "rates": ";".join(f"{st.rates[i]:g}" for i in space.prunable) if space else "",
+        })
+    return out
 
 
 def _allocate(run: Path, strategy: str, ctx: AllocContext, resume: bool,
