@@ -356,19 +356,25 @@ def test_hill_climb_finds_the_planted_optimum_within_the_budget():
                           k_max=64)) == 3
 
 
-def test_refinement_adds_rows_within_budget_and_never_lowers_the_best(tmp_path: Path):
-    data = planted_data(n_train=64, n_val=64, size=16)
-    base = {"episodes": 4, "target_size": "6KB", "prune_rates": "0.25,0.5", "val_images": 64,
-            "progress": False, "k_max": 64, "threads": 1, "rescore": 0}
+@pytest.mark.parametrize("rescore", [0, 2])
+def test_refinement_adds_rows_within_budget_and_never_lowers_the_best(tmp_path: Path, rescore: int):
+    data = planted_data(n_train=64, n_val=80, size=16)
+    base = {"episodes": 4, "target_size": "6KB", "prune_rates": "0.25,0.5", "val_images": 40,
+            "progress": False, "k_max": 64, "threads": 1, "rescore": rescore}
     best = {}
     for refine in (0, 6):
         model, spec = _tiny()
-        run_search(model, spec, data, tmp_path / f"r{refine}", SearchConfig(**base, refine=refine),
-                   None, DDPGConfig(warmup=2, hidden=32, batch_size=8))
+        summary = run_search(model, spec, data, tmp_path / f"r{refine}",
+                             SearchConfig(**base, refine=refine), None,
+                             DDPGConfig(warmup=2, hidden=32, batch_size=8))
         with open(tmp_path / f"r{refine}" / "episodes.csv") as f:
             rows = list(csv.DictReader(f))
         best[refine] = max(float(r["val_top1"]) for r in rows)
         assert all(float(r["cost"]) <= 6000 for r in rows)
     assert 4 < len(rows) <= 10 and rows[-1]["sigma"] == "refine"
     assert [int(r["episode"]) for r in rows] == list(range(1, len(rows) + 1))
-    assert best[6] >= best[0]
+    if rescore:  # the walk scored on all 80 validation images; its best was a candidate
+        walk_best = max(float(r["val_top1"]) for r in rows[4:])
+        assert summary["best"]["val_top1_rescored"] >= walk_best
+    else:
+        assert best[6] >= best[0]
