@@ -88,16 +88,21 @@ def test_every_allocator_is_a_search_strategy():
     assert set(ALLOCATORS) <= set(STRATEGIES)
 
 
-def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
+def _benchmark(name: str) -> object:
+    """A script of ``benchmarks/`` loaded as a module."""
     import importlib.util
 
-    from rlcompress.models import model_spec, save_checkpoint
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("reward_study",
-                                                  root / "benchmarks" / "reward_study.py")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
+    from rlcompress.models import model_spec, save_checkpoint
+
+    mod = _benchmark("reward_study")
     torch.manual_seed(0)
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "m")
@@ -197,15 +202,9 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
-    import importlib.util
-
     from rlcompress.models import model_spec, save_checkpoint
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("short_ft_rank",
-                                                  root / "benchmarks" / "short_ft_rank.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark("short_ft_rank")
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=3)
     save_checkpoint(model, model_spec("resnet20", num_classes=3), tmp_path, "m")
