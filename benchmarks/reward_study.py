@@ -43,12 +43,9 @@ from rlcompress.clustering.sharing import ClusterCache
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import (
     TrainConfig,
-    calibration_batches,
     evaluate_model,
     fit,
-    recalibrate_bn,
     set_threads,
-    short_finetune,
 )
 from rlcompress.fileio import save_figure, write_json
 from rlcompress.models import load_checkpoint
@@ -57,15 +54,11 @@ from rlcompress.search.allocators import ALLOCATORS, AllocContext
 from rlcompress.search.evaluator import PolicyEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import after_short_ft, spearman  # noqa: E402
+
 PLAIN = ShareConfig(method="lloyd", bn_images=0)
 SIGNALS = ("top1_plain", "top1", "neg_kl", "ft_top1")
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation with average ranks for ties."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
 
 
 def draw_policies(ctx: AllocContext, n: int, seed: int) -> list[dict[str, int]]:
@@ -99,25 +92,12 @@ def final_accuracy(model: torch.nn.Module, spec: dict, ks: dict[str, int], data:
     return evaluate_model(net, data, "val", "bf16")["top1"]
 
 
-@torch.no_grad()
-def subset_top1(model: torch.nn.Module, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 (%) of ``model`` on an evaluator's fixed validation subset."""
-    model.eval()
-    correct = sum(int((model(x.contiguous()).argmax(1) == y).sum()) for x, y in inputs)
-    return 100.0 * correct / sum(len(y) for _, y in inputs)
-
-
 def short_ft_signal(model: torch.nn.Module, ks: dict[str, int], data: object,
-                    args: argparse.Namespace, inputs: list) -> float:
+                    args: argparse.Namespace, ev: PolicyEvaluator) -> float:
     """Top-1 on the subset after ``args.ft_steps`` steps of distilled trained quantization."""
-    net, teacher = copy.deepcopy(model), copy.deepcopy(model).eval()
-    quantize(net, ks, data, ShareConfig(), trainable=True)
     cfg = TrainConfig(epochs=1, lr=args.lr, distill=args.distill, progress=False,
                       threads=args.threads, warmup=0.0)
-    short_finetune(net, data, cfg, args.ft_steps, teacher)
-    freeze_qat(net)
-    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
-    return subset_top1(net.float().to(memory_format=torch.contiguous_format), inputs)
+    return after_short_ft(model, copy.deepcopy(model).eval(), ks, data, args.ft_steps, cfg, ev)
 
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
@@ -189,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         scores = default.scores(ks)
         row = {"policy": i, "k": ks, "cost": budget.total([ks[n] for n in names]),
                "top1_plain": plain(ks), "top1": scores["top1"], "neg_kl": -scores["kl"],
-               **({"ft_top1": short_ft_signal(model, ks, data, args, default.inputs)}
+               **({"ft_top1": short_ft_signal(model, ks, data, args, default)}
                   if args.ft_steps else {}),
                "final_val_top1": final_accuracy(model, spec, ks, data, args,
                                                 Path(args.runs) / name / f"p{i:03d}")}

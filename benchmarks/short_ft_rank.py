@@ -28,15 +28,11 @@ from pathlib import Path
 
 import torch
 
-from rlcompress.clustering import ShareConfig, freeze_qat
-from rlcompress.clustering.quantize import quantize
+from rlcompress.clustering import ShareConfig
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import (
     TrainConfig,
-    calibration_batches,
-    recalibrate_bn,
     set_threads,
-    short_finetune,
 )
 from rlcompress.fileio import write_json
 from rlcompress.jobs.prune import prune_model
@@ -45,6 +41,8 @@ from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import after_short_ft, spearman  # noqa: E402
 
 
 def arm_policy(run: Path) -> tuple[dict[str, int], dict[str, float], float]:
@@ -63,32 +61,12 @@ def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch
     return net.eval()
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-@torch.no_grad()
-def top1(model: torch.nn.Module, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 (%) of ``model`` on prepared validation batches."""
-    model.eval()
-    correct = sum(int((model(x.contiguous()).argmax(1) == y).sum()) for x, y in inputs)
-    return 100.0 * correct / sum(len(y) for _, y in inputs)
-
-
 def after_steps(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str, int], data: object,
-                steps: int, args: argparse.Namespace, inputs: list) -> float:
+                steps: int, args: argparse.Namespace, ev: PolicyEvaluator) -> float:
     """Validation top-1 after ``steps`` steps of distilled trained quantization."""
-    net = copy.deepcopy(net)
-    quantize(net, ks, data, ShareConfig(), trainable=True)
     cfg = TrainConfig(epochs=1, lr=args.lr, distill=args.distill, progress=False,
                       threads=args.threads, warmup=0.0, seed=args.seed)
-    short_finetune(net, data, cfg, steps, teacher)
-    freeze_qat(net)
-    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
-    return top1(net.float().to(memory_format=torch.contiguous_format), inputs)
+    return after_short_ft(net, teacher, ks, data, steps, cfg, ev)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -126,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"arm": name, "run": run, "rates": rates, "k": ks, "final_val_top1": final,
                "pre": round(ev(ks), 2)}
         for n in args.ft_steps:
-            row[f"ft{n}"] = round(after_steps(net, model, ks, data, n, args, ev.inputs), 2)
+            row[f"ft{n}"] = round(after_steps(net, model, ks, data, n, args, ev), 2)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("k", "rates")}), flush=True)
         write_json(out, {"rows": rows})

@@ -142,6 +142,15 @@ class PolicyEvaluator:
         self.calls += 1
         return {"top1": 100.0 * correct / self.n, "kl": div / self.n}
 
+    @torch.inference_mode()
+    def top1_of(self, model: torch.nn.Module) -> float:
+        """Top-1 (%) of another model (e.g. a fine-tuned copy) on this evaluator's subset, in
+        float32 so that it compares across precisions."""
+        model.eval()
+        correct = sum(int((model(x.float().contiguous()).argmax(1) == y).sum())
+                      for x, y in self.inputs)
+        return 100.0 * correct / self.n
+
     def standard_error(self, accuracy: float) -> float:
         """Binomial standard error (in points) of an accuracy measured on this subset."""
         p = accuracy / 100.0

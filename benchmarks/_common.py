@@ -1,0 +1,35 @@
+"""Helpers shared by the reward benchmarks (``reward_study.py``, ``short_ft_rank.py``).
+
+Loaded by path like the scripts (``sys.path`` gets this folder), so it is not part of the
+installed package: these are measurement recipes, not library features.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from rlcompress.clustering import ShareConfig, freeze_qat
+from rlcompress.clustering.quantize import quantize
+from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
+from rlcompress.search.evaluator import PolicyEvaluator
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def after_short_ft(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str, int],
+                   data: object, steps: int, cfg: TrainConfig, ev: PolicyEvaluator) -> float:
+    """Top-1 on ``ev``'s subset after ``steps`` steps of distilled trained quantization of a
+    copy of ``net`` at ``ks`` (batch norm re-estimated as the sharing default does)."""
+    net = copy.deepcopy(net)
+    quantize(net, ks, data, ShareConfig(), trainable=True)
+    short_finetune(net, data, cfg, steps, teacher)
+    freeze_qat(net)
+    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
+    return ev.top1_of(net.float().to(memory_format=torch.contiguous_format))
