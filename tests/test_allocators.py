@@ -227,3 +227,14 @@ def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path
     assert set(rows) == {"whole", "pruned"} and rows["whole"]["rates"] == {}
     assert all(0 <= r[f] <= 100 for r in rows.values() for f in ("pre", "ft0", "ft2"))
     assert mod.main(args)["rows"] == summary["rows"]  # finished arms are not measured again
+
+
+def test_frontier_refines_only_searched_strategies():
+    from rlcompress.jobs.frontier import FrontierConfig, _search_cfg
+
+    cfg = FrontierConfig(refine=12)
+    assert _search_cfg(cfg, "ddpg", 0, 1000).refine == 12
+    assert _search_cfg(cfg, "random", 1, 1000).refine == 12
+    assert _search_cfg(cfg, "hessian", 0, 1000).refine == 0
+    with pytest.raises(ValueError, match="refine"):
+        FrontierConfig(refine=-1)

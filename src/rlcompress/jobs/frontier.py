@@ -72,6 +72,9 @@ class FrontierConfig:
         prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
         prune_lr: their peak learning rate.
         allocator_demos: DDPG: allocators whose policies lead its warm-up demonstrations.
+        refine: searched strategies only (ddpg, random): extra evaluations of a hill-climbing
+            walk from the search's best policy (``SearchConfig.refine``); the one-shot
+            allocators stay one-shot, so they remain the baselines the search must beat.
         rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
             (no budget; the same training as every other point).
     """
@@ -91,6 +94,7 @@ class FrontierConfig:
     prune_epochs: int = 4
     prune_lr: float = 0.05
     allocator_demos: str = ""
+    refine: int = 0
     rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:  # noqa: D105
@@ -99,6 +103,8 @@ class FrontierConfig:
             raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
         if not self.ratios or min(self.ratios) <= 1:
             raise ValueError("frontier ratios must be > 1")
+        if self.refine < 0:
+            raise ValueError("frontier refine must be >= 0")
         if self.seeds < 1:
             raise ValueError("frontier seeds must be >= 1")
         bad = [r for r in self.rules if r not in RULE_POLICIES]
@@ -152,7 +158,8 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
     return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
                         target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
-                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos)
+                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
+                        refine=cfg.refine if strategy in SEARCHED else 0)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
