@@ -376,5 +376,18 @@ def test_refinement_adds_rows_within_budget_and_never_lowers_the_best(tmp_path: 
     if rescore:  # the walk scored on all 80 validation images; its best was a candidate
         walk_best = max(float(r["val_top1"]) for r in rows[4:])
         assert summary["best"]["val_top1_rescored"] >= walk_best
+        # the search's own candidates were re-scored, not the walk's rows (other images)
+        assert sum(r["episode"] <= 4 for r in summary["rescored"]) == rescore
     else:
         assert best[6] >= best[0]
+
+
+def test_walk_starts_from_the_best_rescored_policy():
+    from rlcompress.search.runner import _walk_start
+
+    rows = [{"episode": str(i), "val_top1": str(v), "cost": "10"} for i, v in
+            enumerate([70.0, 75.0, 72.0], start=1)]
+    assert _walk_start(rows, [])["episode"] == "2"  # no re-scoring: the subset's best
+    rescored = [{"episode": 2, "val_top1_rescored": 71.0, "cost": 10.0},
+                {"episode": 3, "val_top1_rescored": 73.5, "cost": 10.0}]
+    assert _walk_start(rows, rescored)["episode"] == "3"

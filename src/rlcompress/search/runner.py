@@ -377,16 +377,20 @@ def run_search(
         n_full = cfg.rescore_images or 10**9
         rescorer = _evaluator(space, model, names, data, n_full, reward_cfg, evaluator.cache,
                               cfg.precision)
+    # the search's own rows only: walk rows are scored on other images and must not crowd
+    # the subset's candidates out of the re-scoring
+    rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore, space) if rescorer else []
     walk: list[dict] = []
     if cfg.refine > 0 and len(rows) == episodes:
         # the walk compares neighbours a fraction of a point apart: on the re-scoring images
-        # when there are any (the 1,000-image subset's noise is ~1.3 points)
-        walk = _refine(rows, names, budget, space, rescorer or evaluator, cfg,
-                       (ref["weights"], others))
+        # when there are any (the 1,000-image subset's noise is ~1.3 points), and from the
+        # policy they rank first (the subset's favourite may be its luckiest draw)
+        walk = _refine(_walk_start(rows, rescored), len(rows), names, budget, space,
+                       rescorer or evaluator, cfg, (ref["weights"], others))
         rows += walk
         write_rows(run / "episodes.csv", FIELDS, rows)
     summary = _finish(run, rows, names, budget, evaluator, layers, (ref["weights"], others), cfg,
-                      rescorer, space, walk)
+                      rescorer, space, walk, rescored)
     summary["seconds"] = {"total_this_session": round(time.perf_counter() - t_start, 2),
                           "cluster": round(evaluator.seconds["cluster"], 2),
                           "evaluate": round(evaluator.seconds["evaluate"], 2),
@@ -397,10 +401,18 @@ def run_search(
     return summary
 
 
-def _refine(rows: list[dict], names: list[str], budget: Budget, space: JointSpace | None,
+def _walk_start(rows: list[dict], rescored: list[dict]) -> dict:
+    """The row a refinement walk starts from: the best re-scored policy, else the subset's best."""
+    if rescored:
+        top = max(rescored, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
+        return next(r for r in rows if int(r["episode"]) == top["episode"])
+    return max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+
+
+def _refine(best: dict, done: int, names: list[str], budget: Budget, space: JointSpace | None,
             evaluator: PolicyEvaluator, cfg: SearchConfig, weights: tuple[int, int]) -> list[dict]:
-    """Rows of a hill-climbing walk from the best row (see :mod:`rlcompress.search.refine`)."""
-    best = max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
+    """Rows (numbered after ``done``) of a hill-climbing walk from the row ``best`` (see
+    :mod:`rlcompress.search.refine`)."""
     ks = tuple(int(k) for k in best["ks"].split(";"))
     rates = [0.0] * len(names)
     if space is not None and best.get("rates"):
@@ -426,7 +438,7 @@ def _refine(rows: list[dict], names: list[str], budget: Budget, space: JointSpac
     for n, st in enumerate(steps):
         kept = space.kept(st.rates) if space else budget.kept
         out.append({
-            "episode": len(rows) + n + 1, "reward": round(st.accuracy / 100.0, 6),
+            "episode": done + n + 1, "reward": round(st.accuracy / 100.0, 6),
             "val_top1": round(st.accuracy, 3),
             "paper_ratio": round(paper_ratio_of(kept, st.ks, *weights), 4),
             "cost": round(st.cost, 1), "budget_fraction": round(st.cost / budget.limit, 5),
@@ -526,7 +538,8 @@ def _policy_record(row: dict, names: list[str], evaluator: PolicyEvaluator,
 def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
             evaluator: PolicyEvaluator, layers: dict, weights: tuple[int, int],
             cfg: SearchConfig, rescorer: PolicyEvaluator | None = None,
-            space: JointSpace | None = None, walk: list[dict] | None = None) -> dict:
+            space: JointSpace | None = None, walk: list[dict] | None = None,
+            rescored: list[dict] | None = None) -> dict:
     rules = []
     for rule in RULE_POLICIES:
         ks = resolve_policy(rule, layers)
@@ -540,7 +553,7 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
             rules[-1]["val_top1_rescored"] = round(rescorer(ks), 3)
     best = _policy_record(max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"]))),
                           names, evaluator, space)
-    rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore, space) if rescorer else []
+    rescored = list(rescored or [])
     if walk and rescorer:  # the walk scored on the re-scoring images: its best competes as is
         top = max(walk, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
         rec = _policy_record(top, names, rescorer, space)
