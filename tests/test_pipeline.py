@@ -174,6 +174,29 @@ def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, t
         assert name.endswith("conv1") and mid == width - int(rate * width + 0.5)
 
 
+def test_joint_run_that_prunes_nothing_skips_the_pruning_stage(image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+    from rlcompress.codec import load_compressed
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    out = tmp_path / "run"
+    # a generous budget: the uniform allocator keeps every chain whole
+    args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0,0.5",
+            "--prune-epochs", "1", "--strategy", "uniform", "--share-epochs", "1",
+            "--val-images", "3", "--target-ratio", "0", "--target-size", "400KB",
+            "--out", str(out), "--quiet", *data]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert not any(report["rates"].values()) and not (out / "prune").exists()
+    assert report["file_bytes"] <= 400000
+    net, manifest = load_compressed(report["file"])
+    assert [b["mid"] for b in manifest["spec"]["blocks"]] == [b["out"] for b in manifest["spec"]["blocks"]]
+
+
 def test_resuming_a_run_saved_before_the_joint_search_keeps_its_mode(tmp_path: Path):
     from rlcompress.pipeline import PipelineConfig, run_pipeline
     from rlcompress.pipeline.run import saved_config

@@ -8,8 +8,9 @@ fine-tuned exactly as ``rlcompress share`` does. Searched strategies (``ddpg``, 
 
 With ``prune_rates`` the frontier is *joint*: ``model`` is the dense model, every strategy also
 chooses a pruning rate per chain (rlcompress.search.joint), and each point is pruned at its
-rates and fine-tuned for ``prune_epochs`` (every point alike, unpruned ones included, so the
-rows of a budget get the same training) before sharing.
+rates and fine-tuned for ``prune_epochs`` before sharing; a point that prunes no chain is shared
+straight from the dense model (more epochs on a converged network only cost time: 8 of them
+lowered the clean ResNet-20's validation top-1 from 88.80 to 88.34).
 
 Run directory::
 
@@ -45,6 +46,7 @@ from rlcompress.jobs.train import default_init, resolve_model
 from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
+from rlcompress.search.joint import prunes_nothing
 from rlcompress.search.strategies import STRATEGIES
 from rlcompress.selection import best_by_validation
 
@@ -179,7 +181,9 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
             found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
                            ShareConfig(), ddpg, data_cfg, resume=True)
         start = model
-        if cfg.prune_rates:
+        if cfg.prune_rates and not prunes_nothing(found["best"]):
+            # a point that prunes nothing is not fine-tuned before sharing (nothing to recover;
+            # more epochs on the converged dense model lowered its validation top-1)
             prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
                   "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
                                                     seed=seed, threads=cfg.threads,

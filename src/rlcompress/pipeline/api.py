@@ -28,6 +28,7 @@ from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget, run_search
+from rlcompress.search.joint import prunes_nothing
 
 
 def _data(data: ImageData | LoaderData | None, train_loader: object, val_loader: object,
@@ -144,7 +145,7 @@ def compress(
                            ddpg, resume=True)
         small, small_spec, kept_whole, groups = _prune(
             copy.deepcopy(original), spec, 0.0, _example(data), protect, found["best"]["rate"])
-        if prune_epochs > 0:
+        if prune_epochs > 0 and not prunes_nothing(found["best"]):  # else nothing to recover
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
     else:
         small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,

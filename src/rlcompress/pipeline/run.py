@@ -32,6 +32,7 @@ from rlcompress.models import save_checkpoint
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
+from rlcompress.search.joint import prunes_nothing
 
 
 @dataclass
@@ -197,13 +198,19 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
         with _timed(run, "search"):
             found = search(str(start), str(run / "search"), scfg, ShareConfig(), dcfg, data_cfg,
                            resume=True)
-        say(3, "prune", _done(run / "prune"), f"FPGM at the searched rates, "
-            f"{cfg.prune_epochs} fine-tuning epochs")
-        with _timed(run, "prune"):
-            if _done(run / "prune") is None:
-                prune(str(start), str(run / "prune"),
-                      PruneConfig(rate=0.0, rates=found["best"]["rate"]), "physical", data_cfg,
-                      tcfg(cfg.prune_epochs, cfg.lr), resume=True)
+        if prunes_nothing(found["best"]):
+            # nothing to recover from: fine-tuning the converged dense model only costs time
+            # (8 epochs lowered the clean ResNet-20's validation top-1 from 88.80 to 88.34)
+            say(3, "prune", None, "the search pruned no chain: not pruned, not fine-tuned")
+            pruned = start
+        else:
+            say(3, "prune", _done(run / "prune"), f"FPGM at the searched rates, "
+                f"{cfg.prune_epochs} fine-tuning epochs")
+            with _timed(run, "prune"):
+                if _done(run / "prune") is None:
+                    prune(str(start), str(run / "prune"),
+                          PruneConfig(rate=0.0, rates=found["best"]["rate"]), "physical",
+                          data_cfg, tcfg(cfg.prune_epochs, cfg.lr), resume=True)
     else:
         say(2, "prune", _done(run / "prune"), f"FPGM rate {cfg.prune_rate}, "
             f"{cfg.prune_epochs} fine-tuning epochs")

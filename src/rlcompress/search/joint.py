@@ -417,3 +417,9 @@ def joint_demos(space: JointSpace, layers: dict[str, nn.Module]) -> list[tuple[l
         if b.total(k_list) <= b.limit and (zero, k_list) not in out:
             out.append((zero, k_list))
     return out
+
+
+def prunes_nothing(policy: dict) -> bool:
+    """Whether a searched policy (a ``best`` record, ``rate`` per chain) leaves every chain
+    whole, so that there is nothing to prune or recover from."""
+    return not any(float(r) > 0 for r in (policy.get("rate") or {}).values())
