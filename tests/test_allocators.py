@@ -238,3 +238,11 @@ def test_frontier_refines_only_searched_strategies():
     assert _search_cfg(cfg, "hessian", 0, 1000).refine == 0
     with pytest.raises(ValueError, match="refine"):
         FrontierConfig(refine=-1)
+
+
+def test_frontier_seeds_per_strategy():
+    from rlcompress.jobs.frontier import FrontierConfig, _seeds
+
+    cfg = FrontierConfig(seeds=3, random_seeds=1)
+    assert [_seeds(cfg, s) for s in ("ddpg", "random", "greedy")] == [3, 1, 1]
+    assert _seeds(FrontierConfig(seeds=2), "random") == 2
