@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -153,3 +155,17 @@ def test_joint_compress_on_a_user_model_prunes_the_searched_filters(planted, tmp
     assert report["file_bytes"] <= 4500
     for name, rate in report["rates"].items():
         assert getattr(decoded, name).out_channels == 16 - int(rate * 16 + 0.5)
+
+
+def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    _, report = rlcompress.compress(
+        PlainNet(), data=planted, target_size="4500", strategy="greedy", prune_epochs=0,
+        share_epochs=0, val_images=32, out=tmp_path / "g", progress=False, precision="fp32",
+        threads=1)
+    summary = json.loads((tmp_path / "g" / "search" / "summary.json").read_text())
+    assert summary["strategy"] == "greedy" and summary["episodes"] == 1
+    assert report["file_bytes"] <= 4500
+    with pytest.raises(ValueError, match="strateg"):
+        rlcompress.compress(PlainNet(), data=planted, target_size="4500", strategy="nope",
+                            out=tmp_path / "n", progress=False, threads=1)
