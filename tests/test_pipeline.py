@@ -20,6 +20,17 @@ def _example():
     return mod
 
 
+def _dense_checkpoint_and_data(image_tar: Path, tmp_path: Path) -> list[str]:
+    """Save a seeded 3-class ResNet-20 as ``tmp_path/dense.safetensors``; the CLI's data args
+    for the tiny image archive."""
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    return ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+
+
 def test_library_api_on_a_non_resnet(tmp_path: Path):
     report = _example().main(["--tiny", "--out", str(tmp_path / "vgg")])
     path = Path(report["file"])
@@ -37,12 +48,8 @@ def test_compress_refuses_ambiguous_budget():
 
 def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, capsys):
     from rlcompress.cli import main
-    from rlcompress.models import build_model, model_spec, save_checkpoint
 
-    torch.manual_seed(0)
-    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
-                    tmp_path, "dense")
-    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    data = _dense_checkpoint_and_data(image_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
             "--prune-rates", "", "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
@@ -111,11 +118,8 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
 
 def test_impossible_budget_fails_before_any_training(image_tar: Path, tmp_path: Path, capsys):
     from rlcompress.cli import main
-    from rlcompress.models import build_model, model_spec, save_checkpoint
 
-    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
-                    tmp_path, "dense")
-    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    data = _dense_checkpoint_and_data(image_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
             "--target-ratio", "500", "--out", str(out), "--quiet", *data]
@@ -154,12 +158,8 @@ def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, t
     file forces pruning, and the file made at the searched rates meets it."""
     from rlcompress.cli import main
     from rlcompress.codec import load_compressed
-    from rlcompress.models import build_model, model_spec, save_checkpoint
 
-    torch.manual_seed(0)
-    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
-                    tmp_path, "dense")
-    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    data = _dense_checkpoint_and_data(image_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0.25,0.5",
             "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
@@ -177,12 +177,8 @@ def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, t
 def test_joint_run_that_prunes_nothing_skips_the_pruning_stage(image_tar: Path, tmp_path: Path):
     from rlcompress.cli import main
     from rlcompress.codec import load_compressed
-    from rlcompress.models import build_model, model_spec, save_checkpoint
 
-    torch.manual_seed(0)
-    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
-                    tmp_path, "dense")
-    data = ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    data = _dense_checkpoint_and_data(image_tar, tmp_path)
     out = tmp_path / "run"
     # a generous budget: the uniform allocator keeps every chain whole
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0,0.5",
