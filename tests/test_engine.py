@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from conftest import planted_data
 from rlcompress.engine import TrainConfig, evaluate, fit, lr_at, make_loaders
+from rlcompress.engine.train import budgeted_epochs
 from rlcompress.models import build_model, load_checkpoint, resnet_spec
 
 TINY = dict(batch_size=32, lr=0.05, progress=False, precision="fp32", threads=2, eval_batch_size=64)
@@ -88,6 +90,26 @@ def test_resume_continues_where_it_stopped(tmp_path: Path):
     full = (_rows(tmp_path / "full" / "metrics.csv"))
     cut = (_rows(tmp_path / "cut" / "metrics.csv"))
     assert [r["val_top1"] for r in full] == [r["val_top1"] for r in cut]
+
+
+def test_budgeted_epochs_fill_the_budget_within_bounds():
+    cfg = TrainConfig(epochs=100, time_budget=100.0)
+    assert budgeted_epochs(cfg, 2, elapsed=10.0, epoch_seconds=5.0) == 20  # 2 + 90 // 5
+    assert budgeted_epochs(cfg, 2, elapsed=150.0, epoch_seconds=5.0) == 2  # over: stop now
+    assert budgeted_epochs(replace(cfg, time_budget=1e6), 2, 10.0, 5.0) == 100  # the most
+
+
+def test_time_budget_fixes_epochs_and_resume_keeps_them(tmp_path: Path):
+    data = planted_data()
+    # a budget already spent by the second epoch: the run ends there, whatever epochs allows
+    cfg = TrainConfig(epochs=6, time_budget=1e-3, **TINY)
+    summary = fit(*_model(), data, cfg, tmp_path / "run")
+    assert summary["epochs"] == 2
+    assert [r["epoch"] for r in _rows(tmp_path / "run" / "metrics.csv")] == ["1", "2"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
+    again = fit(*_model(), data, cfg, tmp_path / "run", resume=True)
+    assert again["epochs"] == 2
+    assert len(_rows(tmp_path / "run" / "metrics.csv")) == 2
 
 
 def test_lr_schedules():

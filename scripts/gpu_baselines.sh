@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Train the two clean baselines from scratch on one GPU (the `device` machine), both at once,
+# each within a wall-clock budget (the run fixes its epochs after the second one, see
+# TrainConfig.time_budget). Run directories are snapshotted to OUTDIR as they go, so a call cut
+# short still brings back the last epochs (resume them anywhere with `rlcompress train ... --resume`).
+# Usage: bash scripts/gpu_baselines.sh OUTDIR BUDGET_SECONDS [extra `rlcompress train` options]
+# Env: DEVICE (cuda), SOURCE (dataset; default: the shared CIFAR-10 export), MODELS.
+set -uo pipefail
+out=${1:?OUTDIR}; budget=${2:?BUDGET_SECONDS}; shift 2
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" > /dev/null; then  # packages the device image lacks (gymnasium)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+[ -d .devdata ] && export RLCOMPRESS_SHARED=${RLCOMPRESS_SHARED:-$PWD/.devdata}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+runs=$(mktemp -d)
+src=()
+[ -n "${SOURCE:-}" ] && src=(--source "$SOURCE")
+for m in ${MODELS:-resnet20 resnet32}; do
+  python3 -m rlcompress train --model "$m" --out "$runs/scratch-$m" --epochs 300 \
+    --lr 0.2 --batch-size 256 --schedule cosine --warmup 0.02 --weight-decay 5e-4 --cutout 16 \
+    --device "${DEVICE:-cuda}" --threads 2 --no-progress --time-budget "$budget" \
+    --data-dir "$runs/data-$m" "${src[@]}" "$@" > "$out/$m.log" 2>&1 &
+done
+snapshot() {
+  for d in "$runs"/scratch-*; do
+    [ -d "$d" ] || continue
+    n=$(basename "$d")
+    tar -C "$runs" -czf "$out/$n.tar.gz.tmp" --exclude='*.tmp' "$n" 2>/dev/null \
+      && mv "$out/$n.tar.gz.tmp" "$out/$n.tar.gz"
+  done
+}
+i=0
+while [ -n "$(jobs -rp)" ]; do sleep 5; i=$((i + 1)); [ $((i % 6)) = 0 ] && snapshot; done
+wait
+snapshot
+tail -n 3 "$out"/*.log
+for d in "$runs"/scratch-*; do [ -f "$d/summary.json" ] && cat "$d/summary.json"; done
