@@ -25,8 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def record(run: Path) -> dict:
-    """The baseline record of a finished scratch run."""
+def record(run: Path, machine: str | None = None, command: str | None = None) -> dict:
+    """The baseline record of a finished scratch run (``machine`` and ``command`` override what
+    the run's config says, e.g. for a run made on the device machine by a script)."""
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     train = config["train"]
@@ -39,11 +40,13 @@ def record(run: Path) -> dict:
         "val_test_gap": round(summary["val"]["top1"] - summary["test"]["top1"], 2),
         "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
         "seconds": summary["seconds"],
-        "command": "rlcompress " + " ".join(argv[1:]) if argv else "",
+        "command": command or ("rlcompress " + " ".join(argv[1:]) if argv else ""),
         "recipe": {k: train[k] for k in ("epochs", "batch_size", "lr", "schedule", "warmup",
                                          "momentum", "weight_decay", "label_smoothing", "seed",
-                                         "augment", "precision", "select")},
-        "machine": f"{platform.machine()}, {train.get('threads') or 'all'} thread(s) (2-core CPU)",
+                                         "augment", "precision", "select")
+                   if k in train} | {k: train[k] for k in ("cutout", "time_budget") if train.get(k)},
+        "machine": machine or f"{platform.machine()}, {train.get('threads') or 'all'} thread(s) "
+                              "(2-core CPU)",
         "run_dir": str(run),
     }
 
@@ -73,10 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("run", type=Path)
     ap.add_argument("--results", type=Path, default=Path("results/baseline"))
     ap.add_argument("--train-images", type=int, default=45000)
+    ap.add_argument("--machine", help="where it trained (default: this machine)")
+    ap.add_argument("--command", help="the command that trained it (default: from its config)")
     args = ap.parse_args(argv)
     if not (args.run / "summary.json").is_file():
         raise SystemExit(f"{args.run}: no summary.json, the training has not finished")
-    rec = {**record(args.run), "train_images": args.train_images}
+    rec = {**record(args.run, args.machine, args.command), "train_images": args.train_images}
     model = rec["model"]
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{model}.json"
