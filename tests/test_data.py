@@ -209,6 +209,27 @@ def test_loader_epoch_determinism(planted):
     assert len(loader) == 8
 
 
+def _device_batches(data, device: str | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader = BatchLoader(data.train, 32, data.mean, data.std, shuffle=True, augment=True,
+                         cutout=8, seed=3, device=device)
+    loader.set_epoch(2)
+    return [(x.cpu(), y.cpu()) for x, y in loader]
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+])
+def test_loader_on_a_device_makes_the_same_batches(planted, device: str):
+    """Batches assembled on a device (the images moved there once) equal the CPU's: the same
+    order, crops, flips and Cutout squares, the same labels."""
+    here, there = _device_batches(planted, None), _device_batches(planted, device)
+    assert len(here) == len(there) > 1
+    for (xa, ya), (xb, yb) in zip(here, there, strict=True):
+        assert torch.equal(ya, yb)
+        assert torch.allclose(xa, xb, atol=1e-5)
+
+
 def test_tar_with_prefix_dir(image_tree: Path, tmp_path: Path):
     archive = tmp_path / "prefixed.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -25,17 +25,19 @@ def random_crop_flip(
     gets the same crop and flip however many ranks share the batch.
     """
     n, h, w, _ = images.shape
+    dev = images.device
     total = n if total is None else total
     part = part or slice(0, total)
     if padding > 0:
         padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
-        oy = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part]
-        ox = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part]
-        rows = (oy[:, None] + torch.arange(h))[:, :, None]
-        cols = (ox[:, None] + torch.arange(w))[:, None, :]
-        images = padded[torch.arange(n)[:, None, None], rows, cols]
+        # drawn on the CPU generator whatever the device, so every device sees the same batches
+        oy = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part].to(dev)
+        ox = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part].to(dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
+        images = padded[torch.arange(n, device=dev)[:, None, None], rows, cols]
     if flip:
-        mask = (torch.rand(total, generator=generator) < 0.5)[part]
+        mask = (torch.rand(total, generator=generator) < 0.5)[part].to(dev)
         images = torch.where(mask[:, None, None, None], images.flip(2), images)
     return images
 
@@ -47,11 +49,12 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator, part: slice |
     Draws are made for the global batch of ``total`` and sliced to ``part``, as in
     :func:`random_crop_flip`."""
     n, _, h, w = x.shape
+    dev = x.device
     total = n if total is None else total
     part = part or slice(0, total)
-    cy = torch.randint(0, h, (total,), generator=generator)[part]
-    cx = torch.randint(0, w, (total,), generator=generator)[part]
-    rows, cols = torch.arange(h), torch.arange(w)
+    cy = torch.randint(0, h, (total,), generator=generator)[part].to(dev)
+    cx = torch.randint(0, w, (total,), generator=generator)[part].to(dev)
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
     lo_y, lo_x = (cy - size // 2)[:, None], (cx - size // 2)[:, None]
     in_y = (rows >= lo_y) & (rows < lo_y + size)  # [n, h]
     in_x = (cols >= lo_x) & (cols < lo_x + size)  # [n, w]
@@ -66,8 +69,8 @@ def to_model_input(
     channels_last: bool = True,
 ) -> torch.Tensor:
     """uint8 NHWC -> normalised float32 NCHW (memory in channels_last order if asked)."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255.0
     # permute keeps NHWC memory order, which is exactly channels_last for an NCHW view
     x = images.permute(0, 3, 1, 2).float()
     x = (x - m) / s
@@ -82,6 +85,10 @@ class BatchLoader:
     ``(seed, e)``, so a resumed run sees exactly the batches it would have seen. With
     ``world_size`` > 1 it yields rank ``rank``'s slice of every global batch of ``batch_size``
     (same order, same augmentation of each image, whatever the number of ranks).
+    With a ``device`` (e.g. ``cuda``) the split's images and labels move there once and batches
+    are cropped, flipped, normalised and cut out there: on a GPU the per-batch index arithmetic
+    on the CPU took as long as the training step. The random draws stay on the CPU generator,
+    so the batches are the same on every device.
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         cutout: int = 0,
+        device: torch.device | str | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -112,6 +120,8 @@ class BatchLoader:
         self.epoch = 0
         self.global_size = 0
         self.cutout = cutout
+        self.device = torch.device(device) if device is not None else None
+        self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
@@ -121,7 +131,16 @@ class BatchLoader:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's images and labels, on ``device`` (moved once) or where they are."""
+        if self.device is None or self.split.images.device == self.device:
+            return self.split.images, self.split.labels
+        if self._on_device is None:
+            self._on_device = (self.split.images.to(self.device), self.split.labels.to(self.device))
+        return self._on_device
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        all_images, all_labels = self._tensors()
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         n = len(self.split)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
@@ -130,11 +149,11 @@ class BatchLoader:
             total = len(idx)
             self.global_size = total  # the size of the global batch this one is a slice of
             part = shard(total, self.rank, self.world_size)
-            idx = idx[part]
-            images = self.split.images[idx]
+            idx = idx[part].to(all_images.device)
+            images = all_images[idx]
             if self.augment:
                 images = random_crop_flip(images, self.padding, True, g, part, total)
             x = to_model_input(images, self.mean, self.std, self.channels_last)
             if self.augment and self.cutout > 0:
                 x = cutout(x, self.cutout, g, part, total)
-            yield x, self.split.labels[idx]
+            yield x, all_labels[idx]

@@ -149,11 +149,14 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
 
 
-def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
+def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig,
+                 device: torch.device | None = None) -> tuple:
     """Training loader (shuffled, augmented) and validation loader for ``data``.
 
-    Under torchrun each rank gets its slice of every global batch of ``cfg.batch_size``.
+    Under torchrun each rank gets its slice of every global batch of ``cfg.batch_size``. With
+    a CUDA ``device``, in-memory images move there once and batches are made there.
     """
+    on = device if device is not None and device.type == "cuda" else None
     rank, world = (dist.rank(), dist.world_size()) if dist.initialized() else (0, 1)
     if isinstance(data, LoaderData):
         train = EpochSeeded(data.train_loader, cfg.seed)
@@ -163,11 +166,11 @@ def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig) -> tuple:
     train = BatchLoader(
         data.train, cfg.batch_size, data.mean, data.std, shuffle=True, augment=cfg.augment,
         drop_last=len(data.train) > cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last,
-        rank=rank, world_size=world, cutout=cfg.cutout,
+        rank=rank, world_size=world, cutout=cfg.cutout, device=on,
     )
     val = BatchLoader(
         data.val, cfg.eval_batch_size, data.mean, data.std, channels_last=cfg.channels_last,
-        rank=rank, world_size=world,
+        rank=rank, world_size=world, device=on,
     )
     return train, val
 
@@ -197,10 +200,10 @@ def short_finetune(model: nn.Module, data: ImageData | LoaderData, cfg: TrainCon
     mode."""
     if steps < 1:
         return model.eval()
-    loader, _ = make_loaders(data, cfg)
+    device = pick_device(cfg.device)
+    loader, _ = make_loaders(data, cfg, device)
     loader.set_epoch(1)
     first = _FirstBatches(loader, steps)
-    device = pick_device(cfg.device)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -319,7 +322,7 @@ def fit(
         return json.loads((run_dir / "summary.json").read_text())
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
-    train_loader, val_loader = make_loaders(data, cfg)
+    train_loader, val_loader = make_loaders(data, cfg, device)
     total_steps = cfg.epochs * len(train_loader)
     batch_size = getattr(train_loader, "batch_size", None) or cfg.batch_size
     model.to(device)
