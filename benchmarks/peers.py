@@ -54,6 +54,9 @@ from rlcompress.selection import best_by_validation
 CHECKPOINTS = {  # the clean baselines (trained on the train split only) are the default
     "resnet20": "checkpoints/scratch-resnet20/best.safetensors",
     "resnet20-fpgm": "checkpoints/fpgm-scratch-resnet20/finetune/best.safetensors",
+    "resnet32": "checkpoints/scratch-resnet32/best.safetensors",
+    # the CPU-trained clean baseline of sessions 7-10 (results/bench/peers_clean.json)
+    "resnet20-cpu160": "checkpoints/scratch-cpu160-resnet20/best.safetensors",
     # history: the shared checkpoint fine-tuned on this data (results/bench/peers.json)
     "resnet20-finetuned": "checkpoints/baseline-resnet20/best.safetensors",
     "resnet20-fpgm-finetuned": "checkpoints/fpgm-resnet20/finetune/best.safetensors",
