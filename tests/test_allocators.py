@@ -140,9 +140,16 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
         + [{"model": "resnet20", "tool": "rlcompress", "method": "default", "bits": 2,
             "epochs": 0, "top1": 1.0, "val_top1": 1.0, "file": "x", "file_bytes": 1}]))
     args += ["--rules", "k16", "--peers", str(tmp_path / "peers.json")]
+    assert main([*args, "--collect-only"]) == 0  # nothing finished yet: nothing run
+    partial = json.loads((tmp_path / "res" / "m.partial.json").read_text())
+    assert partial["finished"] == "0 of 4 points" and len(partial["points"]) == 1  # the peer
+    assert not (tmp_path / "run").exists() and not (tmp_path / "res" / "m.json").exists()
     assert main(args) == 0
     result = json.loads((tmp_path / "res" / "m.json").read_text())
     assert len(result["points"]) == 1 + 2 + 1 + 1  # uniform, random x 2 seeds, k16, one peer
+    assert main([*args, "--collect-only"]) == 0  # all finished: the partial file has them all
+    partial = json.loads((tmp_path / "res" / "m.partial.json").read_text())
+    assert partial["finished"] == "4 of 4 points" and partial["points"] == result["points"]
     for p in result["points"]:
         assert Path(p["file"]).is_file() and p["file_bytes"] <= p["budget_bytes"]
     rows = {(r["method"], r["target_ratio"]): r for r in result["rows"]}

@@ -81,6 +81,9 @@ class FrontierConfig:
             allocators stay one-shot, so they remain the baselines the search must beat.
         rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
             (no budget; the same training as every other point).
+        collect_only: run nothing; write the points already finished (with their files) as
+            ``<name>.partial.json/.md/.png``: safe beside a running frontier, so a frontier
+            that spans sessions can commit what it has.
     """
 
     ratios: tuple[float, ...] = (8.0, 12.0, 18.0, 27.0, 40.0)
@@ -101,6 +104,7 @@ class FrontierConfig:
     allocator_demos: str = ""
     refine: int = 0
     rules: tuple[str, ...] = ()
+    collect_only: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -148,16 +152,19 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     for rule in cfg.rules:
         points.append(_point(model, Path(out), cfg, data_cfg, 0.0, 0, rule, 0,
                              Path(results) / "files" / name, dense))
+    planned = len(points)
+    points = [p for p in points if p is not None]  # collect_only: the unfinished are None
+    finished = f"{len(points)} of {planned} points"
     if peers:
         points += peer_points(peers, peers_model, dense)
     table = _aggregate(points)
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
-              "command": "rlcompress " + " ".join(sys.argv[1:]), "rows": table,
-              "points": points}
-    base = Path(results) / name
-    write_json(base.with_suffix(".json"), result)
-    write_text(base.with_suffix(".md"), markdown(table))
-    plot(table, base.with_suffix(".png"), name)
+              "command": "rlcompress " + " ".join(sys.argv[1:]), "finished": finished,
+              "rows": table, "points": points}
+    base = Path(results) / (f"{name}.partial" if cfg.collect_only else name)
+    write_json(Path(f"{base}.json"), result)
+    write_text(Path(f"{base}.md"), markdown(table))
+    plot(table, Path(f"{base}.png"), name)
     return result
 
 
@@ -177,7 +184,7 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
-           size: int, strategy: str, seed: int, files: Path, dense: int = 0) -> dict:
+           size: int, strategy: str, seed: int, files: Path, dense: int = 0) -> dict | None:
     """One point: search (or a rule, with ``ratio`` 0 and ``dense`` bytes), prune at the
     searched rates in a joint frontier, share and fine-tune; reused when already done."""
     rule = strategy in RULE_POLICIES
@@ -185,6 +192,8 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     done = run / "share" / "summary.json"
     if done.is_file():
         shared = json.loads(done.read_text())
+    elif cfg.collect_only:
+        return None
     else:
         if rule:
             found = {"best": {"k": strategy, "rate": {}}}
