@@ -137,6 +137,32 @@ def test_bn_recalibration_changes_only_running_statistics():
     assert torch.allclose(model.bn1.running_mean, ref, atol=1e-5)
 
 
+def test_bn_shift_keeps_unchanged_statistics_and_moves_them_by_the_measured_change():
+    from rlcompress.engine.bn import bn_reference
+
+    model, _ = _tiny_resnet()
+    data = planted_data()
+    batches = calibration_batches(data, 96, seed=1)
+    before = copy.deepcopy(model.state_dict())
+    ref = bn_reference(model, batches)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    recalibrate_bn(model, batches, reference=ref)  # same weights: no change to shift by
+    for k, v in model.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.allclose(before[k], v, atol=1e-5), k
+    with torch.no_grad():  # new weights: the shift equals what replacing would move
+        model.conv1.weight.mul_(1.5)
+    replaced = copy.deepcopy(model)
+    recalibrate_bn(replaced, batches)
+    recalibrate_bn(model, batches, reference=ref)
+    run_mean, run_var, ref_mean, ref_var = ref["bn1"]
+    assert torch.allclose(model.bn1.running_mean - run_mean,
+                          replaced.bn1.running_mean - ref_mean, atol=1e-5)
+    assert torch.allclose(model.bn1.running_var / run_var,
+                          replaced.bn1.running_var / ref_var, rtol=1e-4)
+    assert not torch.allclose(model.bn1.running_mean, replaced.bn1.running_mean)
+
+
 class _Kill(Exception):
     pass
 

@@ -23,7 +23,7 @@ from rlcompress.clustering.sharing import (
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
-from rlcompress.engine.bn import recalibrate_bn
+from rlcompress.engine.bn import bn_reference, recalibrate_bn
 
 
 def sharing_layout(model: nn.Module) -> dict[str, int | list[int]]:
@@ -56,13 +56,15 @@ def quantize(
     if cfg.weighted:
         batches = calibration_batches(data, cfg.calibration_images, seed=cfg.kmeans_seed)
         importance = fisher_importance(model, batches, list(ks))
+    bn_batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
+    reference = bn_reference(model, bn_batches, precision=precision) \
+        if bn_batches and cfg.bn_mode == "shift" else None
     t1 = time.perf_counter()
     if trainable and cfg.finetune == "qat":
         qat_model(model, ks, cfg, cache, importance)
     else:
         share_model(model, ks, cfg, cache, importance)
     t2 = time.perf_counter()
-    recalibrate_bn(model, calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1),
-                   precision=precision)
+    recalibrate_bn(model, bn_batches, precision=precision, reference=reference)
     return {"fisher_s": round(t1 - t0, 2), "cluster_s": round(t2 - t1, 2),
             "bn_s": round(time.perf_counter() - t2, 2)}

@@ -44,6 +44,9 @@ class ShareConfig:
             methods their per-weight importance.
         bn_images: training images over which batch-norm running statistics are re-estimated
             after clustering (0: keep the uncompressed model's statistics).
+        bn_mode: ``shift``: the uncompressed statistics moved by the change clustering causes
+            on those images (robust to training augmentation the calibration does not repeat,
+            such as Cutout); ``replace``: the statistics of those images.
         finetune: ``qat``: latent float weights trained through a nearest-centroid forward
             (straight-through), with the centroids re-fitted to their members and every weight
             re-assigned at each step; ``centroids``: fixed assignments, trainable centroids
@@ -60,12 +63,14 @@ class ShareConfig:
     last: bool = True
     calibration_images: int = 1024
     bn_images: int = 2048
+    bn_mode: str = "shift"
     finetune: str = "qat"
     group_size: int = 0
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images", "group_size"),
-                     choices={"method": tuple(METHODS), "finetune": ("qat", "centroids")})
+                     choices={"method": tuple(METHODS), "finetune": ("qat", "centroids"),
+                              "bn_mode": ("shift", "replace")})
         if METHODS[self.method].weighted and self.calibration_images < 1:
             raise ValueError(f"method {self.method!r} needs calibration_images >= 1")
 

@@ -4,6 +4,14 @@ Clustering moves every weight a little, and the per-channel means and variances 
 learnt for the original weights no longer match what the layers produce; at 2 bits this alone
 takes ResNet-20 to chance. Re-estimating the statistics on a few thousand training images
 (no gradients, nothing else changes) recovers most of it.
+
+Replacing the statistics by those of the calibration images assumes those images look like
+what the network was trained on. A network trained with Cutout (or any augmentation the
+calibration does not repeat) normalises by statistics of inputs the calibration never shows:
+replacing them cost the Cutout-trained ResNet-20 1.45 points with unchanged weights. With a
+``reference`` (:func:`bn_reference`, taken from the uncompressed model on the same batches)
+the statistics are instead *shifted* by the change the new weights cause on those images, so
+a mismatch between calibration and training inputs cancels out.
 """
 
 from __future__ import annotations
@@ -16,6 +24,35 @@ from torch import nn
 from rlcompress.engine.runtime import autocast
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+# per batch norm: running mean and variance of the uncompressed model, and the mean and
+# variance of its activations over the calibration batches
+BNReference = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _bns(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, _BN) and m.track_running_stats}
+
+
+@torch.no_grad()
+def bn_reference(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> BNReference:
+    """What :func:`recalibrate_bn` needs to shift statistics: every batch norm's running
+    statistics and its activations' statistics over ``batches``, for the (uncompressed)
+    ``model``, which is left unchanged."""
+    bns = _bns(model)
+    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for n, m in bns.items()}
+    recalibrate_bn(model, batches, device, precision)
+    ref = {n: (saved[n][0], saved[n][1], m.running_mean.clone(), m.running_var.clone())
+           for n, m in bns.items()}
+    for n, m in bns.items():
+        m.running_mean.copy_(saved[n][0]), m.running_var.copy_(saved[n][1])
+        m.num_batches_tracked.copy_(saved[n][2])
+    return ref
 
 
 @torch.no_grad()
@@ -24,10 +61,16 @@ def recalibrate_bn(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    reference: BNReference | None = None,
 ) -> int:
     """Replace every batch norm's running mean and variance by their exact average over
     ``batches`` (cumulative, not exponential). Returns the number of images used; a model
     without batch norm, or no batches, changes nothing.
+
+    With a ``reference`` from the uncompressed model on the same ``batches``, each batch norm
+    instead keeps the uncompressed running statistics moved by the change measured on the
+    batches: mean + (new batch mean - reference batch mean), variance x (new batch variance /
+    reference batch variance).
 
     Only the running statistics (and ``num_batches_tracked``) change: weights, biases and the
     model's train/eval mode are as before.
@@ -59,4 +102,15 @@ def recalibrate_bn(
     if seen == 0:
         for m, (mean, var, n, _) in zip(bns, saved, strict=True):
             m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
+    elif reference is not None:
+        _shift(model, reference)
     return seen
+
+
+def _shift(model: nn.Module, reference: BNReference) -> None:
+    for name, m in _bns(model).items():
+        if name not in reference:
+            raise KeyError(f"batch norm {name!r} has no reference statistics")
+        run_mean, run_var, ref_mean, ref_var = reference[name]
+        m.running_mean.copy_(run_mean + (m.running_mean - ref_mean))
+        m.running_var.copy_(run_var * m.running_var / ref_var.clamp_min(1e-12))

@@ -25,7 +25,7 @@ from rlcompress.clustering.sharing import ClusterCache, ShareConfig, layer_indic
 from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
-from rlcompress.engine.bn import recalibrate_bn
+from rlcompress.engine.bn import bn_reference, recalibrate_bn
 from rlcompress.engine.runtime import autocast
 
 
@@ -72,6 +72,8 @@ class PolicyEvaluator:
             self.importance = fisher_importance(self.model, calib, self.layers)
             self.seconds["fisher"] = time.perf_counter() - t0
         self.bn_batches = calibration_batches(data, self.cfg.bn_images, seed=self.cfg.kmeans_seed + 1)
+        self.bn_reference = bn_reference(self.model, self.bn_batches, precision=precision) \
+            if self.bn_batches and self.cfg.bn_mode == "shift" else None
         self.calls = 0
         self._reference: list[torch.Tensor] | None = None
 
@@ -126,7 +128,8 @@ class PolicyEvaluator:
         if self.bn_batches:
             t0 = time.perf_counter()
             with torch.inference_mode(False), torch.no_grad():
-                recalibrate_bn(self.model, self.bn_batches, precision=self.precision)
+                recalibrate_bn(self.model, self.bn_batches, precision=self.precision,
+                               reference=self.bn_reference)
             self.seconds["bn"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         correct, div = 0, 0.0
