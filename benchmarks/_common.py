@@ -24,12 +24,14 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def after_short_ft(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str, int],
-                   data: object, steps: int, cfg: TrainConfig, ev: PolicyEvaluator) -> float:
+                   data: object, steps: int, cfg: TrainConfig, ev: PolicyEvaluator,
+                   share_cfg: ShareConfig | None = None) -> float:
     """Top-1 on ``ev``'s subset after ``steps`` steps of distilled trained quantization of a
     copy of ``net`` at ``ks`` (batch norm re-estimated as the sharing default does)."""
     net = copy.deepcopy(net)
-    quantize(net, ks, data, ShareConfig(), trainable=True)
+    share_cfg = share_cfg or ShareConfig()
+    quantize(net, ks, data, share_cfg, trainable=True)
     short_finetune(net, data, cfg, steps, teacher)
     freeze_qat(net)
-    recalibrate_bn(net, calibration_batches(data, ShareConfig().bn_images, seed=1))
+    recalibrate_bn(net, calibration_batches(data, share_cfg.bn_images, seed=1))
     return ev.top1_of(net.float().to(memory_format=torch.contiguous_format))

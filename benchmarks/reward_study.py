@@ -84,7 +84,7 @@ def final_accuracy(model: torch.nn.Module, spec: dict, ks: dict[str, int], data:
                    args: argparse.Namespace, run: Path) -> float:
     """Cluster and fine-tune like ``rlcompress share``; validation top-1 of the result."""
     net, teacher = copy.deepcopy(model), copy.deepcopy(model).eval()
-    quantize(net, ks, data, ShareConfig(), trainable=True)
+    quantize(net, ks, data, ShareConfig(bn_mode=args.bn_mode), trainable=True)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, distill=args.distill, progress=False,
                       threads=args.threads, select="last")
     fit(net, {**spec, **sharing_spec(net)}, data, cfg, run, resume=True, teacher=teacher)
@@ -97,7 +97,8 @@ def short_ft_signal(model: torch.nn.Module, ks: dict[str, int], data: object,
     """Top-1 on the subset after ``args.ft_steps`` steps of distilled trained quantization."""
     cfg = TrainConfig(epochs=1, lr=args.lr, distill=args.distill, progress=False,
                       threads=args.threads, warmup=0.0)
-    return after_short_ft(model, copy.deepcopy(model).eval(), ks, data, args.ft_steps, cfg, ev)
+    return after_short_ft(model, copy.deepcopy(model).eval(), ks, data, args.ft_steps, cfg, ev,
+                          ShareConfig(bn_mode=args.bn_mode))
 
 
 def plot(rows: list[dict], summary: dict, path: Path) -> None:
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also the ft_top1 signal: top-1 after this many fine-tuning steps")
     ap.add_argument("--k-max", type=int, default=256, help="largest k a policy may use")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bn-mode", default="shift", choices=("shift", "replace"),
+                    help="batch-norm re-estimation (ShareConfig.bn_mode; studies begun before "
+                         "session 11 used replace)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--name", default="", help="results name (default: the model's folder)")
     ap.add_argument("--runs", default="runs/reward_study")
@@ -154,10 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(clusterable_layers(model))
     scfg = SearchConfig(target_ratio=args.target_ratio, target_size=args.target_size,
                         val_images=args.val_images, progress=False, k_max=args.k_max)
-    budget = make_budget(model, spec, names, scfg, ShareConfig())
+    share_cfg = ShareConfig(bn_mode=args.bn_mode)
+    budget = make_budget(model, spec, names, scfg, share_cfg)
     budget.check()
     cache = ClusterCache()
-    default = PolicyEvaluator(model, names, data, args.val_images, ShareConfig(), cache)
+    default = PolicyEvaluator(model, names, data, args.val_images, share_cfg, cache)
     plain = PolicyEvaluator(model, names, data, args.val_images, PLAIN, cache)
     policies = draw_policies(AllocContext(model, names, budget, data, default, args.seed),
                              args.policies, args.seed)
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "model": args.model, "budget": {"kind": budget.kind, "limit": budget.limit},
         "policies": len(rows), "epochs": args.epochs, "lr": args.lr, "distill": args.distill,
-        "ft_steps": args.ft_steps,
+        "ft_steps": args.ft_steps, "bn_mode": args.bn_mode,
         "val_images": args.val_images,
         "spearman": {s: round(spearman([r[s] for r in rows], final), 3) for s in SIGNALS
                      if all(s in r for r in rows)} if len(rows) > 2 else {},
