@@ -4,7 +4,11 @@
 # TrainConfig.time_budget). Run directories are snapshotted to OUTDIR as they go, so a call cut
 # short still brings back the last epochs (resume them anywhere with `rlcompress train ... --resume`).
 # Usage: bash scripts/gpu_baselines.sh OUTDIR BUDGET_SECONDS [extra `rlcompress train` options]
-# Env: DEVICE (cuda), SOURCE (dataset; default: the shared CIFAR-10 export), MODELS.
+# Env: DEVICE (cuda), SOURCE (dataset; default: the shared CIFAR-10 export), MODELS,
+#   CALL_SECONDS: stop the trainings after this many seconds (a budget longer than one call:
+#     the snapshots keep the last finished epoch),
+#   RESUME: a folder with the scratch-<model>.tar.gz snapshots of an earlier call to continue
+#     (carry it to the device machine in an ignored folder; same BUDGET_SECONDS and options).
 set -uo pipefail
 out=${1:?OUTDIR}; budget=${2:?BUDGET_SECONDS}; shift 2
 mkdir -p "$out"
@@ -19,11 +23,17 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 runs=$(mktemp -d)
 src=()
 [ -n "${SOURCE:-}" ] && src=(--source "$SOURCE")
+limit=()
+[ "${CALL_SECONDS:-0}" != 0 ] && limit=(timeout --signal=TERM "$CALL_SECONDS")
 for m in ${MODELS:-resnet20 resnet32}; do
-  python3 -m rlcompress train --model "$m" --out "$runs/scratch-$m" --epochs 300 \
+  resume=()
+  if [ -n "${RESUME:-}" ] && [ -f "$RESUME/scratch-$m.tar.gz" ]; then
+    tar -C "$runs" -xzf "$RESUME/scratch-$m.tar.gz" && resume=(--resume)
+  fi
+  "${limit[@]}" python3 -m rlcompress train --model "$m" --out "$runs/scratch-$m" --epochs 300 \
     --lr 0.2 --batch-size 256 --schedule cosine --warmup 0.02 --weight-decay 5e-4 --cutout 16 \
     --device "${DEVICE:-cuda}" --threads 2 --no-progress --time-budget "$budget" \
-    --data-dir "$runs/data-$m" "${src[@]}" "$@" > "$out/$m.log" 2>&1 &
+    --data-dir "$runs/data-$m" "${src[@]}" "${resume[@]}" "$@" >> "$out/$m.log" 2>&1 &
 done
 snapshot() {
   for d in "$runs"/scratch-*; do
