@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The joint frontier of issue #13 on a committed clean baseline (checkpoints/scratch-MODEL):
+# five budgets, tight ones first (they decide the targets), every allocator, DDPG over 3 seeds,
+# coremltools' points from the peers benchmark. Resumable point by point: rerun to continue;
+# add --collect-only to write the finished points as results/frontier/MODEL.partial.*.
+# ~9 hours of both cores per network on the 2-core CPU machine (--threads 1 beside another job).
+# Peers first: python benchmarks/peers.py --models MODEL --ft-models MODEL --threads 1
+#   --distill 0.5 --rlc --out results/bench/peers_clean_v2[_MODEL].json (no suffix: resnet20)
+# Usage: bash scripts/frontier.sh MODEL [more `rlcompress frontier` options]
+set -euo pipefail
+model=${1:?MODEL (resnet20 or resnet32)}; shift
+peers=results/bench/peers_clean_v2.json
+[ "$model" = resnet20 ] || peers=results/bench/peers_clean_v2_$model.json
+rlcompress frontier --model "$model" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
+    --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
+    --random-seeds 1 --allocator-demos hessian,greedy --refine 60 --episodes 200 \
+    --val-images 1000 --peers "$peers" --peers-model "$model" \
+    --out "runs/frontier/$model" --quiet "$@"
