@@ -33,6 +33,18 @@ def _bns(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, _BN) and m.track_running_stats}
 
 
+def _running(bns: dict[str, nn.Module]) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Copies of every batch norm's running mean, variance and batch count."""
+    return {n: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+            for n, m in bns.items()}
+
+
+def _restore(bns: dict[str, nn.Module], saved: dict[str, tuple[torch.Tensor, ...]]) -> None:
+    for n, m in bns.items():
+        mean, var, count = saved[n]
+        m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+
+
 @torch.no_grad()
 def bn_reference(
     model: nn.Module,
@@ -44,14 +56,11 @@ def bn_reference(
     statistics and its activations' statistics over ``batches``, for the (uncompressed)
     ``model``, which is left unchanged."""
     bns = _bns(model)
-    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for n, m in bns.items()}
+    saved = _running(bns)
     recalibrate_bn(model, batches, device, precision)
     ref = {n: (saved[n][0], saved[n][1], m.running_mean.clone(), m.running_var.clone())
            for n, m in bns.items()}
-    for n, m in bns.items():
-        m.running_mean.copy_(saved[n][0]), m.running_var.copy_(saved[n][1])
-        m.num_batches_tracked.copy_(saved[n][2])
+    _restore(bns, saved)
     return ref
 
 
@@ -75,17 +84,16 @@ def recalibrate_bn(
     Only the running statistics (and ``num_batches_tracked``) change: weights, biases and the
     model's train/eval mode are as before.
     """
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    bns = _bns(model)
     if not bns:
         return 0
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
-              m.momentum) for m in bns]
+    saved, momenta = _running(bns), {n: m.momentum for n, m in bns.items()}
     modes = {m: m.training for m in model.modules()}
-    for m in bns:
+    for m in bns.values():
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts equally
     model.eval()
-    for m in bns:
+    for m in bns.values():
         m.train()
     seen = 0
     dev = torch.device(device)
@@ -95,20 +103,19 @@ def recalibrate_bn(
                 model(x.to(dev))
             seen += len(x)
     finally:
-        for m, (_, _, _, momentum) in zip(bns, saved, strict=True):
-            m.momentum = momentum
+        for n, m in bns.items():
+            m.momentum = momenta[n]
         for m, was in modes.items():
             m.train(was)
     if seen == 0:
-        for m, (mean, var, n, _) in zip(bns, saved, strict=True):
-            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
+        _restore(bns, saved)
     elif reference is not None:
-        _shift(model, reference)
+        _shift(bns, reference)
     return seen
 
 
-def _shift(model: nn.Module, reference: BNReference) -> None:
-    for name, m in _bns(model).items():
+def _shift(bns: dict[str, nn.Module], reference: BNReference) -> None:
+    for name, m in bns.items():
         if name not in reference:
             raise KeyError(f"batch norm {name!r} has no reference statistics")
         run_mean, run_var, ref_mean, ref_var = reference[name]

@@ -279,8 +279,7 @@ def _train_epoch(
         if cfg.progress and i % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.3f}",
                             acc=f"{100 * correct.item() / max(seen, 1):.1f}", lr=f"{lr:.4f}")
-    totals = dist.all_reduce_sum([loss_sum.item(), correct.item(), seen])
-    loss_total, n_correct, seen = totals
+    loss_total, n_correct, seen = dist.all_reduce_sum([loss_sum.item(), correct.item(), seen])
     return loss_total / max(seen, 1), 100.0 * n_correct / max(seen, 1), step
 
 
