@@ -25,9 +25,12 @@ from rlcompress.clustering import (
     lloyd_1d,
     qat_layers,
     qat_model,
+    qat_taus,
     resolve_policy,
     shared_layers,
 )
+from rlcompress.clustering.qat import _soft_kmeans
+from rlcompress.clustering.quantize import sharing_spec
 from rlcompress.codec import load_compressed, save_compressed
 from rlcompress.engine import TrainConfig, calibration_batches, fit, recalibrate_bn
 from rlcompress.models import build_model, load_checkpoint, model_spec, save_checkpoint
@@ -168,15 +171,15 @@ class _Kill(Exception):
 
 
 def _train_qat(tmp_path: Path, epochs: int = 2, resume: bool = False, name: str = "run",
-               kill_at: int = 0):
+               kill_at: int = 0, tau: float = 0.0):
     model, masks = _tiny_resnet(pruned=True)
     data = planted_data(n_train=128, n_val=32)
     layers = clusterable_layers(model)
-    cfg = ShareConfig(method="sensitive", calibration_images=32, bn_images=32)
+    cfg = ShareConfig(method="sensitive", calibration_images=32, bn_images=32, dkm_tau=tau)
     imp = fisher_importance(model, calibration_batches(data, 32), list(layers))
     qat_model(model, resolve_policy("k4", layers), cfg, importance=imp)
-    spec = {**model_spec("resnet20", num_classes=4),
-            "sharing": {n: len(m.codebook) for n, m in qat_layers(model).items()}, "qat": True}
+    spec = {**model_spec("resnet20", num_classes=4), **sharing_spec(model)}
+    assert bool(spec["qat"] != True) == (tau > 0)  # noqa: E712 -- soft layers store temperatures
     tcfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, precision="fp32", progress=False,
                        select="last")
     steps = {"n": 0}
@@ -190,8 +193,9 @@ def _train_qat(tmp_path: Path, epochs: int = 2, resume: bool = False, name: str 
     return model, masks, spec, data
 
 
-def test_qat_keeps_pruned_weights_zero_and_exports_bit_exactly(tmp_path: Path):
-    model, masks, spec, data = _train_qat(tmp_path)
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+def test_qat_keeps_pruned_weights_zero_and_exports_bit_exactly(tmp_path: Path, tau: float):
+    model, masks, spec, data = _train_qat(tmp_path, tau=tau)
     mods = dict(model.named_modules())
     for name, keep in masks.keep.items():
         m = mods[name]
@@ -217,22 +221,40 @@ def test_qat_keeps_pruned_weights_zero_and_exports_bit_exactly(tmp_path: Path):
         assert torch.equal(decoded.eval()(x), y_qat)
 
 
-def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path):
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path, tau: float):
     model, _ = _tiny_resnet(pruned=True)
     start = {n: m.weight.detach().clone() for n, m in clusterable_layers(model).items()}
-    full, _, _, _ = _train_qat(tmp_path, epochs=2, name="full")
+    full, _, _, _ = _train_qat(tmp_path, epochs=2, name="full", tau=tau)
     moved = sum(int((m.latent - start[n]).abs().max() > 0) for n, m in qat_layers(full).items())
     assert moved == len(start)
     with pytest.raises(_Kill):  # 4 steps per epoch: dies inside epoch 2
-        _train_qat(tmp_path, epochs=2, name="part", kill_at=6)
-    resumed, _, _, _ = _train_qat(tmp_path, epochs=2, resume=True, name="part")
+        _train_qat(tmp_path, epochs=2, name="part", kill_at=6, tau=tau)
+    resumed, _, _, _ = _train_qat(tmp_path, epochs=2, resume=True, name="part", tau=tau)
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
-    # a QAT checkpoint loads back with its latent weights
+    # a QAT checkpoint loads back with its latent weights and (soft) temperatures
     again, spec = load_checkpoint(tmp_path / "full" / "last.safetensors")
     assert spec["qat"] and all(torch.equal(a.latent, b.latent)
                                for a, b in zip(qat_layers(again).values(), qat_layers(full).values(),
                                                strict=True))
+    assert qat_taus(again) == qat_taus(full) and bool(qat_taus(full)) == (tau > 0)
+
+
+def test_soft_assignment_gives_a_cluster_its_mean_gradient_and_boundary_weights_more():
+    # DKM's gradient (straight-through would give each weight its own, 1, and others 0): a
+    # weight inside a cluster moves with its cluster's mean gradient; one close to the boundary
+    # between two centroids gets a larger share of its own, so it can change cluster
+    w = torch.tensor([-1.0, -0.98, -0.96, 0.96, 0.98, 1.0, 0.01], requires_grad=True)
+    soft, c = _soft_kmeans(w, torch.tensor([-0.9, 0.9]), tau=0.05)
+    assert torch.allclose(c, torch.tensor([-0.98, 0.7375]), atol=1e-3)
+    soft[0].backward()
+    assert torch.allclose(w.grad[:3], torch.full((3,), 1 / 3), atol=0.01)
+    assert w.grad[3:].abs().max() < 0.02
+    w.grad = None
+    soft, _ = _soft_kmeans(w, torch.tensor([-0.9, 0.9]), tau=0.05)
+    soft[6].backward()
+    assert w.grad[6] > 1.2 * w.grad[3] > 0.2
 
 
 def _load_peers():

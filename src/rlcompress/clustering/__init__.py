@@ -27,6 +27,7 @@ from rlcompress.clustering.qat import (
     prepare_qat,
     qat_layers,
     qat_model,
+    qat_taus,
 )
 from rlcompress.clustering.sensitivity import fisher_importance
 from rlcompress.clustering.sharing import (
@@ -61,6 +62,7 @@ __all__ = [
     "prepare_qat",
     "qat_layers",
     "qat_model",
+    "qat_taus",
     "register_method",
     "INITS",
     "METHODS",
@@ -92,8 +94,13 @@ __all__ = [
 
 
 def _prepare_from_spec(model: object, spec: dict) -> None:
-    # "qat": a checkpoint taken during trained quantization (latent weights kept)
-    (prepare_qat if spec.get("qat") else prepare_shared)(model, spec["sharing"])
+    # "qat": a checkpoint taken during trained quantization (latent weights kept), with its
+    # layers' DKM temperatures when it trains through soft assignment
+    qat = spec.get("qat")
+    if qat:
+        prepare_qat(model, spec["sharing"], qat.get("tau") if isinstance(qat, dict) else None)
+    else:
+        prepare_shared(model, spec["sharing"])
 
 
 register_spec_hook("sharing", _prepare_from_spec)

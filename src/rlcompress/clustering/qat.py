@@ -11,6 +11,15 @@ In evaluation the layer uses the stored codebook and indices unchanged, so what 
 is exactly what :func:`freeze_qat` turns into a shared layer and the codec stores. Pruned
 positions (index ``codebook.numel()``) stay exactly zero throughout. Grouped codebooks (one
 per block of output channels) are updated block by block.
+
+With a temperature ``tau > 0`` the training forward is instead DKM's differentiable k-means
+(Cho et al., 2021; coremltools' ``DKMPalettizer``): each weight is a softmax-weighted mix of
+the centroids, softmax(-(w - c)^2 / tau), the centroids are a few soft Lloyd iterations on the
+current weights, and the gradient flows through both. A weight deep inside its cluster then
+receives its cluster's mean gradient (its members move together) and only weights near a
+boundary can change cluster, which keeps 2-bit training from flipping assignments back and
+forth. ``tau`` is relative to the layer's mean squared weight, so one value suits layers and
+models of any scale. Evaluation uses the hard nearest-centroid assignment in both modes.
 """
 
 from __future__ import annotations
@@ -77,8 +86,49 @@ def qat_step(module: nn.Module) -> None:
         block[keep] = labels + g * k
 
 
+def _soft_kmeans(w: torch.Tensor, book: torch.Tensor, tau: float,
+                 iters: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """DKM's forward on one codebook: ``iters`` soft Lloyd iterations from ``book`` (attention
+    softmax(-(w - c)^2 / tau)); returns the soft weights (differentiable in ``w``) and the
+    final centroids."""
+    c = book.detach().float()
+    for _ in range(iters):
+        a = torch.softmax(-(w[:, None] - c[None, :]).square() / tau, dim=1)
+        mass = a.sum(0)
+        # a centroid that attracts nothing keeps its place instead of becoming 0 / 0
+        c = torch.where(mass > 1e-12, (a * w[:, None]).sum(0) / mass.clamp_min(1e-12), c)
+    return (a * c[None, :]).sum(1), c
+
+
+def _soft_weight(module: nn.Module) -> torch.Tensor:
+    """The DKM training weight of a QAT layer; re-fits its codebook and hard indices to the
+    soft centroids as a side effect (what evaluation then uses)."""
+    latent, keep = module.latent, module.qmask
+    books = module.codebook.view(-1, module.codebook.shape[-1])
+    rows = row_blocks(latent.shape[0], books.shape[0])
+    out = torch.zeros_like(latent)
+    # fp32 throughout: under bf16 autocast the products would round the centroids
+    with torch.autocast(latent.device.type, enabled=False):
+        for g, block in enumerate(rows):
+            sel = torch.zeros_like(keep)
+            sel[block] = keep[block]
+            if not sel.any():
+                continue
+            soft, c = _soft_kmeans(latent[sel].float(), books[g], module.qat_tau)
+            with torch.no_grad():
+                c = torch.sort(c.detach()).values
+                books[g].copy_(c)
+                module.indices[sel] = _assign(latent[sel].detach().float(), c) + g * books.shape[1]
+            out = out.masked_scatter(sel, soft)
+    return out
+
+
 def _qat_pre_hook(module: nn.Module, _inputs: tuple) -> None:
-    if module.training and torch.is_grad_enabled():
+    training = module.training and torch.is_grad_enabled()
+    if training and module.qat_tau > 0:
+        module.weight = _soft_weight(module)
+        return
+    if training:
         qat_step(module)
     book = module.codebook.reshape(-1)
     quant = torch.cat([book, book.new_zeros(1)])[module.indices]
@@ -88,9 +138,10 @@ def _qat_pre_hook(module: nn.Module, _inputs: tuple) -> None:
 
 
 def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
-             importance: torch.Tensor | None = None) -> nn.Module:
+             importance: torch.Tensor | None = None, tau: float = 0.0) -> nn.Module:
     """Turn a Conv2d/Linear into a QAT layer in place, starting from its float weights and a
-    clustering (``codebook`` and ``indices`` as in :func:`make_shared`)."""
+    clustering (``codebook`` and ``indices`` as in :func:`make_shared`); ``tau > 0``: DKM's
+    soft training forward at that temperature (relative to the mean squared kept weight)."""
     if not isinstance(module, CLUSTERABLE) or is_shared(module) or is_qat(module):
         raise TypeError("make_qat needs a plain Conv2d or Linear layer")
     weight = module._parameters.pop("weight")
@@ -102,6 +153,8 @@ def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
     module.register_buffer("qmask", indices < codebook.numel())
     imp = torch.ones(weight.shape) if importance is None else importance.detach().float().clone()
     module.register_buffer("importance", imp)
+    kept = weight.detach().float()[module.qmask]
+    module.qat_tau = float(tau * kept.square().mean().clamp_min(1e-12)) if tau > 0 and kept.numel() else 0.0
     module.register_forward_pre_hook(_qat_pre_hook)
     module.register_forward_hook(_post_hook)
     module.register_load_state_dict_post_hook(_refresh_after_load)
@@ -109,13 +162,21 @@ def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
     return module
 
 
-def prepare_qat(model: nn.Module, layout: dict[str, int | list[int]]) -> nn.Module:
-    """Placeholder QAT layers of the given codebook sizes, so that a QAT checkpoint loads."""
+def prepare_qat(model: nn.Module, layout: dict[str, int | list[int]],
+                taus: dict[str, float] | None = None) -> nn.Module:
+    """Placeholder QAT layers of the given codebook sizes, so that a QAT checkpoint loads;
+    ``taus``: each layer's absolute DKM temperature (:func:`qat_taus`; absent: hard)."""
     modules = dict(model.named_modules())
     for name, size in layout.items():
         m = modules[name]
         make_qat(m, torch.zeros(size), torch.zeros(m.weight.shape, dtype=torch.long))
+        m.qat_tau = float((taus or {}).get(name, 0.0))
     return model
+
+
+def qat_taus(model: nn.Module) -> dict[str, float]:
+    """The absolute DKM temperature of every soft QAT layer (for a checkpoint's spec)."""
+    return {n: m.qat_tau for n, m in qat_layers(model).items() if m.qat_tau > 0}
 
 
 @torch.no_grad()
@@ -130,6 +191,7 @@ def freeze_qat(model: nn.Module) -> nn.Module:
         for name in ("codebook", "indices", "qmask", "importance"):
             del m._buffers[name]
         del m._parameters["latent"]
+        del m.qat_tau
         m.__dict__.pop("weight", None)
         m.weight = nn.Parameter(torch.zeros(idx.shape))
         make_shared(m, book, idx)
@@ -161,6 +223,6 @@ def qat_model(
     results = {}
     for name, m in policy_modules(model, ks).items():
         res, idx = layer_indices(m.weight, ks[name], cfg, cache, name, imp.get(name))
-        make_qat(m, torch.from_numpy(res.codebook), idx)
+        make_qat(m, torch.from_numpy(res.codebook), idx, tau=cfg.dkm_tau)
         results[name] = res
     return results

@@ -11,7 +11,7 @@ import time
 
 from torch import nn
 
-from rlcompress.clustering.qat import qat_layers, qat_model
+from rlcompress.clustering.qat import qat_layers, qat_model, qat_taus
 from rlcompress.clustering.sensitivity import fisher_importance
 from rlcompress.clustering.sharing import (
     ClusterCache,
@@ -34,8 +34,12 @@ def sharing_layout(model: nn.Module) -> dict[str, int | list[int]]:
 
 def sharing_spec(model: nn.Module) -> dict:
     """Spec entries that rebuild ``model``'s shared or QAT layers when a checkpoint loads:
-    ``sharing`` (codebook sizes) and, during trained quantization, ``qat``."""
-    return {"sharing": sharing_layout(model), **({"qat": True} if qat_layers(model) else {})}
+    ``sharing`` (codebook sizes) and, during trained quantization, ``qat`` (``{"tau": {layer:
+    temperature}}`` when DKM's soft forward trains them)."""
+    if not qat_layers(model):
+        return {"sharing": sharing_layout(model)}
+    taus = qat_taus(model)
+    return {"sharing": sharing_layout(model), "qat": {"tau": taus} if taus else True}
 
 
 def quantize(

@@ -51,6 +51,9 @@ class ShareConfig:
             (straight-through), with the centroids re-fitted to their members and every weight
             re-assigned at each step; ``centroids``: fixed assignments, trainable centroids
             (the paper's and Deep Compression's).
+        dkm_tau: with ``finetune="qat"``, > 0 trains through DKM's soft assignment at this
+            temperature (relative to each layer's mean squared weight) instead of the hard
+            straight-through forward; 0: hard.
         group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
             layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
             contiguous block of channels (blocks as even as possible); 0: one per layer.
@@ -66,9 +69,11 @@ class ShareConfig:
     bn_mode: str = "shift"
     finetune: str = "qat"
     group_size: int = 0
+    dkm_tau: float = 0.0
 
     def __post_init__(self) -> None:  # noqa: D105
-        check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images", "group_size"),
+        check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images", "group_size",
+                                  "dkm_tau"),
                      choices={"method": tuple(METHODS), "finetune": ("qat", "centroids"),
                               "bn_mode": ("shift", "replace")})
         if METHODS[self.method].weighted and self.calibration_images < 1:
