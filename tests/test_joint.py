@@ -106,6 +106,24 @@ def test_masked_scoring_equals_the_physically_pruned_model():
         torch.testing.assert_close(joint.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_repeated_policies_are_answered_from_memory_with_the_same_scores():
+    model, spec = _tiny()
+    data = planted_data(n_train=32, n_val=48, size=16)
+    space = _space(model, spec, 10**7)
+    names = space.names
+    cfg = ShareConfig(method="exact", bn_images=16)
+    joint = JointEvaluator(space, model, names, data, 48, cfg, precision="fp32")
+    fresh = JointEvaluator(space, model, names, data, 48, cfg, precision="fp32")
+    a, b = {n: 4 for n in names}, {n: 2 for n in names}
+    rates = {names[space.prunable[0]]: 0.5}
+    first = [joint.joint_scores(a, {}), joint.joint_scores(b, rates), joint.joint_scores(a, rates)]
+    again = [joint.joint_scores(a, {}), joint.joint_scores(b, rates), joint.joint_scores(a, rates)]
+    assert again == first and joint.calls == 3 and joint.repeats == 3
+    # a policy seen before changes nothing the next new policy is scored with
+    assert fresh.joint_scores(b, {}) == joint.joint_scores(b, {})
+    assert len({f["kl"] for f in first}) == 3
+
+
 @pytest.mark.parametrize("frac", [0.02, 0.4, 1.0])
 def test_budget_holds_over_random_episodes(frac):
     """From barely feasible (every chain at the largest rate, k_min) to dense k8."""
