@@ -257,6 +257,23 @@ def test_soft_assignment_gives_a_cluster_its_mean_gradient_and_boundary_weights_
     assert w.grad[6] > 1.2 * w.grad[3] > 0.2
 
 
+def test_bracketing_soft_assignment_matches_the_full_softmax_at_small_temperature():
+    # DKM's full n x k attention, written out: the two-centroid version must agree with it
+    # where the other centroids' mass is negligible (the default temperature and below)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(500, generator=gen) * 0.05
+    for k in (3, 8):
+        book = torch.quantile(w, torch.linspace(0.05, 0.95, k))
+        tau = 0.04 * book.diff().square().mean().item()
+        c = book.clone()
+        for _ in range(3):
+            a = torch.softmax(-(w[:, None] - c[None, :]).square() / tau, dim=1)
+            c = (a * w[:, None]).sum(0) / a.sum(0)
+        soft, c2 = _soft_kmeans(w, book, tau)
+        torch.testing.assert_close(c2, c, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(soft, (a * c[None, :]).sum(1), atol=1e-5, rtol=1e-4)
+
+
 def _load_peers():
     import importlib.util
 

@@ -52,8 +52,8 @@ class ShareConfig:
             re-assigned at each step; ``centroids``: fixed assignments, trainable centroids
             (the paper's and Deep Compression's).
         dkm_tau: with ``finetune="qat"``, > 0 trains through DKM's soft assignment at this
-            temperature (relative to each layer's mean squared weight) instead of the hard
-            straight-through forward; 0: hard.
+            temperature (relative to the squared gap between a layer's adjacent starting
+            centroids) instead of the hard straight-through forward; 0: hard.
         group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
             layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
             contiguous block of channels (blocks as even as possible); 0: one per layer.
