@@ -67,6 +67,8 @@ class FrontierConfig:
         share_epochs: trained-quantization epochs of every point.
         share_lr: their peak learning rate.
         share_distill: weight of distillation from the uncompressed model.
+        share_dkm_tau: DKM soft-assignment temperature of that training (``ShareConfig.dkm_tau``;
+            0: hard straight-through). A frontier keeps one value for all its points.
         val_images: validation images that score each policy during a search.
         threads: CPU threads (0: one per core).
         progress: show progress bars.
@@ -94,6 +96,7 @@ class FrontierConfig:
     share_epochs: int = 5
     share_lr: float = 0.01
     share_distill: float = 0.5
+    share_dkm_tau: float = ShareConfig.dkm_tau
     val_images: int = 2000
     threads: int = 0
     progress: bool = True
@@ -212,7 +215,8 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
             start = str(run / "prune" / "finetune" / "best.safetensors")
         tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                            seed=seed, threads=cfg.threads, progress=cfg.progress)
-        shared = share(start, str(run / "share"), found["best"]["k"], ShareConfig(), data_cfg,
+        shared = share(start, str(run / "share"), found["best"]["k"],
+                       ShareConfig(dkm_tau=cfg.share_dkm_tau), data_cfg,
                        tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{run.parent.name}-{run.name}.rlc"
