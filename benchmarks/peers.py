@@ -12,7 +12,9 @@ final models are measured in fp32 on the test split (validation beside it).
   with re-assignment, started from ``default``) and coremltools ``DKMPalettizer``, each at
   every learning rate in ``--lrs``; optionally rlcompress ``centroids`` (the paper's) and
   ``qat-kd<W>`` (distilled from the uncompressed model, ``--distill W``; DKM is never
-  distilled, so those rows are marked apart).
+  distilled, so those rows are marked apart); with ``--dkm-tau T`` also rlcompress ``dkm<T>``
+  (and ``dkm<T>-kd<W>``): trained quantization through DKM-style soft assignment
+  (``ShareConfig.dkm_tau``) instead of the hard straight-through forward of ``qat``.
 
 Usage::
 
@@ -150,12 +152,12 @@ def finetune(model: nn.Module, data: ImageData, epochs: int, lr: float,
 
 
 def ours_qat(model: nn.Module, bits: int, data: ImageData, epochs: int, lr: float,
-             finetune_mode: str = "qat", distill: float = 0.0) -> nn.Module:
-    """rlcompress: default clustering, then trained quantization (or centroid training),
-    optionally distilled from the uncompressed model."""
+             finetune_mode: str = "qat", distill: float = 0.0, dkm_tau: float = 0.0) -> nn.Module:
+    """rlcompress: default clustering, then trained quantization (hard, or DKM-style soft with
+    ``dkm_tau`` > 0) or centroid training, optionally distilled from the uncompressed model."""
     net = copy.deepcopy(model)
     quantize(net, {n: 2**bits for n in clusterable_layers(net)}, data,
-             ShareConfig(finetune=finetune_mode), trainable=True)
+             ShareConfig(finetune=finetune_mode, dkm_tau=dkm_tau), trainable=True)
     teacher = copy.deepcopy(model).eval() if distill > 0 else None
     finetune(net, data, epochs, lr, [], teacher, distill)
     return freeze_qat(net.eval())
@@ -179,6 +181,7 @@ def _measure(net: nn.Module, data: ImageData) -> dict:
 
 def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, ImageData], nn.Module]]]:
     jobs = []
+    t = args.dkm_tau
     for bits in args.bits:
         for name, scfg in OURS_PT.items():
             jobs.append(({"tool": "rlcompress", "method": name, "bits": bits, "epochs": 0, "lr": 0},
@@ -206,6 +209,16 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
                 jobs.append(({"tool": "rlcompress", "method": f"qat-kd{args.distill:g}", **key},
                              lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
                                                                  distill=args.distill)))
+            if args.dkm_tau > 0:
+                jobs.append(({"tool": "rlcompress", "method": f"dkm{t:g}", **key},
+                             lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
+                                                                 dkm_tau=t)))
+                if args.distill > 0:
+                    jobs.append(({"tool": "rlcompress", "method": f"dkm{t:g}-kd{args.distill:g}",
+                                  **key},
+                                 lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
+                                                                     distill=args.distill,
+                                                                     dkm_tau=t)))
             if args.centroids:
                 jobs.append(({"tool": "rlcompress", "method": "centroids", **key},
                              lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
@@ -337,6 +350,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--centroids", action="store_true", help="also the paper's centroid training")
     p.add_argument("--distill", type=float, default=0.0,
                    help="also rlcompress qat distilled from the uncompressed model at this weight")
+    p.add_argument("--dkm-tau", type=float, default=0.0,
+                   help="also rlcompress qat through DKM-style soft assignment at this temperature")
     p.add_argument("--calibration", type=int, default=1024, help="calibration images (Fisher)")
     p.add_argument("--rlc", action="store_true",
                    help="also write every final model as an .rlc file and record its bytes")

@@ -291,7 +291,8 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
     peers._quiet()
     model, _ = _tiny_resnet()
     args = peers.parse(["--bits", "2", "--ft-bits", "2", "--epochs", "1", "--lrs", "0.01",
-                        "--calibration", "16", "--out", str(tmp_path / "p.json"), "--rlc"])
+                        "--calibration", "16", "--out", str(tmp_path / "p.json"), "--rlc",
+                        "--dkm-tau", "0.04"])
     spec = model_spec("resnet20", num_classes=4)
     rows = peers.run({"tiny": model.eval()}, planted_data(n_train=64, n_val=16), args,
                      tmp_path / "p.json", {"tiny": spec})
@@ -302,7 +303,7 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
     methods = {(r["tool"], r["method"]) for r in rows}
     assert {("rlcompress", "default"), ("coremltools", "SKMPalettizer"),
             ("coremltools", "PostTrainingPalettizer"), ("rlcompress", "qat"),
-            ("coremltools", "DKMPalettizer")} <= methods
+            ("coremltools", "DKMPalettizer"), ("rlcompress", "dkm0.04")} <= methods
     assert all(0 <= r["top1"] <= 100 and r["seconds"] >= 0 for r in rows)
     # a rerun finds every row done and adds none
     assert len(peers.run({"tiny": model.eval()}, planted_data(n_train=64, n_val=16), args,
