@@ -397,6 +397,8 @@ def run_search(
                           "bn": round(evaluator.seconds["bn"], 2),
                           "fisher": round(evaluator.seconds["fisher"], 2),
                           "agent": round(t_agent, 2)}
+    summary["evaluations_this_session"] = {"scored": evaluator.calls,
+                                           "repeated_policies": evaluator.repeats}
     write_json(run / "summary.json", summary)
     return summary
 
