@@ -53,7 +53,9 @@ class ShareConfig:
             (the paper's and Deep Compression's).
         dkm_tau: with ``finetune="qat"``, > 0 trains through DKM's soft assignment at this
             temperature (relative to the squared gap between a layer's adjacent starting
-            centroids) instead of the hard straight-through forward; 0: hard.
+            centroids) instead of the hard straight-through forward; 0: hard. The default
+            0.04 measured best on validation of 0.01 / 0.04 / 0.15 (2 bits, one epoch:
+            85.86 / 86.92 / 77.90%; hard 86.16%) and steadied 15-epoch 2-bit training.
         group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
             layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
             contiguous block of channels (blocks as even as possible); 0: one per layer.
@@ -69,7 +71,7 @@ class ShareConfig:
     bn_mode: str = "shift"
     finetune: str = "qat"
     group_size: int = 0
-    dkm_tau: float = 0.0
+    dkm_tau: float = 0.04
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("kmeans_seed", "calibration_images", "bn_images", "group_size",
