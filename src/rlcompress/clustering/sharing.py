@@ -54,8 +54,8 @@ class ShareConfig:
         dkm_tau: with ``finetune="qat"``, > 0 trains through DKM's soft assignment at this
             temperature (relative to the squared gap between a layer's adjacent starting
             centroids) instead of the hard straight-through forward; 0: hard. The default
-            0.04 measured best on validation of 0.01 / 0.04 / 0.15 (2 bits, one epoch:
-            85.86 / 86.92 / 77.90%; hard 86.16%) and steadied 15-epoch 2-bit training.
+            0.04 measured best on validation of 0.01 / 0.04 / 0.15 (ResNet-20, 2 bits, one
+            epoch: 86.30 / 87.14 / 78.76%; hard 85.24%; ``benchmarks/peers.py``).
         group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
             layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
             contiguous block of channels (blocks as even as possible); 0: one per layer.
