@@ -3,7 +3,9 @@
 # five budgets, tight ones first (they decide the targets), every allocator, DDPG over 3 seeds,
 # coremltools' points from the peers benchmark. Resumable point by point: rerun to continue;
 # add --collect-only to write the finished points as results/frontier/MODEL.partial.*.
-# Fine-tuning: hard straight-through QAT (--share-dkm-tau 0), as its first points were trained.
+# Fine-tuning: DKM-style soft assignment (the default; each point in share-dkm0.04/). The first
+# six ResNet-20 points were trained with hard straight-through QAT (share/, --share-dkm-tau 0):
+# results/frontier/resnet20-hardqat.partial.* and files/resnet20-hardqat/ keep them.
 # ~9 hours of both cores per network on the 2-core CPU machine (--threads 1 beside another job).
 # Peers first: python benchmarks/peers.py --models MODEL --ft-models MODEL --threads 1
 #   --distill 0.5 --rlc --out results/bench/peers_clean_v2[_MODEL].json (no suffix: resnet20)
@@ -15,5 +17,5 @@ peers=results/bench/peers_clean_v2.json
 rlcompress frontier --model "$model" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
     --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
     --random-seeds 1 --allocator-demos hessian,greedy --refine 60 --episodes 200 \
-    --val-images 1000 --share-dkm-tau 0 --peers "$peers" --peers-model "$model" \
+    --val-images 1000 --peers "$peers" --peers-model "$model" \
     --out "runs/frontier/$model" --quiet "$@"

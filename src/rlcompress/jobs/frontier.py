@@ -68,7 +68,7 @@ class FrontierConfig:
         share_lr: their peak learning rate.
         share_distill: weight of distillation from the uncompressed model.
         share_dkm_tau: DKM soft-assignment temperature of that training (``ShareConfig.dkm_tau``;
-            0: hard straight-through). A frontier keeps one value for all its points.
+            0: hard straight-through, in ``share/``; otherwise in ``share-dkm<tau>/``).
         val_images: validation images that score each policy during a search.
         threads: CPU threads (0: one per core).
         progress: show progress bars.
@@ -192,7 +192,11 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     searched rates in a joint frontier, share and fine-tune; reused when already done."""
     rule = strategy in RULE_POLICIES
     run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
-    done = run / "share" / "summary.json"
+    # each training mode has its own share folder: a frontier retrained in another mode reuses
+    # the searches and pruning fine-tunes of its finished points
+    tau = cfg.share_dkm_tau
+    share_dir = run / ("share" if tau == 0 else f"share-dkm{tau:g}")
+    done = share_dir / "summary.json"
     if done.is_file():
         shared = json.loads(done.read_text())
     elif cfg.collect_only:
@@ -215,12 +219,12 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
             start = str(run / "prune" / "finetune" / "best.safetensors")
         tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                            seed=seed, threads=cfg.threads, progress=cfg.progress)
-        shared = share(start, str(run / "share"), found["best"]["k"],
+        shared = share(start, str(share_dir), found["best"]["k"],
                        ShareConfig(dkm_tau=cfg.share_dkm_tau), data_cfg,
                        tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{run.parent.name}-{run.name}.rlc"
-    shutil.copyfile(run / "share" / "model.rlc", kept)
+    shutil.copyfile(share_dir / "model.rlc", kept)
     if rule:  # a rule defines its own size: it is its own budget
         size = shared["file_bytes"]
         ratio = round(dense / size, 2)
