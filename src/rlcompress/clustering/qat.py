@@ -124,11 +124,12 @@ def _soft_weight(module: nn.Module) -> torch.Tensor:
             sel[block] = keep[block]
             if not sel.any():
                 continue
-            soft, c = _soft_kmeans(latent[sel].float(), books[g], module.qat_tau)
+            w = latent[sel].float()
+            soft, c = _soft_kmeans(w, books[g], module.qat_tau)
             with torch.no_grad():
                 c = torch.sort(c.detach()).values
                 books[g].copy_(c)
-                module.indices[sel] = _assign(latent[sel].detach().float(), c) + g * books.shape[1]
+                module.indices[sel] = _assign(w.detach(), c) + g * books.shape[1]
             out = out.masked_scatter(sel, soft)
     return out
 

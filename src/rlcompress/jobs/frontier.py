@@ -220,7 +220,7 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
         tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                            seed=seed, threads=cfg.threads, progress=cfg.progress)
         shared = share(start, str(share_dir), found["best"]["k"],
-                       ShareConfig(dkm_tau=cfg.share_dkm_tau), data_cfg,
+                       ShareConfig(dkm_tau=tau), data_cfg,
                        tcfg, resume=True, compact_bn=cfg.compact_bn)
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{run.parent.name}-{run.name}.rlc"

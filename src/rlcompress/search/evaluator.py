@@ -76,6 +76,8 @@ class PolicyEvaluator:
             if self.bn_batches and self.cfg.bn_mode == "shift" else None
         self.calls = 0
         self.repeats = 0
+        # pruning rates of the chains (a joint evaluator's); none here
+        self.rates: dict[str, float] = {}
         # a policy's scores are a deterministic function of it: a search that proposes the
         # same policy again (a converging DDPG repeated 30-45% of its 260 frontier episodes)
         # is answered from here instead of re-clustering, re-estimating and re-evaluating
@@ -129,7 +131,7 @@ class PolicyEvaluator:
         """Top-1 (%) on the subset and, with ``kl``, the mean KL divergence of the policy's
         outputs from the uncompressed model's (a lower-variance signal than top-1)."""
         key = (tuple(sorted((n, int(k)) for n, k in policy.items())),
-               tuple(sorted(getattr(self, "rates", {}).items())), kl)
+               tuple(sorted(self.rates.items())), kl)
         if key in self._memo:
             self.repeats += 1
             return dict(self._memo[key])

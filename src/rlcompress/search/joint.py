@@ -226,7 +226,6 @@ class JointEvaluator(PolicyEvaluator):
     def __init__(self, space: JointSpace, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.space = space
-        self.rates: dict[str, float] = {}
         self._bn = {c.bn: (self.modules[c.bn].weight.detach().clone(),
                            self.modules[c.bn].bias.detach().clone())
                     for c in space.chain_at.values() if c.bn}
