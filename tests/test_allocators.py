@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,19 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
     assert (tmp_path / "res" / "m.md").is_file() and (tmp_path / "res" / "m.png").is_file()
     assert main(args) == 0  # every point done: read back, nothing recomputed
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
+    shutil.rmtree(tmp_path / "run")  # a fresh clone: only the committed records are left
+    assert main(args) == 0 and not (tmp_path / "run").exists()
+    assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
+    records = tmp_path / "res" / "points" / "m"
+    assert (records / "10x-random-s1.search.json").is_file()
+    searched = json.loads((records / "10x-random-s1.search.json").read_text())["value"]
+    assert main([*args, "--share-lr", "0.02", "--ratios", "10", "--strategies", "random",
+                 "--seeds", "2"]) == 0  # training changed: retrained, search reused
+    assert not (tmp_path / "run" / "10x" / "random-s1" / "search").exists()
+    assert (tmp_path / "run" / "10x" / "random-s1" / "share-dkm0.04" / "summary.json").is_file()
+    again = json.loads((tmp_path / "res" / "m.json").read_text())
+    assert next(p for p in again["points"] if p["method"] == "random" and p["seed"] == 1)["k"] \
+        == searched["best"]["k"]
     assert main([*args, "--ratios", "1.0"]) == 2  # not a compression: refused
     assert "ratios must be > 1" in capsys.readouterr().err
 

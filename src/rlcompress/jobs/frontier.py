@@ -19,13 +19,19 @@ Run directory::
     <ratio>x/<strategy>-s<seed>/share/    sharing, fine-tuning, model.rlc (rlcompress.jobs.share)
 
 Every point whose ``share/summary.json`` exists is reused, so an interrupted frontier resumes
-where it stopped. Results: ``<results>/<name>.json`` (per-point rows and per-(method, budget)
+where it stopped. Run directories do not outlive a machine, so each point also leaves small
+records under ``<results>/points/<name>/`` (meant to be committed): ``<point>.search.json`` (the
+policy found, kept as soon as the search ends) and ``<point>.<mode>.json`` (the finished row,
+its file in ``<results>/files/<name>/``). A record is reused only when the settings it was made
+with equal the current ones, so a frontier resumes from a fresh clone without redoing a finished
+search or point. Results: ``<results>/<name>.json`` (per-point rows and per-(method, budget)
 means with standard deviations), ``<name>.md`` and ``<name>.png``; each point's file is copied
 to ``<results>/files/<name>/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
@@ -147,14 +153,14 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
     points = []
+    keep = Path(results), name
     for r in cfg.ratios:
         for strategy in cfg.strategies:
             for seed in range(_seeds(cfg, strategy)):
                 points.append(_point(model, Path(out), cfg, data_cfg, r, budgets[r], strategy,
-                                     seed, Path(results) / "files" / name))
+                                     seed, keep))
     for rule in cfg.rules:
-        points.append(_point(model, Path(out), cfg, data_cfg, 0.0, 0, rule, 0,
-                             Path(results) / "files" / name, dense))
+        points.append(_point(model, Path(out), cfg, data_cfg, 0.0, 0, rule, 0, keep, dense))
     planned = len(points)
     points = [p for p in points if p is not None]  # collect_only: the unfinished are None
     finished = f"{len(points)} of {planned} points"
@@ -187,52 +193,125 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
-           size: int, strategy: str, seed: int, files: Path, dense: int = 0) -> dict | None:
+           size: int, strategy: str, seed: int, keep: tuple[Path, str],
+           dense: int = 0) -> dict | None:
     """One point: search (or a rule, with ``ratio`` 0 and ``dense`` bytes), prune at the
-    searched rates in a joint frontier, share and fine-tune; reused when already done."""
+    searched rates in a joint frontier, share and fine-tune; reused when already done, from the
+    run directory or from the committed records in ``keep`` (results folder, frontier name)."""
     rule = strategy in RULE_POLICIES
     run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
     # each training mode has its own share folder: a frontier retrained in another mode reuses
     # the searches and pruning fine-tunes of its finished points
     tau = cfg.share_dkm_tau
-    share_dir = run / ("share" if tau == 0 else f"share-dkm{tau:g}")
+    mode = "hard" if tau == 0 else f"dkm{tau:g}"
+    share_dir = run / ("share" if tau == 0 else f"share-{mode}")
+    records = keep[0] / "points" / keep[1]
+    tag = f"{run.parent.name}-{run.name}"
+    search_key = _search_key(model, cfg, strategy, seed, size)
+    point_key = {**search_key, **_train_key(cfg)}
+    point_record = records / f"{tag}.{mode}.json"
     done = share_dir / "summary.json"
+    if not done.is_file():
+        row = _reuse(point_record, point_key)
+        if row is not None and Path(row["file"]).is_file():
+            return row
     if done.is_file():
         shared = json.loads(done.read_text())
+        found = _reuse(records / f"{tag}.search.json", search_key) or _found(run, strategy)
     elif cfg.collect_only:
         return None
     else:
-        if rule:
-            found = {"best": {"k": strategy, "rate": {}}}
-        else:
-            ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
-            found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
-                           ShareConfig(), ddpg, data_cfg, resume=True)
-        start = model
-        if cfg.prune_rates and not prunes_nothing(found["best"]):
-            # a point that prunes nothing is not fine-tuned before sharing (nothing to recover;
-            # more epochs on the converged dense model lowered its validation top-1)
-            prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
-                  "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
-                                                    seed=seed, threads=cfg.threads,
-                                                    progress=cfg.progress), resume=True)
-            start = str(run / "prune" / "finetune" / "best.safetensors")
-        tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
-                           seed=seed, threads=cfg.threads, progress=cfg.progress)
-        shared = share(start, str(share_dir), found["best"]["k"],
-                       ShareConfig(dkm_tau=tau), data_cfg,
-                       tcfg, resume=True, compact_bn=cfg.compact_bn)
+        found = _reuse(records / f"{tag}.search.json", search_key)
+        if found is None:
+            found = _found(run, strategy) if rule else _run_search(
+                model, run, cfg, data_cfg, strategy, seed, size)
+            write_json(records / f"{tag}.search.json", {"key": search_key, "value": found})
+        shared = _prune_share(model, run, share_dir, cfg, data_cfg, found, seed)
+    files = keep[0] / "files" / keep[1]
     files.mkdir(parents=True, exist_ok=True)
-    kept = files / f"{run.parent.name}-{run.name}.rlc"
+    kept = files / f"{tag}.rlc"
     shutil.copyfile(share_dir / "model.rlc", kept)
     if rule:  # a rule defines its own size: it is its own budget
         size = shared["file_bytes"]
         ratio = round(dense / size, 2)
-    return {"method": strategy, "seed": seed, "target_ratio": ratio, "budget_bytes": size,
-            "file_bytes": shared["file_bytes"], "file_ratio": shared["file_ratio"],
-            "paper_ratio": shared["paper_ratio"], "top1": shared["top1"],
-            "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"],
-            "rate": found_rates(run)}
+    row = {"method": strategy, "seed": seed, "target_ratio": ratio, "budget_bytes": size,
+           "file_bytes": shared["file_bytes"], "file_ratio": shared["file_ratio"],
+           "paper_ratio": shared["paper_ratio"], "top1": shared["top1"],
+           "val_top1": shared["val_top1"], "file": str(kept), "k": shared["k"],
+           "rate": found.get("best", {}).get("rate", {})}
+    write_json(point_record, {"key": point_key, "value": row})
+    return row
+
+
+def _search_key(model: str, cfg: FrontierConfig, strategy: str, seed: int, size: int) -> dict:
+    """The settings a point's search depends on (not threads or progress bars)."""
+    digest = _model_digest(model)
+    if strategy in RULE_POLICIES:
+        return {"model": digest, "rule": strategy}
+    search_cfg = asdict(_search_cfg(cfg, strategy, seed, size))
+    for volatile in ("threads", "progress"):
+        search_cfg.pop(volatile, None)
+    return {"model": digest, "search": search_cfg}
+
+
+def _model_digest(model: str) -> str:
+    """The weights' content, not their path: a clone elsewhere must find its records."""
+    path = Path(model)
+    weights = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+    if not weights.is_file():
+        return model
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def _train_key(cfg: FrontierConfig) -> dict:
+    """The settings a point's pruning fine-tune and sharing depend on."""
+    return {"train": {f: getattr(cfg, f) for f in (
+        "share_epochs", "share_lr", "share_distill", "share_dkm_tau", "prune_epochs",
+        "prune_lr", "compact_bn")}}
+
+
+def _reuse(path: Path, key: dict) -> dict | None:
+    """A committed record's value when it was made with exactly ``key``'s settings."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    # through JSON, so tuples and lists compare equal
+    return saved["value"] if saved.get("key") == json.loads(json.dumps(key)) else None
+
+
+def _found(run: Path, strategy: str) -> dict:
+    """A rule's policy, or the search summary left in the run directory."""
+    if strategy in RULE_POLICIES:
+        return {"best": {"k": strategy, "rate": {}}}
+    path = run / "search" / "summary.json"
+    return {"best": json.loads(path.read_text())["best"]} if path.is_file() else {"best": {}}
+
+
+def _run_search(model: str, run: Path, cfg: FrontierConfig, data_cfg: DataConfig,
+                strategy: str, seed: int, size: int) -> dict:
+    """Search a point's policy; returns ``{"best": {"k": ..., "rate": ...}}``."""
+    ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
+    found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
+                   ShareConfig(), ddpg, data_cfg, resume=True)
+    return {"best": {"k": found["best"]["k"], "rate": found["best"].get("rate", {})}}
+
+
+def _prune_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
+                 data_cfg: DataConfig, found: dict, seed: int) -> dict:
+    """Prune at the found rates (joint frontier), then share and fine-tune the found k."""
+    start = model
+    if cfg.prune_rates and not prunes_nothing(found["best"]):
+        # a point that prunes nothing is not fine-tuned before sharing (nothing to recover;
+        # more epochs on the converged dense model lowered its validation top-1)
+        prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
+              "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
+                                                seed=seed, threads=cfg.threads,
+                                                progress=cfg.progress), resume=True)
+        start = str(run / "prune" / "finetune" / "best.safetensors")
+    tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
+                       seed=seed, threads=cfg.threads, progress=cfg.progress)
+    return share(start, str(share_dir), found["best"]["k"], ShareConfig(dkm_tau=cfg.share_dkm_tau),
+                 data_cfg, tcfg, resume=True, compact_bn=cfg.compact_bn)
 
 
 def peer_points(path: str, model: str, dense: int) -> list[dict]:
@@ -251,12 +330,6 @@ def peer_points(path: str, model: str, dense: int) -> list[dict]:
              "paper_ratio": round(32 / b, 3), "top1": r["top1"], "val_top1": r["val_top1"],
              "file": r["file"], "k": f"uniform {2 ** b}", "rate": {}}
             for (m, b, e), r in sorted(best.items())]
-
-
-def found_rates(run: Path) -> dict[str, float]:
-    """The rates a joint point's search chose ({} for a k-only point)."""
-    path = run / "search" / "summary.json"
-    return json.loads(path.read_text())["best"].get("rate", {}) if path.is_file() else {}
 
 
 def _aggregate(points: list[dict]) -> list[dict]:
