@@ -2,7 +2,8 @@
 
 The model is never deep-copied or wrapped per episode: each layer's clustered weight tensor
 for a given k is computed once (through the clustering cache) and copied into a working model,
-which is then evaluated in inference mode, in bf16 with channels_last on CPU, on a validation
+which is then evaluated in inference mode, in bf16 with channels_last on CPU (through a copy
+with its batch norms folded into the convs where torch.fx can trace it), on a validation
 subset whose inputs are prepared once. With a sensitive clustering method the per-weight
 Fisher importances are computed once, from training images; with ``bn_images`` the batch-norm
 statistics are re-estimated for every policy on a fixed set of augmented training images (so
@@ -26,6 +27,7 @@ from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
 from rlcompress.engine.bn import bn_reference, recalibrate_bn
+from rlcompress.engine.fold import FoldedCopy
 from rlcompress.engine.runtime import autocast
 
 
@@ -46,6 +48,9 @@ class PolicyEvaluator:
     ) -> None:
         self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         self.modules = dict(self.model.named_modules())
+        self._folded = FoldedCopy.of(self.model)
+        if self._folded is not None:
+            self._folded.net.to(memory_format=torch.channels_last)
         self.layers = list(layers)
         self.cfg = share_cfg or ShareConfig()
         self.cache = cache or ClusterCache()
@@ -144,11 +149,12 @@ class PolicyEvaluator:
                                reference=self.bn_reference)
             self.seconds["bn"] += time.perf_counter() - t0
         t0 = time.perf_counter()
+        net = self.model if self._folded is None else self._folded.refresh()
         correct, div = 0, 0.0
         dev = torch.device("cpu")
         for b, (x, y) in enumerate(self.inputs):
             with autocast(dev, self.precision):
-                logits = self.model(x)
+                logits = net(x)
             correct += (logits.argmax(1) == y).sum().item()
             if ref is not None:
                 div += F.kl_div(F.log_softmax(logits.float(), 1), ref[b], log_target=True,

@@ -1,0 +1,75 @@
+"""An inference copy of a model with its batch norms folded into the layers before them.
+
+The search scores hundreds of policies on the same network: only weights and batch-norm
+statistics change between them. Folding each conv -> batch norm pair (torch.fx's ``fuse``) once
+and refreshing the folded weights per policy removes every batch-norm pass from inference
+(about a tenth of a CPU ResNet-20 evaluation) without rebuilding or re-tracing anything.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
+
+_PATTERNS = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d),
+             (nn.Conv3d, nn.BatchNorm3d), (nn.Linear, nn.BatchNorm1d))
+
+
+def folded_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """The (layer, batch norm) pairs that ``torch.fx``'s ``fuse`` folds: a batch norm with
+    running statistics right after a conv or linear layer whose only user it is."""
+    graph = fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        prev = node.args[0] if node.op == "call_module" and node.args else None
+        if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) > 1:
+            continue
+        layer, bn = modules[prev.target], modules[node.target]
+        if any(type(layer) is a and type(bn) is b for a, b in _PATTERNS) \
+                and bn.track_running_stats:
+            pairs.append((prev.target, node.target))
+    return pairs
+
+
+class FoldedCopy:
+    """A batch-norm-folded inference copy of ``model`` that :meth:`refresh` keeps equal to the
+    model's current weights and statistics (in eval mode)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.pairs = folded_pairs(model)
+        self.net = fuse(model).eval()
+        src = dict(model.named_modules())
+        dst = dict(self.net.named_modules())
+        self._folded = [(src[a], src[b], dst[a]) for a, b in self.pairs]
+        fused = {a for a, _ in self.pairs}
+        # every other parameter and buffer is copied as is, by name
+        own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        theirs = {**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}
+        self._copied = [(own[k], v) for k, v in theirs.items()
+                        if k.rsplit(".", 1)[0] not in fused]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> FoldedCopy | None:
+        """A folded copy, or None when the model cannot be traced or has nothing to fold."""
+        try:
+            copy = cls(model)
+        except Exception:  # noqa: BLE001 - any model torch.fx cannot trace is evaluated unfolded
+            return None
+        return copy if copy.pairs else None
+
+    @torch.no_grad()
+    def refresh(self) -> nn.Module:
+        """Fold the model's current weights and batch-norm statistics; returns the copy."""
+        for layer, bn, out in self._folded:
+            fold = fuse_conv_bn_weights if isinstance(layer, nn.modules.conv._ConvNd) \
+                else fuse_linear_bn_weights
+            weight, bias = fold(layer.weight, layer.bias, bn.running_mean, bn.running_var,
+                                bn.eps, bn.weight, bn.bias)
+            out.weight.copy_(weight)
+            out.bias.copy_(bias)
+        for src, dst in self._copied:
+            dst.copy_(src)
+        return self.net
