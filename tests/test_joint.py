@@ -122,6 +122,11 @@ def test_repeated_policies_are_answered_from_memory_with_the_same_scores():
     # a policy seen before changes nothing the next new policy is scored with
     assert fresh.joint_scores(b, {}) == joint.joint_scores(b, {})
     assert len({f["kl"] for f in first}) == 3
+    # top-1 alone is answered from a policy scored with KL; KL is scored when not yet known
+    assert joint.joint_scores(a, {}, kl=False) == {"top1": first[0]["top1"]} and joint.calls == 4
+    c = {n: 8 for n in names}
+    plain_c = joint.joint_scores(c, {}, kl=False)
+    assert joint.joint_scores(c, {})["top1"] == plain_c["top1"] and joint.calls == 6
 
 
 @pytest.mark.parametrize("frac", [0.02, 0.4, 1.0])
