@@ -145,7 +145,9 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
     partial = json.loads((tmp_path / "res" / "m.partial.json").read_text())
     assert partial["finished"] == "0 of 4 points" and len(partial["points"]) == 1  # the peer
     assert not (tmp_path / "run").exists() and not (tmp_path / "res" / "m.json").exists()
+    capsys.readouterr()
     assert main(args) == 0
+    assert "frontier m: point 4/4 7.73x k16 seed 0" in capsys.readouterr().err  # progress, quiet
     result = json.loads((tmp_path / "res" / "m.json").read_text())
     assert len(result["points"]) == 1 + 2 + 1 + 1  # uniform, random x 2 seeds, k16, one peer
     assert main([*args, "--collect-only"]) == 0  # all finished: the partial file has them all

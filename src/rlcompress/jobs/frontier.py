@@ -152,15 +152,20 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     budgets = {r: int(dense / r) for r in cfg.ratios}
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
-    points = []
     keep = Path(results), name
-    for r in cfg.ratios:
-        for strategy in cfg.strategies:
-            for seed in range(_seeds(cfg, strategy)):
-                points.append(_point(model, Path(out), cfg, data_cfg, r, budgets[r], strategy,
-                                     seed, keep))
-    for rule in cfg.rules:
-        points.append(_point(model, Path(out), cfg, data_cfg, 0.0, 0, rule, 0, keep, dense))
+    plan = [(r, budgets[r], strategy, seed, 0) for r in cfg.ratios for strategy in cfg.strategies
+            for seed in range(_seeds(cfg, strategy))]
+    plan += [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
+    points = []
+    for i, (r, size, strategy, seed, rule_dense) in enumerate(plan):
+        point = _point(model, Path(out), cfg, data_cfg, r, size, strategy, seed, keep,
+                       rule_dense)
+        points.append(point)
+        if point is not None and not cfg.collect_only:  # one line per point, even when quiet
+            print(f"frontier {name}: point {i + 1}/{len(plan)} {point['target_ratio']:g}x "
+                  f"{strategy} seed {seed}: {point['top1']:.2f}% test, "
+                  f"{point['val_top1']:.2f}% val, {point['file_bytes']:,} bytes",
+                  file=sys.stderr, flush=True)
     planned = len(points)
     points = [p for p in points if p is not None]  # collect_only: the unfinished are None
     finished = f"{len(points)} of {planned} points"
