@@ -10,28 +10,23 @@ from __future__ import annotations
 
 import torch
 from torch import fx, nn
-from torch.fx.experimental.optimization import fuse
+from torch.fx.experimental.optimization import fuse, matches_module_pattern
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+# the pairs torch.fx's fuse folds (a list local to it, so repeated here)
 _PATTERNS = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d),
              (nn.Conv3d, nn.BatchNorm3d), (nn.Linear, nn.BatchNorm1d))
 
 
-def folded_pairs(model: nn.Module) -> list[tuple[str, str]]:
+def folded_pairs(model: nn.Module | fx.GraphModule) -> list[tuple[str, str]]:
     """The (layer, batch norm) pairs that ``torch.fx``'s ``fuse`` folds: a batch norm with
-    running statistics right after a conv or linear layer whose only user it is."""
-    graph = fx.symbolic_trace(model).graph
-    modules = dict(model.named_modules())
-    pairs = []
-    for node in graph.nodes:
-        prev = node.args[0] if node.op == "call_module" and node.args else None
-        if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) > 1:
-            continue
-        layer, bn = modules[prev.target], modules[node.target]
-        if any(type(layer) is a and type(bn) is b for a, b in _PATTERNS) \
-                and bn.track_running_stats:
-            pairs.append((prev.target, node.target))
-    return pairs
+    running statistics right after a conv or linear layer whose only user it is (the same
+    rule as ``fuse``, through its own pattern matcher)."""
+    traced = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+    modules = dict(traced.named_modules())
+    return [(node.args[0].target, node.target) for node in traced.graph.nodes
+            if any(matches_module_pattern(p, node, modules) for p in _PATTERNS)
+            and len(node.args[0].users) == 1 and modules[node.target].track_running_stats]
 
 
 class FoldedCopy:
@@ -39,8 +34,9 @@ class FoldedCopy:
     model's current weights and statistics (in eval mode)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.pairs = folded_pairs(model)
-        self.net = fuse(model).eval()
+        traced = fx.symbolic_trace(model)  # once: the pairs and the folded copy come from it
+        self.pairs = folded_pairs(traced)
+        self.net = fuse(traced, no_trace=True).eval()
         src = dict(model.named_modules())
         dst = dict(self.net.named_modules())
         self._folded = [(src[a], src[b], dst[a]) for a, b in self.pairs]

@@ -152,7 +152,7 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     budgets = {r: int(dense / r) for r in cfg.ratios}
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
-    keep = Path(results), name
+    keep = Path(results), name, _model_digest(model)  # the weights are hashed once
     plan = [(r, budgets[r], strategy, seed, 0) for r in cfg.ratios for strategy in cfg.strategies
             for seed in range(_seeds(cfg, strategy))]
     plan += [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
@@ -198,11 +198,12 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
-           size: int, strategy: str, seed: int, keep: tuple[Path, str],
+           size: int, strategy: str, seed: int, keep: tuple[Path, str, str],
            dense: int = 0) -> dict | None:
     """One point: search (or a rule, with ``ratio`` 0 and ``dense`` bytes), prune at the
     searched rates in a joint frontier, share and fine-tune; reused when already done, from the
-    run directory or from the committed records in ``keep`` (results folder, frontier name)."""
+    run directory or from the committed records in ``keep`` (results folder, frontier name,
+    digest of the model's weights)."""
     rule = strategy in RULE_POLICIES
     run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
     # each training mode has its own share folder: a frontier retrained in another mode reuses
@@ -212,21 +213,20 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     share_dir = run / ("share" if tau == 0 else f"share-{mode}")
     records = keep[0] / "points" / keep[1]
     tag = f"{run.parent.name}-{run.name}"
-    search_key = _search_key(model, cfg, strategy, seed, size)
+    search_key = _search_key(keep[2], cfg, strategy, seed, size)
     point_key = {**search_key, **_train_key(cfg)}
     point_record = records / f"{tag}.{mode}.json"
     done = share_dir / "summary.json"
-    if not done.is_file():
+    found = _reuse(records / f"{tag}.search.json", search_key)
+    if done.is_file():
+        shared = json.loads(done.read_text())
+        found = found or _found(run, strategy)
+    else:
         row = _reuse(point_record, point_key)
         if row is not None and Path(row["file"]).is_file():
             return row
-    if done.is_file():
-        shared = json.loads(done.read_text())
-        found = _reuse(records / f"{tag}.search.json", search_key) or _found(run, strategy)
-    elif cfg.collect_only:
-        return None
-    else:
-        found = _reuse(records / f"{tag}.search.json", search_key)
+        if cfg.collect_only:
+            return None
         if found is None:
             found = _found(run, strategy) if rule else _run_search(
                 model, run, cfg, data_cfg, strategy, seed, size)
@@ -248,9 +248,9 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     return row
 
 
-def _search_key(model: str, cfg: FrontierConfig, strategy: str, seed: int, size: int) -> dict:
-    """The settings a point's search depends on (not threads or progress bars)."""
-    digest = _model_digest(model)
+def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size: int) -> dict:
+    """The settings a point's search depends on (not threads or progress bars), with the
+    digest of the model searched."""
     if strategy in RULE_POLICIES:
         return {"model": digest, "rule": strategy}
     search_cfg = asdict(_search_cfg(cfg, strategy, seed, size))
