@@ -76,6 +76,10 @@ class FrontierConfig:
         share_dkm_tau: DKM soft-assignment temperature of that training (``ShareConfig.dkm_tau``;
             0: hard straight-through, in ``share/``; otherwise in ``share-dkm<tau>/``).
         val_images: validation images that score each policy during a search.
+        reward_bn_images: training images over which each search reward re-estimates batch
+            norm (``SearchConfig.reward_bn_images``). 512 rather than the search's default
+            256: the ResNet-20 frontier's committed searches were keyed with 512, and a
+            frontier must compare its strategies under one reward.
         threads: CPU threads (0: one per core).
         progress: show progress bars.
         compact_bn: files store batch norms as scale and shift (searches budget for it).
@@ -104,6 +108,7 @@ class FrontierConfig:
     share_distill: float = 0.5
     share_dkm_tau: float = ShareConfig.dkm_tau
     val_images: int = 2000
+    reward_bn_images: int = 512
     threads: int = 0
     progress: bool = True
     compact_bn: bool = False
@@ -191,7 +196,8 @@ def _seeds(cfg: FrontierConfig, strategy: str) -> int:
 
 def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
     return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
-                        target_size=str(size), val_images=cfg.val_images, threads=cfg.threads,
+                        target_size=str(size), val_images=cfg.val_images,
+                        reward_bn_images=cfg.reward_bn_images, threads=cfg.threads,
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
                         prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
                         refine=cfg.refine if strategy in SEARCHED else 0)
