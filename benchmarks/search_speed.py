@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def main() -> None:
                        threads=args.threads)
     run = Path(args.run_dir)
     shutil.rmtree(run, ignore_errors=True)
+    # timings are only worth committing from an idle machine: record what else was running
+    load = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     summary = run_search(model, spec, data, run, cfg, None, DDPGConfig())
     wall = time.perf_counter() - t0
@@ -70,6 +73,7 @@ def main() -> None:
                 "bookkeeping (CSV, agent state, plots) and the rule-policy and re-scoring "
                 "evaluations at the end",
         "best_val_top1": summary["best"]["val_top1"], "best_paper_ratio": summary["best"]["paper_ratio"],
+        "load_average_before": load, "command": "python " + " ".join(sys.argv),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
