@@ -45,7 +45,10 @@ class PolicyEvaluator:
         precision: str = "bf16",
         batch_size: int = 1000,
         seed: int = 0,
+        importance: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        """``importance``: per-weight Fisher importances already computed for this model and
+        sharing configuration (another evaluator's), instead of computing them again."""
         self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         self.modules = dict(self.model.named_modules())
         self._folded = FoldedCopy.of(self.model)
@@ -70,8 +73,8 @@ class PolicyEvaluator:
         # weights and batch-norm statistics before any policy re-estimates them
         self._original_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.seconds = {"cluster": 0.0, "evaluate": 0.0, "fisher": 0.0, "bn": 0.0}
-        self.importance: dict[str, torch.Tensor] = {}
-        if self.cfg.weighted:
+        self.importance: dict[str, torch.Tensor] = dict(importance or {})
+        if self.cfg.weighted and importance is None:
             t0 = time.perf_counter()
             calib = calibration_batches(data, self.cfg.calibration_images, seed=self.cfg.kmeans_seed)
             self.importance = fisher_importance(self.model, calib, self.layers)

@@ -378,7 +378,7 @@ def run_search(
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
         rescorer = _evaluator(space, model, names, data, n_full, reward_cfg, evaluator.cache,
-                              cfg.precision)
+                              cfg.precision, importance=evaluator.importance)
     # the search's own rows only: walk rows are scored on other images and must not crowd
     # the subset's candidates out of the re-scoring
     rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore, space) if rescorer else []
@@ -514,8 +514,9 @@ def _reward_share_cfg(share_cfg: ShareConfig, cfg: SearchConfig) -> ShareConfig:
     return share_cfg
 
 
-def _evaluator(space: JointSpace | None, *args: object) -> PolicyEvaluator:
-    return JointEvaluator(space, *args) if space is not None else PolicyEvaluator(*args)
+def _evaluator(space: JointSpace | None, *args: object, **kwargs: object) -> PolicyEvaluator:
+    return (JointEvaluator(space, *args, **kwargs) if space is not None
+            else PolicyEvaluator(*args, **kwargs))
 
 
 def _score(evaluator: PolicyEvaluator, rec: dict) -> float:
