@@ -1,101 +1,124 @@
-"""The README's headline figure: test top-1 against file size on the clean ResNet-20, every
-measured point that has a real file behind it.
+"""The README's headline figure: the accuracy-size frontier of the clean ResNet-20, with the
+peers and the paper's own points.
 
     python scripts/headline_plot.py      # -> results/headline.png and results/headline.json
 
-Sources (each optional; what exists is drawn): the arms of ``results/joint/<name>.json``
-(``scripts/compare_runs.py``: mean +- standard error over seeds), the rows of
-``results/frontier/<name>.json`` (``rlcompress frontier``), and the fine-tuned rows of the peers
-benchmark ``results/bench/peers_clean.json`` (run with ``--rlc``; per tool, method and bits the
-learning rate with the best validation top-1). The baseline is a horizontal line.
+Left: test top-1 against real file bytes, one line per allocation method of
+``results/frontier/<name>.json`` (``rlcompress frontier``; the ``.partial`` file while the
+frontier is unfinished), DDPG as the mean over its seeds with their standard deviation, and
+coremltools' points from the same file (the peers benchmark at the frontier's budgets). Every
+point is a committed ``.rlc`` file. Right: points of top-1 lost against the paper's
+compression ratio (32-bit weights / stored weight bits), ours against our float baseline, the
+paper's rows (``rlcompress.pipeline.reproduce.PAPER``) against its own 92.20% baseline on
+lossless CIFAR-10: the only axis on which the two can be set side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
+from collections import defaultdict
 from pathlib import Path
 
 from rlcompress.fileio import save_figure, write_json
-from rlcompress.selection import best_by_validation
+from rlcompress.pipeline.reproduce import PAPER
+
+PEER = "coremltools"
 
 
-def joint_points(path: Path) -> list[dict]:
-    """Mean +- standard error of every arm of a compare_runs file."""
-    out = []
-    for arm, rec in json.loads(path.read_text())["arms"].items():
-        runs = rec["runs"]
-        if not runs:
-            continue
-        tops = [r["top1"] for r in runs]
-        se = statistics.stdev(tops) / math.sqrt(len(tops)) if len(tops) > 1 else 0.0
-        out.append({"source": str(path), "label": f"{arm} ({path.stem})", "group": "runs",
-                    "kb": statistics.fmean(r["file_bytes"] for r in runs) / 1000,
-                    "top1": statistics.fmean(tops), "err": se, "n": len(tops)})
-    return out
+def frontier_file(candidates: list[str]) -> Path | None:
+    """The first frontier file that exists (the finished one before the partial one)."""
+    return next((Path(c) for c in candidates if Path(c).is_file()), None)
 
 
-def frontier_points(path: Path) -> list[dict]:
-    """Every (method, budget) row of a frontier file, error bar = std over seeds."""
-    return [{"source": str(path), "label": r["method"], "group": "frontier",
-             "kb": r["file_bytes"] / 1000, "top1": r["top1"], "err": r["top1_std"],
-             "n": r["seeds"]} for r in json.loads(path.read_text())["rows"]]
+def frontier_lines(path: Path) -> dict[str, list[dict]]:
+    """The frontier's rows by method, each method's rows by growing file size."""
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for r in json.loads(path.read_text())["rows"]:
+        lines[r["method"]].append(r)
+    return {m: sorted(rs, key=lambda r: r["file_bytes"]) for m, rs in sorted(lines.items())}
 
 
-def peer_points(path: Path, model: str) -> list[dict]:
-    """Fine-tuned rows with files: per (tool, method, bits, epochs) the best validation lr."""
-    rows = json.loads(path.read_text())
-    rows = rows["rows"] if isinstance(rows, dict) else rows
-    rows = [r for r in rows if r["model"] == model and r.get("epochs") and r.get("file_bytes")]
-    best = best_by_validation(rows, lambda r: (r["tool"], r["method"], r["bits"], r["epochs"]))
-    return [{"source": str(path), "label": f"{t} {m} {b}-bit, {e} ep", "group": "peers",
-             "kb": r["file_bytes"] / 1000, "top1": r["top1"], "err": 0.0, "n": 1}
-            for (t, m, b, e), r in sorted(best.items())]
+def paper_points(model: str) -> list[dict]:
+    """The paper's rows: label, paper ratio and top-1 lost against its own baseline."""
+    table = PAPER[model]
+    return [{"label": name, "paper_ratio": ratio, "top1": top1,
+             "lost": round(table["baseline"] - top1, 2)}
+            for name, (top1, _top5, ratio) in table["rows"].items()]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> dict:
     """Collect the points, draw the figure, write both files."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--joint", nargs="*", default=["results/joint/resnet20-16x.json"])
-    ap.add_argument("--frontier", nargs="*", default=["results/frontier/resnet20.json"])
-    ap.add_argument("--peers", default="results/bench/peers_clean.json")
-    ap.add_argument("--peers-model", default="resnet20")
-    ap.add_argument("--baseline", default="results/baseline/resnet20.json")
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--frontier", nargs="*", default=None,
+                    help="frontier files, first existing wins (default: the model's finished, "
+                         "then partial file)")
+    ap.add_argument("--baseline", default=None, help="default: results/baseline/<model>.json")
     ap.add_argument("--out", default="results/headline")
     args = ap.parse_args(argv)
-    points: list[dict] = []
-    for p in map(Path, args.joint):
-        points += joint_points(p) if p.is_file() else []
-    for p in map(Path, args.frontier):
-        points += frontier_points(p) if p.is_file() else []
-    if Path(args.peers).is_file():
-        points += peer_points(Path(args.peers), args.peers_model)
-    base = json.loads(Path(args.baseline).read_text())["top1"]
-    write_json(Path(args.out).with_suffix(".json"), {"baseline_top1": base, "points": points})
-    _plot(points, base, Path(args.out).with_suffix(".png"))
-    return points
+    sources = args.frontier or [f"results/frontier/{args.model}.json",
+                                f"results/frontier/{args.model}.partial.json"]
+    path = frontier_file(sources)
+    if path is None:
+        raise SystemExit(f"no frontier file among {sources}: run `rlcompress frontier` first")
+    base = json.loads(Path(args.baseline or f"results/baseline/{args.model}.json").read_text())["top1"]
+    lines = frontier_lines(path)
+    paper = paper_points(args.model)
+    report = {"model": args.model, "frontier": str(path), "baseline_top1": base,
+              "paper_baseline_top1": PAPER[args.model]["baseline"], "lines": lines, "paper": paper}
+    write_json(Path(args.out).with_suffix(".json"), report)
+    _plot(lines, paper, base, args.model, path, Path(args.out).with_suffix(".png"))
+    return report
 
 
-def _plot(points: list[dict], base: float, path: Path) -> None:
+def _plot(lines: dict[str, list[dict]], paper: list[dict], base: float, model: str,
+          source: Path, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    ax.axhline(base, color="grey", ls="--", lw=1, label=f"float32 baseline {base:.2f}%")
-    markers = {"runs": "o", "frontier": "s", "peers": "^"}
-    for p in points:
-        ax.errorbar(p["kb"], p["top1"], yerr=p["err"] or None, marker=markers[p["group"]],
-                    ms=6, capsize=3, ls="none", label=p["label"])
-    ax.set(xlabel="file size (KB)", ylabel="test top-1 (%)",
-           title="ResNet-20 (clean baseline), CIFAR-10: accuracy vs real file size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    ours = [r["top1"] for m, rs in lines.items() if not m.startswith(PEER) for r in rs]
+    floor = min(ours) - 4 if ours else 0
+    left.axhline(base, color="grey", ls="--", lw=1, label=f"float32 baseline {base:.2f}%")
+    below = []
+    for method, rows in lines.items():
+        peer = method.startswith(PEER)
+        style = {"ls": ":" if peer else "-", "marker": "^" if peer else "o", "ms": 5, "capsize": 3}
+        label = method + (" (mean, std over seeds)" if any(r["seeds"] > 1 for r in rows) else "")
+        left.errorbar([r["file_bytes"] / 1000 for r in rows], [r["top1"] for r in rows],
+                      yerr=[r["top1_std"] for r in rows], label=label, **style)
+        below += [f"{method} {r['file_bytes'] / 1000:.0f} KB: {r['top1']:.1f}%"
+                  for r in rows if r["top1"] < floor]
+        right.plot([r["paper_ratio"] for r in rows], [base - r["top1"] for r in rows],
+                   label=method, **{k: v for k, v in style.items() if k != "capsize"})
+    if below:
+        left.text(0.99, 0.02, "below the axis:\n" + "\n".join(below), transform=left.transAxes,
+                  ha="right", va="bottom", fontsize=6, color="dimgrey")
+    # the frontier's lines rise from the lower left: the legend goes in the empty middle
+    left.set(ylim=(floor, base + 1), xlabel="file size (KB)", ylabel="test top-1 (%)",
+             title=f"{model}, CIFAR-10: accuracy vs real file size")
+    left.legend(fontsize=6.5, loc="lower left", bbox_to_anchor=(0.3, 0.1))
+    pb = PAPER[model]["baseline"]
+    right.plot([p["paper_ratio"] for p in paper], [p["lost"] for p in paper], "k*", ms=9,
+               ls="none", label=f"the paper's rows (vs its {pb:.2f}% baseline)")
+    for p in paper:
+        right.annotate(p["label"], (p["paper_ratio"], p["lost"]), fontsize=7,
+                       xytext=(3, 3), textcoords="offset points")
+    lost = [base - r for r in ours] + [p["lost"] for p in paper]
+    right.set(ylim=(-0.5, max(lost) + 1), xscale="log",
+              xlabel="paper ratio (32-bit weights / stored bits, log scale)",
+              ylabel="top-1 lost (points)", title="points lost vs compression ratio")
+    right.set_xticks([1, 2, 5, 10, 20, 50, 100], labels=["1", "2", "5", "10", "20", "50", "100"])
+    right.minorticks_off()
+    right.legend(fontsize=6.5, loc="upper left")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"source: {source}", fontsize=7, y=0.01, va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    save_figure(fig, out)
     plt.close(fig)
 
 
