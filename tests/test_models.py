@@ -88,3 +88,20 @@ def test_shared_checkpoint_reproduces_its_accuracy(tmp_path: Path):
     res = evaluate_model(model, data, "test", precision="fp32")
     # 81.0% on the full JPEG test split (../shared/README.md); 2000 images: s.e. ~0.9 points
     assert 77.5 < res["top1"] < 84.5, res
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_map_writes_picked_channels_into_zeros(dtype, channels_last):
+    from rlcompress.models.resnet_cifar import channel_matrix, pick_channels
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 5, 5, generator=gen).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    src, dst = [4, 0, 2], [7, 1, 3]
+    expected = torch.zeros(3, 9, 5, 5, dtype=dtype)
+    expected[:, dst] = x[:, src]
+    out = pick_channels(x, channel_matrix(src, dst, 6, 9))
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert torch.equal(out, expected)
