@@ -142,6 +142,23 @@ def test_select_last_epoch(tmp_path: Path):
         fit(*_model(), data, TrainConfig(epochs=1, select="worst", **TINY), tmp_path / "x")
 
 
+def test_select_start_or_best_keeps_a_start_that_training_only_worsens(tmp_path: Path):
+    data = planted_data()
+    model, spec = _model()
+    fit(model, spec, data, TrainConfig(epochs=3, **TINY), tmp_path / "good")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    # a learning rate far too high: every epoch ends below the start
+    wreck = TrainConfig(epochs=1, select="start-or-best", **{**TINY, "lr": 50.0})
+    summary = fit(model, spec, data, wreck, tmp_path / "wreck")
+    assert summary["best_epoch"] == 0
+    best = _weights(tmp_path / "wreck", "best")
+    assert all(torch.equal(best[k], start[k]) for k in best)
+    # from random weights the first epoch wins as with ``best``
+    fresh = fit(*_model(), data, TrainConfig(epochs=2, select="start-or-best", **TINY),
+                tmp_path / "fresh")
+    assert fresh["best_epoch"] >= 1
+
+
 def test_distill_loss_terms():
     from rlcompress.engine.train import distill_loss
 

@@ -42,6 +42,8 @@ from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
 StepHook = Callable[[nn.Module], None]
 EpochHook = Callable[[nn.Module, int], None]
+# how fit() picks the ``best`` checkpoint (TrainConfig.select)
+SELECT = ("best", "last", "start-or-best")
 METRIC_FIELDS = [
     "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
     "seconds", "img_per_s",
@@ -71,8 +73,11 @@ class TrainConfig:
         threads: intra-op CPU threads (0: one per core).
         eval_batch_size: batch size for validation and test.
         progress: show progress bars.
-        select: which epoch becomes ``best``: ``best`` (highest validation top-1) or ``last``.
-            Use ``last`` when the validation images were seen by the starting weights (the
+        select: which epoch becomes ``best``: ``best`` (highest validation top-1), ``last``, or
+            ``start-or-best``: like ``best``, with the starting weights as epoch 0 (measured
+            before the first epoch), so a fine-tune that only loses accuracy (a pruning that
+            removed nearly nothing, retrained at a high learning rate) leaves the model as it
+            was. Use ``last`` when the validation images were seen by the starting weights (the
             shared checkpoints were trained on all 50,000 training images), since early epochs
             then score high on validation by memory, not by generalisation.
         distill: weight of knowledge distillation from a teacher passed to :func:`fit` (0: plain
@@ -114,7 +119,7 @@ class TrainConfig:
         check_fields(self, ge0=("epochs", "lr", "weight_decay", "threads", "seed", "cutout",
                                 "time_budget"),
                      ge1=("batch_size", "eval_batch_size"), unit=("momentum", "distill"),
-                     choices={"schedule": ("onecycle", "cosine"), "select": ("best", "last"),
+                     choices={"schedule": ("onecycle", "cosine"), "select": SELECT,
                               "precision": ("bf16", "fp16", "fp32")})
         if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("TrainConfig.warmup and label_smoothing must be in [0, 1)")
@@ -307,8 +312,8 @@ def fit(
     Under ``torchrun`` the same call trains data-parallel (see :mod:`rlcompress.engine.ddp`):
     ``cfg.batch_size`` stays the global batch, so N ranks follow the one-process run.
     """
-    if cfg.select not in ("best", "last"):
-        raise ValueError(f"select must be best or last, got {cfg.select!r}")
+    if cfg.select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {cfg.select!r}")
     device = pick_device(cfg.device)
     dist.init(device)
     if device.type == "cuda":
@@ -345,6 +350,10 @@ def fit(
     config = {"train": asdict(cfg), **(extra_config or {})}
     write_json((run_dir / "config.json"), config)
     rows = read_rows(run_dir / "metrics.csv", "epoch", start_epoch - 1)
+    if cfg.select == "start-or-best" and start_epoch == 1 and cfg.epochs > 0:
+        start = evaluate(model, val_loader, device, cfg.precision)
+        best = {"val_top1": start["top1"], "epoch": 0}
+        save_checkpoint(model, spec, run_dir, "best")
     # batch norm over the global batch and DDP only while training: the model the caller gets
     # back is the plain module
     with sync_batchnorm(model):

@@ -44,6 +44,7 @@ from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig
+from rlcompress.engine.train import SELECT
 from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs.prune import prune
 from rlcompress.jobs.search import search
@@ -87,6 +88,9 @@ class FrontierConfig:
             only, on an already pruned model).
         prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
         prune_lr: their peak learning rate.
+        prune_select: which of them the sharing starts from (``TrainConfig.select``): ``best``
+            (the committed ResNet-20 frontier's setting) or ``start-or-best`` (the pruned
+            model before fine-tuning competes; the setting of ``run`` and ``compress``).
         allocator_demos: DDPG: allocators whose policies lead its warm-up demonstrations.
         refine: searched strategies only (ddpg, random): extra evaluations of a hill-climbing
             walk from the search's best policy (``SearchConfig.refine``); the one-shot
@@ -115,6 +119,7 @@ class FrontierConfig:
     prune_rates: str = ""
     prune_epochs: int = 4
     prune_lr: float = 0.05
+    prune_select: str = "best"
     allocator_demos: str = ""
     refine: int = 0
     rules: tuple[str, ...] = ()
@@ -124,6 +129,8 @@ class FrontierConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
+        if self.prune_select not in SELECT:
+            raise ValueError(f"prune_select must be one of {SELECT}, got {self.prune_select!r}")
         if not self.ratios or min(self.ratios) <= 1:
             raise ValueError("frontier ratios must be > 1")
         if self.refine < 0:
@@ -275,10 +282,14 @@ def _model_digest(model: str) -> str:
 
 
 def _train_key(cfg: FrontierConfig) -> dict:
-    """The settings a point's pruning fine-tune and sharing depend on."""
-    return {"train": {f: getattr(cfg, f) for f in (
+    """The settings a point's pruning fine-tune and sharing depend on (settings added later
+    only where they differ from their default, so that older records still match)."""
+    train = {f: getattr(cfg, f) for f in (
         "share_epochs", "share_lr", "share_distill", "share_dkm_tau", "prune_epochs",
-        "prune_lr", "compact_bn")}}
+        "prune_lr", "compact_bn")}
+    if cfg.prune_select != "best":
+        train["prune_select"] = cfg.prune_select
+    return {"train": train}
 
 
 def _reuse(path: Path, key: dict) -> dict | None:
@@ -317,7 +328,8 @@ def _prune_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
         prune(model, str(run / "prune"), PruneConfig(rate=0.0, rates=found["best"]["rate"]),
               "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
                                                 seed=seed, threads=cfg.threads,
-                                                progress=cfg.progress), resume=True)
+                                                progress=cfg.progress,
+                                                select=cfg.prune_select), resume=True)
         start = str(run / "prune" / "finetune" / "best.safetensors")
     tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                        seed=seed, threads=cfg.threads, progress=cfg.progress)

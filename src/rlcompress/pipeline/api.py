@@ -139,8 +139,10 @@ def compress(
                         progress=progress, precision=precision, threads=threads,
                         compact_bn=compact_bn, prune_rates=prune_rates or "",
                         protect=tuple(protect))
+    # the pruned model as it was competes with its fine-tuned epochs: a light pruning loses
+    # more to a high-learning-rate restart than it recovers
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
-                       precision=precision, threads=threads)
+                       precision=precision, threads=threads, select="start-or-best")
     share = share or ShareConfig()
     ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
     if prune_rates:
