@@ -114,6 +114,18 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     for ext in ("json", "md", "png"):
         assert (results / f"resnet20.{ext}").is_file()
     assert "| k16 |" in (results / "resnet20.md").read_text()
+    with pytest.raises(ValueError, match="core"):  # one run directory, one sharing core
+        reproduce("resnet20", str(tmp_path / "rep"), str(results), str(tmp_path / "base"),
+                  only=("k16",), core="new", **kw)
+    # the new core: its own directory, the pruned model reused, rows trained with DKM
+    new_dir = tmp_path / "rep-new"
+    new_dir.mkdir()
+    (new_dir / "prune").symlink_to(tmp_path / "rep" / "prune")
+    new = reproduce("resnet20", str(new_dir), str(tmp_path / "res-new"), str(tmp_path / "base"),
+                    only=("k16",), core="new", **kw)
+    assert new["core"] == "new" and [r["policy"] for r in new["rows"]] == ["fpgm", "k16"]
+    shared = json.loads((new_dir / "k16" / "finetune" / "config.json").read_text())
+    assert shared["share"]["finetune"] == "qat" and shared["share"]["bn_images"] > 0
 
 
 def test_impossible_budget_fails_before_any_training(image_tar: Path, tmp_path: Path, capsys):

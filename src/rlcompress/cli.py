@@ -223,7 +223,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
                       args.prune_epochs, args.share_epochs, args.episodes, tuple(args.seeds),
                       args.target_ratio, config_from_args(DataConfig, args), args.threads,
                       progress=not args.quiet, only=tuple(args.rows) if args.rows else None,
-                      distill=args.share_distill, init=args.init)
+                      distill=args.share_distill, init=args.init, core=args.core)
     print(markdown_table(table))
 
 
@@ -448,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of knowledge distillation from the pruned model during centroid "
                    "fine-tuning, the same for every row (0: plain cross-entropy, as the paper; "
                    "results/paper_tables/distill/ used 0.9 with --out runs/reproduce-<model>-kd)")
+    p.add_argument("--core", default="paper", choices=["paper", "new"],
+                   help="weight sharing of every row and search reward: 'paper' (Lloyd k-means, "
+                   "centroid fine-tuning) or 'new' (Fisher-weighted clustering, batch-norm "
+                   "re-estimation, DKM-style trained quantization); one per run directory")
     p.add_argument("--episodes", type=int, default=200, help="search episodes per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the random and learned rows")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlcompress.clustering.policies import RULE_POLICIES
 from rlcompress.clustering.sharing import PAPER as PAPER_SHARE
+from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.clustering.sharing import clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
@@ -37,6 +38,8 @@ PAPER = {
         "k64": (91.87, 99.75, 8.90), "rl": (91.13, 99.72, 12.03)}},
 }
 ROWS = ("fpgm", *RULE_POLICIES, "random", "rl")
+# the weight sharing of a table's rows and of its searches' rewards
+CORES = {"paper": PAPER_SHARE, "new": ShareConfig()}
 KEYS = ("top1", "top5", "paper_ratio", "file_ratio", "file_bytes")
 # validation top-1 after and before centroid fine-tuning (the search's reward is measured before)
 VAL_KEYS = ("val_top1", "val_top1_before_finetune")
@@ -93,6 +96,7 @@ def reproduce(
     only: tuple[str, ...] | None = None,
     distill: float = 0.0,
     init: str = "baseline",
+    core: str = "paper",
 ) -> dict:
     """Run (or resume) every row and write ``results/paper_tables/<model>.{json,md,png}``.
 
@@ -108,8 +112,17 @@ def reproduce(
     The start is the committed clean baseline (``init="baseline"``: trained from scratch on the
     train split, so every validation reward is clean); ``init="pretrained"`` (or a weights
     path) with ``baseline_epochs`` > 0 fine-tunes that checkpoint first, as the first tables
-    did (the shared checkpoints' training saw the validation images)."""
+    did (the shared checkpoints' training saw the validation images).
+
+    ``core`` picks the weight sharing of every row and of the searches' rewards: ``paper``
+    (unweighted Lloyd k-means, no batch-norm re-estimation, centroid fine-tuning: the paper's)
+    or ``new`` (this project's default ``ShareConfig``: Fisher-weighted clustering, batch-norm
+    re-estimation, DKM-style trained quantization). A run directory holds one core."""
+    if core not in CORES:
+        raise ValueError(f"core must be one of {sorted(CORES)}, got {core!r}")
+    share_cfg = CORES[core]
     run = Path(out or f"runs/reproduce-{model}")
+    _claim_core(run, core)
     files = Path(results) / "files"
     files.mkdir(parents=True, exist_ok=True)
     data = data or DataConfig()
@@ -141,7 +154,7 @@ def reproduce(
                              f"{distill}: every row of a table shares one fine-tuning; use "
                              "another --out (and --results) or the same --share-distill")
         s = s or share(
-            pruned, str(d), policy, PAPER_SHARE, data, tcfg(share_epochs, 0.01, distill=distill),
+            pruned, str(d), policy, share_cfg, data, tcfg(share_epochs, 0.01, distill=distill),
             resume=True)
         target = files / f"{model}-{name.replace('/', 'd')}.rlc"
         shutil.copyfile(d / "model.rlc", target)
@@ -171,7 +184,7 @@ def reproduce(
             elif label in want:
                 cfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed,
                                    target_ratio=target_ratio, threads=threads, progress=progress)
-                found = search(pruned, str(run / f"search-{name}"), cfg, PAPER_SHARE,
+                found = search(pruned, str(run / f"search-{name}"), cfg, share_cfg,
                                DDPGConfig(), data, resume=True)
                 per_seed.append(shared_row(found["best"]["k"], name, seed))
         rows += [_seed_row(label, per_seed)] if per_seed else []
@@ -179,12 +192,31 @@ def reproduce(
     complete = done == set(ROWS) and all(len(r.get("seeds", seeds)) == len(seeds) for r in rows)
     table = {"model": model, "complete": complete, "baseline_top1": round(base_top1, 2),
              "target_ratio": round(target_ratio, 4),
-             "share_epochs": share_epochs, "share_distill": distill, "episodes": episodes, "rows": rows,
+             "share_epochs": share_epochs, "share_distill": distill, "core": core,
+             "episodes": episodes, "rows": rows,
              "paper": PAPER.get(model)}
     write_json(Path(results, f"{model}.json"), table)
     write_text(Path(results, f"{model}.md"), markdown_table(table))
     plot_table(table, Path(results) / f"{model}.png")
     return table
+
+
+def _claim_core(run: Path, core: str) -> None:
+    """Record the run directory's sharing core; refuse a directory made with another one."""
+    marker = run / "core.json"
+    if marker.is_file():
+        made = json.loads(marker.read_text()).get("core")
+        if made != core:
+            raise ValueError(f"{run} holds a table made with core={made!r}, not {core!r}: "
+                             "use another --out (and --results)")
+        return
+    rows = [d.name for d in run.glob("*") if (d / "model.rlc").is_file()]
+    if rows and core != "paper":
+        # rows from before the marker were all shared the paper's way (a linked pruned model
+        # is no row: a second table may start from the first one's)
+        raise ValueError(f"{run} holds rows shared the paper's way ({', '.join(sorted(rows))}): "
+                         "use another --out")
+    write_json(marker, {"core": core})
 
 
 def markdown_table(table: dict) -> str:
@@ -193,8 +225,9 @@ def markdown_table(table: dict) -> str:
     prow, pbase = paper.get("rows", {}), paper.get("baseline", float("nan"))
     base = table["baseline_top1"]
     lines = [f"{table['model']}: baseline {base:.2f} (paper {pbase:.2f}); searched rows under a "
-             f"paper ratio of {table['target_ratio']:.2f}x; {table.get('share_epochs')} centroid "
-             f"fine-tuning epochs per row"
+             f"paper ratio of {table['target_ratio']:.2f}x; {table.get('share_epochs')} "
+             + ("trained-quantization epochs per row (this project's sharing core)"
+                if table.get("core") == "new" else "centroid fine-tuning epochs per row")
              + (f" (distilled from the pruned model, weight {table['share_distill']})"
                 if table.get("share_distill") else "") + ("" if table.get("complete", True) else
                                               "; INCOMPLETE: rows still missing"), "",
