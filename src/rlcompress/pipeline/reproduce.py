@@ -14,8 +14,7 @@ from pathlib import Path
 
 from rlcompress.clustering.policies import RULE_POLICIES
 from rlcompress.clustering.sharing import PAPER as PAPER_SHARE
-from rlcompress.clustering.sharing import ShareConfig
-from rlcompress.clustering.sharing import clusterable_layers, kept_weight_count
+from rlcompress.clustering.sharing import ShareConfig, clusterable_layers, kept_weight_count
 from rlcompress.codec import float_state_bytes, layer_weight_count
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig
