@@ -1,0 +1,131 @@
+"""Does the joint search's reward rank the frontier's finished points? Top-1 against KL.
+
+Usage: python benchmarks/frontier_reward.py [--name resnet20] [--val-images 5000] [--threads 1]
+
+Every finished point of ``rlcompress frontier`` (its committed records under
+``results/frontier/points/<name>/``) is one policy (a pruning rate per chain, a k per layer)
+with its validation top-1 after the frontier's pruning fine-tune and trained quantization. This
+re-scores each policy the way the search does (the dense baseline, pruned filters masked, every
+layer clustered, batch norm re-estimated on the frontier's reward images) on ``--val-images``
+validation images, with two signals: top-1 (the search's reward) and the KL divergence of the
+outputs from the uncompressed model's. Per budget and pooled over budgets (each budget's
+values centred), it writes the Spearman correlation of each signal with the final validation
+top-1 to ``results/ablations/frontier_reward_<name>.json``. Clean: validation images only,
+never the test split; the policies were chosen before this measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import spearman  # noqa: E402
+
+from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
+from rlcompress.data import DataConfig, load_data  # noqa: E402
+from rlcompress.jobs import resolve_model  # noqa: E402
+from rlcompress.search import SearchConfig  # noqa: E402
+from rlcompress.search.joint import JointEvaluator, JointSpace, parse_rates  # noqa: E402
+from rlcompress.search.runner import _reward_share_cfg, make_budget  # noqa: E402
+
+
+def points(folder: Path, mode: str) -> list[dict]:
+    """Finished points: method, seed, budget, final validation/test top-1, and the policy."""
+    out = []
+    for row_file in sorted(folder.glob(f"*.{mode}.json")):
+        search_file = row_file.with_name(row_file.name.replace(f".{mode}.json", ".search.json"))
+        row = json.loads(row_file.read_text())
+        found = json.loads(search_file.read_text())["value"]["best"]
+        out.append({**{k: row["value"][k] for k in ("method", "seed", "target_ratio",
+                                                     "budget_bytes", "top1", "val_top1")},
+                    "k": found["k"], "rate": found.get("rate", {}),
+                    "model_digest": row["key"]["model"], "search": row["key"]["search"]})
+    return out
+
+
+def _evaluator(model: torch.nn.Module, spec: dict, data: object, search: dict,
+               n_val: int, cache: ClusterCache) -> JointEvaluator:
+    """The search's reward evaluator for one budget, on ``n_val`` validation images."""
+    cfg = SearchConfig(target_size=search["target_size"], prune_rates=search["prune_rates"],
+                       reward_bn_images=search["reward_bn_images"], progress=False)
+    share_cfg = ShareConfig()
+    names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
+    budget = make_budget(model, spec, names, cfg, share_cfg)
+    space = JointSpace(model, names, budget, parse_rates(cfg.prune_rates))
+    return JointEvaluator(space, model, names, data, n_val, _reward_share_cfg(share_cfg, cfg),
+                          cache, cfg.precision)
+
+
+def _centred(rows: list[dict], key: str) -> list[float]:
+    by_budget = defaultdict(list)
+    for r in rows:
+        by_budget[r["budget_bytes"]].append(r[key])
+    return [r[key] - float(np.mean(by_budget[r["budget_bytes"]])) for r in rows]
+
+
+def main() -> None:
+    """Score every finished point with both signals and write the correlations."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--name", default="resnet20")
+    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
+                    help="the frontier's starting weights (checked against the records' digest)")
+    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    ap.add_argument("--val-images", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = points(Path("results/frontier/points") / args.name, args.mode)
+    digest = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()[:16]
+    rows = [r for r in rows if r["model_digest"] == digest]
+    if not rows:
+        raise SystemExit(f"no finished point of {args.name} starts from {args.model}")
+    data = load_data(DataConfig(), progress=False)
+    model, spec = resolve_model(args.model, None, data.num_classes)
+    cache = ClusterCache()
+    evaluators: dict[int, JointEvaluator] = {}
+    for r in rows:
+        if r["budget_bytes"] not in evaluators:
+            evaluators[r["budget_bytes"]] = _evaluator(model, spec, data, r["search"],
+                                                      args.val_images, cache)
+        ev = evaluators[r["budget_bytes"]]
+        scores = ev.joint_scores(r["k"], r["rate"], kl=True)
+        r["reward_top1"], r["reward_kl"] = round(scores["top1"], 3), round(scores["kl"], 5)
+        print(f"{r['target_ratio']:g}x {r['method']} s{r['seed']}: reward top-1 "
+              f"{r['reward_top1']:.2f}%, KL {r['reward_kl']:.4f}; final val {r['val_top1']:.2f}%",
+              file=sys.stderr)
+    by_budget = defaultdict(list)
+    for r in rows:
+        by_budget[r["budget_bytes"]].append(r)
+    per_budget = [{"target_ratio": rs[0]["target_ratio"], "budget_bytes": b, "points": len(rs),
+                   "spearman_top1": spearman([r["reward_top1"] for r in rs],
+                                             [r["val_top1"] for r in rs]),
+                   "spearman_minus_kl": spearman([-r["reward_kl"] for r in rs],
+                                                 [r["val_top1"] for r in rs])}
+                  for b, rs in sorted(by_budget.items())]
+    final = _centred(rows, "val_top1")
+    pooled = {"points": len(rows),
+              "spearman_top1": spearman(_centred(rows, "reward_top1"), final),
+              "spearman_minus_kl": spearman([-v for v in _centred(rows, "reward_kl")], final)}
+    report = {"name": args.name, "model": args.model, "val_images": args.val_images,
+              "per_budget": per_budget, "pooled_budget_centred": pooled,
+              "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search")}
+                       for r in rows],
+              "command": "python " + " ".join(sys.argv)}
+    out = Path(args.out or f"results/ablations/frontier_reward_{args.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({"per_budget": per_budget, "pooled": pooled}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
