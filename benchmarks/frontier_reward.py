@@ -17,7 +17,6 @@ never the test split; the policies were chosen before this measurement.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -32,6 +31,7 @@ from _common import spearman  # noqa: E402
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
 from rlcompress.data import DataConfig, load_data  # noqa: E402
 from rlcompress.jobs import resolve_model  # noqa: E402
+from rlcompress.jobs.frontier import _model_digest  # noqa: E402
 from rlcompress.search import SearchConfig  # noqa: E402
 from rlcompress.search.joint import JointEvaluator, JointSpace, parse_rates  # noqa: E402
 from rlcompress.search.runner import _reward_share_cfg, make_budget  # noqa: E402
@@ -85,7 +85,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = points(Path("results/frontier/points") / args.name, args.mode)
-    digest = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()[:16]
+    # the frontier's own digest of its starting weights, as its records are keyed
+    digest = _model_digest(args.model)
     rows = [r for r in rows if r["model_digest"] == digest]
     if not rows:
         raise SystemExit(f"no finished point of {args.name} starts from {args.model}")
