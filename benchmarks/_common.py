@@ -13,6 +13,8 @@ import torch
 from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
 from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
+from rlcompress.jobs.prune import prune_model
+from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
 
 
@@ -35,3 +37,11 @@ def after_short_ft(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str,
     freeze_qat(net)
     recalibrate_bn(net, calibration_batches(data, share_cfg.bn_images, seed=1))
     return ev.top1_of(net.float().to(memory_format=torch.contiguous_format))
+
+
+def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch.nn.Module:
+    """``model`` physically pruned (FPGM) at ``rates``, not fine-tuned."""
+    if not any(r > 0 for r in rates.values()):
+        return copy.deepcopy(model).eval()
+    net, _, _ = prune_model(copy.deepcopy(model), spec, PruneConfig(rate=0.0, rates=rates))
+    return net.eval()

@@ -1,6 +1,7 @@
 """Does the joint search's reward rank the frontier's finished points? Top-1 against KL.
 
 Usage: python benchmarks/frontier_reward.py [--name resnet20] [--val-images 5000] [--threads 1]
+       [--ft-steps 300]
 
 Every finished point of ``rlcompress frontier`` (its committed records under
 ``results/frontier/points/<name>/``) is one policy (a pruning rate per chain, a k per layer)
@@ -10,7 +11,13 @@ layer clustered, batch norm re-estimated on the frontier's reward images) on ``-
 validation images, with two signals: top-1 (the search's reward) and the KL divergence of the
 outputs from the uncompressed model's. Per budget and pooled over budgets (each budget's
 values centred), it writes the Spearman correlation of each signal with the final validation
-top-1 to ``results/ablations/frontier_reward_<name>.json``. Clean: validation images only,
+top-1 to ``results/ablations/frontier_reward_<name>.json``.
+
+``--ft-steps N`` adds a third signal, a reward that includes some training: the baseline
+physically pruned (FPGM) at the policy's rates, clustered at its k, trained for N steps of the
+frontier's distilled DKM training (no pruning fine-tune before it), batch norm re-estimated,
+then top-1 on the same validation images. It costs minutes per policy on 2 cores, so rows are
+saved as they finish (``--out``'s ``.ft<N>.json`` companion) and a rerun skips them. Clean: validation images only,
 never the test split; the policies were chosen before this measurement.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,10 +34,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import spearman  # noqa: E402
+from _common import after_short_ft, pruned, spearman  # noqa: E402
 
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
 from rlcompress.data import DataConfig, load_data  # noqa: E402
+from rlcompress.engine import TrainConfig  # noqa: E402
+from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs import resolve_model  # noqa: E402
 from rlcompress.jobs.frontier import _model_digest  # noqa: E402
 from rlcompress.search import SearchConfig  # noqa: E402
@@ -71,6 +81,31 @@ def _centred(rows: list[dict], key: str) -> list[float]:
     return [r[key] - float(np.mean(by_budget[r["budget_bytes"]])) for r in rows]
 
 
+def _trained_rewards(rows: list[dict], model: torch.nn.Module, spec: dict, data: object,
+                     evaluators: dict[int, JointEvaluator], args: argparse.Namespace,
+                     partial: Path) -> None:
+    """Set each row's ``reward_ft``: validation top-1 after ``args.ft_steps`` steps of
+    distilled DKM training of the pruned, clustered baseline (rows saved to ``partial``)."""
+    done = json.loads(partial.read_text()) if partial.is_file() else {}
+    # the frontier's training mode names its DKM temperature ("dkm0.04"; "hard": 0)
+    tau = float(args.mode.removeprefix("dkm")) if args.mode.startswith("dkm") else 0.0
+    cfg = TrainConfig(epochs=1, lr=args.ft_lr, distill=args.ft_distill, progress=False,
+                      threads=args.threads, warmup=0.0, seed=0)
+    for r in rows:
+        tag = f"{r['target_ratio']:g}x-{r['method']}-s{r['seed']}-{r['model_digest']}"
+        if tag not in done:
+            t0 = time.perf_counter()
+            net = pruned(model, spec, r["rate"])
+            done[tag] = round(after_short_ft(net, model, r["k"], data, args.ft_steps, cfg,
+                                             evaluators[r["budget_bytes"]],
+                                             ShareConfig(dkm_tau=tau)), 3)
+            write_json(partial, done)
+            print(f"{tag}: {done[tag]:.2f}% after {args.ft_steps} steps "
+                  f"({time.perf_counter() - t0:.0f} s); final val {r['val_top1']:.2f}%",
+                  file=sys.stderr, flush=True)
+        r["reward_ft"] = done[tag]
+
+
 def main() -> None:
     """Score every finished point with both signals and write the correlations."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -81,6 +116,10 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--ft-steps", type=int, default=0,
+                    help="also score each policy after this many steps of DKM training (0: no)")
+    ap.add_argument("--ft-lr", type=float, default=0.01, help="peak lr of those steps")
+    ap.add_argument("--ft-distill", type=float, default=0.5, help="their distillation weight")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,25 +143,31 @@ def main() -> None:
         print(f"{r['target_ratio']:g}x {r['method']} s{r['seed']}: reward top-1 "
               f"{r['reward_top1']:.2f}%, KL {r['reward_kl']:.4f}; final val {r['val_top1']:.2f}%",
               file=sys.stderr)
+    signals = {"top1": ("reward_top1", 1), "minus_kl": ("reward_kl", -1)}
+    out = Path(args.out or f"results/ablations/frontier_reward_{args.name}.json")
+    if args.ft_steps:
+        _trained_rewards(rows, model, spec, data, evaluators, args,
+                         out.with_name(f"{out.stem}.ft{args.ft_steps}.json"))
+        signals[f"ft{args.ft_steps}"] = ("reward_ft", 1)
     by_budget = defaultdict(list)
     for r in rows:
         by_budget[r["budget_bytes"]].append(r)
     per_budget = [{"target_ratio": rs[0]["target_ratio"], "budget_bytes": b, "points": len(rs),
-                   "spearman_top1": spearman([r["reward_top1"] for r in rs],
-                                             [r["val_top1"] for r in rs]),
-                   "spearman_minus_kl": spearman([-r["reward_kl"] for r in rs],
-                                                 [r["val_top1"] for r in rs])}
+                   **{f"spearman_{s}": spearman([sign * r[key] for r in rs],
+                                                [r["val_top1"] for r in rs])
+                      for s, (key, sign) in signals.items()}}
                   for b, rs in sorted(by_budget.items())]
     final = _centred(rows, "val_top1")
     pooled = {"points": len(rows),
-              "spearman_top1": spearman(_centred(rows, "reward_top1"), final),
-              "spearman_minus_kl": spearman([-v for v in _centred(rows, "reward_kl")], final)}
+              **{f"spearman_{s}": spearman([sign * v for v in _centred(rows, key)], final)
+                 for s, (key, sign) in signals.items()}}
     report = {"name": args.name, "model": args.model, "val_images": args.val_images,
+              **({"ft_steps": args.ft_steps, "ft_lr": args.ft_lr, "ft_distill": args.ft_distill}
+                 if args.ft_steps else {}),
               "per_budget": per_budget, "pooled_budget_centred": pooled,
               "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search")}
                        for r in rows],
               "command": "python " + " ".join(sys.argv)}
-    out = Path(args.out or f"results/ablations/frontier_reward_{args.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps({"per_budget": per_budget, "pooled": pooled}, indent=1))

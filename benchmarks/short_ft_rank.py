@@ -21,7 +21,6 @@ skips finished arms).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -35,14 +34,12 @@ from rlcompress.engine import (
     set_threads,
 )
 from rlcompress.fileio import write_json
-from rlcompress.jobs.prune import prune_model
 from rlcompress.models import load_checkpoint
-from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import after_short_ft, spearman  # noqa: E402
+from _common import after_short_ft, pruned, spearman  # noqa: E402
 
 
 def arm_policy(run: Path) -> tuple[dict[str, int], dict[str, float], float]:
@@ -51,14 +48,6 @@ def arm_policy(run: Path) -> tuple[dict[str, int], dict[str, float], float]:
     final = json.loads((run / "share" / "summary.json").read_text())
     return ({n: int(k) for n, k in best["k"].items()},
             {n: float(r) for n, r in best.get("rate", {}).items() if r > 0}, final["val_top1"])
-
-
-def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch.nn.Module:
-    """``model`` physically pruned (FPGM) at ``rates``, not fine-tuned."""
-    if not rates:
-        return copy.deepcopy(model)
-    net, _, _ = prune_model(copy.deepcopy(model), spec, PruneConfig(rate=0.0, rates=rates))
-    return net.eval()
 
 
 def after_steps(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str, int], data: object,
