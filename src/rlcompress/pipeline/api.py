@@ -22,6 +22,7 @@ from rlcompress.codec.sizes import size_report
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
+from rlcompress.engine.train import PRUNE_SELECT
 from rlcompress.fileio import write_json
 from rlcompress.models import load_state_dict_file, load_weights
 from rlcompress.models.resnet_cifar import ARCH
@@ -139,10 +140,8 @@ def compress(
                         progress=progress, precision=precision, threads=threads,
                         compact_bn=compact_bn, prune_rates=prune_rates or "",
                         protect=tuple(protect))
-    # the pruned model as it was competes with its fine-tuned epochs: a light pruning loses
-    # more to a high-learning-rate restart than it recovers
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
-                       precision=precision, threads=threads, select="start-or-best")
+                       precision=precision, threads=threads, select=PRUNE_SELECT)
     share = share or ShareConfig()
     ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
     if prune_rates:

@@ -26,6 +26,7 @@ from rlcompress.checks import check_fields
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig, evaluate_model
+from rlcompress.engine.train import PRUNE_SELECT
 from rlcompress.fileio import write_json
 from rlcompress.jobs import baseline, prune, resolve_model, search, share
 from rlcompress.models import save_checkpoint
@@ -33,11 +34,6 @@ from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.joint import prunes_nothing
-
-# the pruned model as it was competes with its fine-tuned epochs (TrainConfig.select): after a
-# light pruning a restart at lr 0.05 loses more than it recovers (4 epochs took a frontier
-# point that pruned 0.4% of the weights from 88.92% to 88.34% validation top-1)
-PRUNE_SELECT = "start-or-best"
 
 
 @dataclass
