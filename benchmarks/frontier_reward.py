@@ -106,8 +106,13 @@ def _trained_rewards(rows: list[dict], model: torch.nn.Module, spec: dict, data:
         r["reward_ft"] = done[tag]
 
 
-def main() -> None:
-    """Score every finished point with both signals and write the correlations."""
+def _rank(a: list[float], b: list[float]) -> float | None:
+    """Spearman correlation, or None under three points (undefined, not JSON's NaN)."""
+    return round(spearman(a, b), 3) if len(a) >= 3 else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Score every finished point with each signal, write and return the correlations."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", default="resnet20")
     ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
@@ -120,16 +125,23 @@ def main() -> None:
                     help="also score each policy after this many steps of DKM training (0: no)")
     ap.add_argument("--ft-lr", type=float, default=0.01, help="peak lr of those steps")
     ap.add_argument("--ft-distill", type=float, default=0.5, help="their distillation weight")
-    args = ap.parse_args()
+    ap.add_argument("--points", default="", help="the frontier's records folder "
+                    "(default: results/frontier/points/<name>)")
+    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
+    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
+    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = points(Path("results/frontier/points") / args.name, args.mode)
+    rows = points(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
     # the frontier's own digest of its starting weights, as its records are keyed
     digest = _model_digest(args.model)
     rows = [r for r in rows if r["model_digest"] == digest]
     if not rows:
         raise SystemExit(f"no finished point of {args.name} starts from {args.model}")
-    data = load_data(DataConfig(), progress=False)
+    data = load_data(DataConfig(source=args.source, val_size=args.val_size,
+                                **({"data_dir": args.data_dir} if args.data_dir else {})),
+                     progress=False)
     model, spec = resolve_model(args.model, None, data.num_classes)
     cache = ClusterCache()
     evaluators: dict[int, JointEvaluator] = {}
@@ -153,13 +165,13 @@ def main() -> None:
     for r in rows:
         by_budget[r["budget_bytes"]].append(r)
     per_budget = [{"target_ratio": rs[0]["target_ratio"], "budget_bytes": b, "points": len(rs),
-                   **{f"spearman_{s}": spearman([sign * r[key] for r in rs],
-                                                [r["val_top1"] for r in rs])
+                   **{f"spearman_{s}": _rank([sign * r[key] for r in rs],
+                                             [r["val_top1"] for r in rs])
                       for s, (key, sign) in signals.items()}}
                   for b, rs in sorted(by_budget.items())]
     final = _centred(rows, "val_top1")
     pooled = {"points": len(rows),
-              **{f"spearman_{s}": spearman([sign * v for v in _centred(rows, key)], final)
+              **{f"spearman_{s}": _rank([sign * v for v in _centred(rows, key)], final)
                  for s, (key, sign) in signals.items()}}
     report = {"name": args.name, "model": args.model, "val_images": args.val_images,
               **({"ft_steps": args.ft_steps, "ft_lr": args.ft_lr, "ft_distill": args.ft_distill}
@@ -167,10 +179,11 @@ def main() -> None:
               "per_budget": per_budget, "pooled_budget_centred": pooled,
               "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search")}
                        for r in rows],
-              "command": "python " + " ".join(sys.argv)}
+              "command": "python benchmarks/frontier_reward.py " + " ".join(argv or sys.argv[1:])}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps({"per_budget": per_budget, "pooled": pooled}, indent=1))
+    return report
 
 
 if __name__ == "__main__":

@@ -223,6 +223,17 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
         scores = evaluate_file(p["file"], data)
         assert round(scores["test"]["top1"], 2) == p["top1"]
         assert (tmp_path / "run" / "24x" / f"{p['method']}-s0" / "prune" / "summary.json").is_file()
+    # the reward benchmark re-scores the records, with and without a short training, and resumes
+    bench = _benchmark("frontier_reward")
+    argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
+            str(tmp_path / "res" / "points" / "dense"), "--val-images", "3",
+            "--ft-steps", "2", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
+            "--val-size", "3", "--threads", "1", "--out", str(tmp_path / "fr.json")]
+    report = bench.main(argv)
+    assert len(report["rows"]) == 2 and report["per_budget"][0]["spearman_ft2"] is None
+    assert all(0 <= r["reward_ft"] <= 100 and 0 <= r["reward_top1"] <= 100 for r in report["rows"])
+    assert (tmp_path / "fr.ft2.json").is_file()
+    assert bench.main(argv)["rows"] == report["rows"]
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
