@@ -281,3 +281,23 @@ def test_frontier_seeds_per_strategy():
     cfg = FrontierConfig(seeds=3, random_seeds=1)
     assert [_seeds(cfg, s) for s in ("ddpg", "random", "greedy")] == [3, 1, 1]
     assert _seeds(FrontierConfig(seeds=2), "random") == 2
+
+
+def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():
+    from rlcompress.jobs.frontier import verdicts
+
+    def row(method, budget, top1, std=0.0, seeds=1, size=None):
+        return {"method": method, "budget_bytes": budget, "target_ratio": 1000 / budget,
+                "file_bytes": size or budget, "top1": top1, "top1_std": std, "seeds": seeds}
+
+    table = [row("ddpg", 100, 80.0, 0.3, 3), row("greedy", 100, 79.8),
+             row("ddpg", 50, 75.0, 0.1, 3), row("greedy", 50, 74.0), row("uniform", 50, 74.5),
+             row("greedy", 25, 70.0), row("ddpg", 25, 71.0),
+             row("coremltools-DKM-1ep", 55, 90.0), row("coremltools-SKM-0ep", 49, 76.0)]
+    calls = {c["budget_bytes"]: c for c in verdicts(table)}
+    # 0.2 ahead with s.e. 0.17: not a win; the peer at 55 bytes does not fit a 50-byte budget
+    assert calls[100]["best_other"] == "coremltools-DKM-1ep" and not calls[100]["wins"]
+    assert calls[50]["best_other"] == "coremltools-SKM-0ep" and calls[50]["margin"] == -1.0
+    assert not calls[25]["wins"]  # one seed is no evidence
+    table[3]["top1"], table[8]["top1"] = 74.0, 74.7
+    assert verdicts(table)[1]["wins"] and verdicts(table)[1]["best_other"] == "coremltools-SKM-0ep"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -184,12 +185,13 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     if peers:
         points += peer_points(peers, peers_model, dense)
     table = _aggregate(points)
+    calls = verdicts(table)
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
               "command": "rlcompress " + " ".join(sys.argv[1:]), "finished": finished,
-              "rows": table, "points": points}
+              "rows": table, "verdicts": calls, "points": points}
     base = Path(results) / (f"{name}.partial" if cfg.collect_only else name)
     write_json(Path(f"{base}.json"), result)
-    write_text(Path(f"{base}.md"), markdown(table))
+    write_text(Path(f"{base}.md"), markdown(table) + "\n" + verdict_markdown(calls))
     plot(table, Path(f"{base}.png"), name)
     return result
 
@@ -390,6 +392,39 @@ def markdown(rows: list[dict]) -> str:
                 f" +- {r['top1_std']:.2f} (n={r['seeds']})" if r["seeds"] > 1 else "")
                 + f", {r['file_bytes'] / 1000:.1f} KB")
         lines.append(f"| {ratio:g}x | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(rows: list[dict], learned: str = "ddpg") -> list[dict]:
+    """Per budget, does the learned policy win? Its mean test top-1 against the best other
+    allocator at that budget and the best peer whose file fits the same budget; a win needs a
+    margin of more than two standard errors of the learned policy's seeds (issue #13's rule;
+    one seed is no evidence, so it never wins)."""
+    out = []
+    for own in (r for r in rows if r["method"] == learned):
+        rivals = [r for r in rows if r["method"] != learned and (
+            r["budget_bytes"] == own["budget_bytes"] if r["method"] in STRATEGIES
+            else r["file_bytes"] <= own["budget_bytes"])]
+        if not rivals:
+            continue
+        best = max(rivals, key=lambda r: r["top1"])
+        se = own["top1_std"] / math.sqrt(own["seeds"])
+        margin = own["top1"] - best["top1"]
+        out.append({"target_ratio": own["target_ratio"], "budget_bytes": own["budget_bytes"],
+                    "learned": learned, "top1": own["top1"], "seeds": own["seeds"],
+                    "se": round(se, 3), "best_other": best["method"],
+                    "best_other_top1": best["top1"], "margin": round(margin, 2),
+                    "wins": own["seeds"] > 1 and margin > 2 * se})
+    return out
+
+
+def verdict_markdown(calls: list[dict]) -> str:
+    """The verdicts as a Markdown table."""
+    lines = ["| file ratio (budget) | learned (mean, s.e., seeds) | best other | margin | "
+             "wins by > 2 s.e. |", "|---|---|---|---|---|"]
+    lines += [f"| {c['target_ratio']:g}x | {c['learned']} {c['top1']:.2f} +- {c['se']:.2f} "
+              f"(n={c['seeds']}) | {c['best_other']} {c['best_other_top1']:.2f} | "
+              f"{c['margin']:+.2f} | {'yes' if c['wins'] else 'no'} |" for c in calls]
     return "\n".join(lines) + "\n"
 
 
