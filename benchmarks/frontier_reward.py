@@ -17,7 +17,9 @@ top-1 to ``results/ablations/frontier_reward_<name>.json``.
 physically pruned (FPGM) at the policy's rates, clustered at its k, trained for N steps of the
 frontier's distilled DKM training (no pruning fine-tune before it), batch norm re-estimated,
 then top-1 on the same validation images. It costs minutes per policy on 2 cores, so rows are
-saved as they finish (``--out``'s ``.ft<N>.json`` companion) and a rerun skips them. Clean: validation images only,
+saved as they finish (``--out``'s ``.ft<N>.json`` companion) and a rerun skips them. With it, ``choose_by_training`` asks what
+the learned policy would have reached had each seed kept the best of its own policy and the
+allocations it was seeded with by this signal. Clean: validation images only,
 never the test split; the policies were chosen before this measurement.
 """
 
@@ -106,6 +108,32 @@ def _trained_rewards(rows: list[dict], model: torch.nn.Module, spec: dict, data:
         r["reward_ft"] = done[tag]
 
 
+def choose_by_training(rows: list[dict], learned: str = "ddpg") -> list[dict]:
+    """What if each learned seed had kept, of its own final policy and the allocations it was
+    seeded with (the search's ``allocator_demos``), the one with the best ``reward_ft``? Per
+    budget: the chosen points' mean final test / validation top-1 next to the learned policy's
+    and the best demonstration's. The choice reads validation images only."""
+    out = []
+    for budget in sorted({r["budget_bytes"] for r in rows}):
+        here = [r for r in rows if r["budget_bytes"] == budget]
+        seeds = [r for r in here if r["method"] == learned]
+        if not seeds:
+            continue
+        demos = set(seeds[0]["search"].get("allocator_demos", "").split(",")) - {""}
+        shown = [r for r in here if r["method"] in demos and r["seed"] == 0]
+        picks = [max([own, *shown], key=lambda r: r["reward_ft"]) for own in seeds]
+        best = max(shown, key=lambda r: r["top1"]) if shown else None
+        out.append({"target_ratio": seeds[0]["target_ratio"], "budget_bytes": budget,
+                    "picked": [f"{p['method']}-s{p['seed']}" for p in picks],
+                    "top1": round(float(np.mean([p["top1"] for p in picks])), 3),
+                    "val_top1": round(float(np.mean([p["val_top1"] for p in picks])), 3),
+                    f"{learned}_top1": round(float(np.mean([r["top1"] for r in seeds])), 3),
+                    f"{learned}_val_top1": round(float(np.mean([r["val_top1"] for r in seeds])), 3),
+                    **({"best_demo": best["method"], "best_demo_top1": best["top1"],
+                        "best_demo_val_top1": best["val_top1"]} if best else {})})
+    return out
+
+
 def _rank(a: list[float], b: list[float]) -> float | None:
     """Spearman correlation, or None under three points (undefined, not JSON's NaN)."""
     return round(spearman(a, b), 3) if len(a) >= 3 else None
@@ -174,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
               **{f"spearman_{s}": _rank([sign * v for v in _centred(rows, key)], final)
                  for s, (key, sign) in signals.items()}}
     report = {"name": args.name, "model": args.model, "val_images": args.val_images,
-              **({"ft_steps": args.ft_steps, "ft_lr": args.ft_lr, "ft_distill": args.ft_distill}
-                 if args.ft_steps else {}),
+              **({"ft_steps": args.ft_steps, "ft_lr": args.ft_lr, "ft_distill": args.ft_distill,
+                  "choose_by_training": choose_by_training(rows)} if args.ft_steps else {}),
               "per_budget": per_budget, "pooled_budget_centred": pooled,
               "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search")}
                        for r in rows],

@@ -301,3 +301,18 @@ def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():
     assert not calls[25]["wins"]  # one seed is no evidence
     table[3]["top1"], table[8]["top1"] = 74.0, 74.7
     assert verdicts(table)[1]["wins"] and verdicts(table)[1]["best_other"] == "coremltools-SKM-0ep"
+
+
+def test_choose_by_training_keeps_the_best_trained_reward_among_own_and_demos():
+    bench = _benchmark("frontier_reward")
+    search = {"allocator_demos": "hessian,greedy"}
+
+    def row(method, seed, ft, top1):
+        return {"method": method, "seed": seed, "budget_bytes": 10, "target_ratio": 40.0,
+                "reward_ft": ft, "top1": top1, "val_top1": top1 + 1, "search": search}
+
+    rows = [row("ddpg", 0, 50.0, 80.0), row("ddpg", 1, 70.0, 81.0), row("greedy", 0, 60.0, 82.0),
+            row("hessian", 0, 55.0, 79.0), row("random", 0, 99.0, 70.0)]
+    (call,) = bench.choose_by_training(rows)
+    assert call["picked"] == ["greedy-s0", "ddpg-s1"]  # random was not a demonstration
+    assert call["top1"] == 81.5 and call["ddpg_top1"] == 80.5 and call["best_demo"] == "greedy"
