@@ -283,6 +283,16 @@ def test_frontier_seeds_per_strategy():
     assert _seeds(FrontierConfig(seeds=2), "random") == 2
 
 
+def test_frontier_plan_only_seeds_splits_searched_seeds_only():
+    from rlcompress.jobs.frontier import FrontierConfig, frontier_plan
+
+    cfg = FrontierConfig(ratios=(24.0,), strategies=("greedy", "ddpg"), seeds=3, only_seeds=(2,))
+    plan = frontier_plan(cfg, {24.0: 100}, 2400)
+    assert [(s, seed) for _, _, s, seed, _ in plan] == [("greedy", 0), ("ddpg", 2)]
+    full = frontier_plan(FrontierConfig(ratios=(24.0,), strategies=("ddpg",)), {24.0: 100}, 2400)
+    assert [seed for *_, seed, _ in full] == [0, 1, 2]
+
+
 def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():
     from rlcompress.jobs.frontier import verdicts
 

@@ -71,6 +71,8 @@ class FrontierConfig:
         seeds: seeds of the searched strategies (ddpg, random); allocators run once.
         random_seeds: seeds of the random-search baseline (0: ``seeds``); fewer saves CPU
             hours where random search is far behind the rest.
+        only_seeds: run only these seeds of the searched strategies (empty: all), so that
+            processes can share one budget's seeds; not part of any record's key.
         episodes: episodes of the searched strategies.
         share_epochs: trained-quantization epochs of every point.
         share_lr: their peak learning rate.
@@ -107,6 +109,7 @@ class FrontierConfig:
     strategies: tuple[str, ...] = ("uniform", "greedy", "hessian", "random", "ddpg")
     seeds: int = 3
     random_seeds: int = 0
+    only_seeds: tuple[int, ...] = ()
     episodes: int = 300
     share_epochs: int = 5
     share_lr: float = 0.01
@@ -140,6 +143,8 @@ class FrontierConfig:
             raise ValueError("frontier random_seeds must be >= 0")
         if self.seeds < 1:
             raise ValueError("frontier seeds must be >= 1")
+        if any(s < 0 for s in self.only_seeds):
+            raise ValueError("frontier only_seeds must be >= 0")
         bad = [r for r in self.rules if r not in RULE_POLICIES]
         if bad:
             raise ValueError(f"unknown rules {bad}; known: {list(RULE_POLICIES)}")
@@ -166,9 +171,7 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
     keep = Path(results), name, _model_digest(model)  # the weights are hashed once
-    plan = [(r, budgets[r], strategy, seed, 0) for r in cfg.ratios for strategy in cfg.strategies
-            for seed in range(_seeds(cfg, strategy))]
-    plan += [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
+    plan = frontier_plan(cfg, budgets, dense)
     points = []
     for i, (r, size, strategy, seed, rule_dense) in enumerate(plan):
         point = _point(model, Path(out), cfg, data_cfg, r, size, strategy, seed, keep,
@@ -194,6 +197,16 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     write_text(Path(f"{base}.md"), markdown(table) + "\n" + verdict_markdown(calls))
     plot(table, Path(f"{base}.png"), name)
     return result
+
+
+def frontier_plan(cfg: FrontierConfig, budgets: dict[float, int],
+                  dense: int) -> list[tuple[float, int, str, int, int]]:
+    """The points in the order they run: (ratio, budget bytes, strategy, seed, dense bytes of
+    a rule point, else 0)."""
+    plan = [(r, budgets[r], strategy, seed, 0) for r in cfg.ratios for strategy in cfg.strategies
+            for seed in range(_seeds(cfg, strategy))
+            if not cfg.only_seeds or strategy not in SEARCHED or seed in cfg.only_seeds]
+    return plan + [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
 
 
 def _seeds(cfg: FrontierConfig, strategy: str) -> int:
