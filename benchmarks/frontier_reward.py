@@ -40,7 +40,7 @@ from _common import after_short_ft, pruned, spearman  # noqa: E402
 
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
 from rlcompress.data import DataConfig, load_data  # noqa: E402
-from rlcompress.engine import TrainConfig  # noqa: E402
+from rlcompress.engine import TrainConfig, set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs import resolve_model  # noqa: E402
 from rlcompress.jobs.frontier import _model_digest  # noqa: E402
@@ -59,7 +59,8 @@ def points(folder: Path, mode: str) -> list[dict]:
         out.append({**{k: row["value"][k] for k in ("method", "seed", "target_ratio",
                                                      "budget_bytes", "top1", "val_top1")},
                     "k": found["k"], "rate": found.get("rate", {}),
-                    "model_digest": row["key"]["model"], "search": row["key"]["search"]})
+                    "model_digest": row["key"]["model"], "search": row["key"]["search"],
+                    "train": row["key"]["train"]})
     return out
 
 
@@ -87,10 +88,12 @@ def _trained_rewards(rows: list[dict], model: torch.nn.Module, spec: dict, data:
                      evaluators: dict[int, JointEvaluator], args: argparse.Namespace,
                      partial: Path) -> None:
     """Set each row's ``reward_ft``: validation top-1 after ``args.ft_steps`` steps of
-    distilled DKM training of the pruned, clustered baseline (rows saved to ``partial``)."""
-    done = json.loads(partial.read_text()) if partial.is_file() else {}
-    # the frontier's training mode names its DKM temperature ("dkm0.04"; "hard": 0)
-    tau = float(args.mode.removeprefix("dkm")) if args.mode.startswith("dkm") else 0.0
+    distilled DKM training of the pruned, clustered baseline, at the DKM temperature of the
+    point's own training (rows saved to ``partial``, reused only under the same settings)."""
+    settings = {"mode": args.mode, "ft_steps": args.ft_steps, "ft_lr": args.ft_lr,
+                "ft_distill": args.ft_distill, "val_images": args.val_images}
+    saved = json.loads(partial.read_text()) if partial.is_file() else {}
+    done = saved["rows"] if saved.get("settings") == settings else {}
     cfg = TrainConfig(epochs=1, lr=args.ft_lr, distill=args.ft_distill, progress=False,
                       threads=args.threads, warmup=0.0, seed=0)
     for r in rows:
@@ -100,8 +103,8 @@ def _trained_rewards(rows: list[dict], model: torch.nn.Module, spec: dict, data:
             net = pruned(model, spec, r["rate"])
             done[tag] = round(after_short_ft(net, model, r["k"], data, args.ft_steps, cfg,
                                              evaluators[r["budget_bytes"]],
-                                             ShareConfig(dkm_tau=tau)), 3)
-            write_json(partial, done)
+                                             ShareConfig(dkm_tau=r["train"]["share_dkm_tau"])), 3)
+            write_json(partial, {"settings": settings, "rows": done})
             print(f"{tag}: {done[tag]:.2f}% after {args.ft_steps} steps "
                   f"({time.perf_counter() - t0:.0f} s); final val {r['val_top1']:.2f}%",
                   file=sys.stderr, flush=True)
@@ -159,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
     ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     rows = points(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
     # the frontier's own digest of its starting weights, as its records are keyed
     digest = _model_digest(args.model)
@@ -205,11 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
               **({"ft_steps": args.ft_steps, "ft_lr": args.ft_lr, "ft_distill": args.ft_distill,
                   "choose_by_training": choose_by_training(rows)} if args.ft_steps else {}),
               "per_budget": per_budget, "pooled_budget_centred": pooled,
-              "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search")}
+              "rows": [{k: v for k, v in r.items() if k not in ("k", "rate", "search", "train")}
                        for r in rows],
               "command": "python benchmarks/frontier_reward.py " + " ".join(argv or sys.argv[1:])}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    write_json(out, report)
     print(json.dumps({"per_budget": per_budget, "pooled": pooled}, indent=1))
     return report
 

@@ -234,6 +234,9 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     assert all(0 <= r["reward_ft"] <= 100 and 0 <= r["reward_top1"] <= 100 for r in report["rows"])
     assert (tmp_path / "fr.ft2.json").is_file()
     assert bench.main(argv)["rows"] == report["rows"]
+    bench.main([*argv, "--ft-lr", "0.5"])  # other settings: the saved rows are not reused
+    saved = json.loads((tmp_path / "fr.ft2.json").read_text())
+    assert saved["settings"]["ft_lr"] == 0.5 and len(saved["rows"]) == 2
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
