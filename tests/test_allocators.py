@@ -237,6 +237,21 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     bench.main([*argv, "--ft-lr", "0.5"])  # other settings: the saved rows are not reused
     saved = json.loads((tmp_path / "fr.ft2.json").read_text())
     assert saved["settings"]["ft_lr"] == 0.5 and len(saved["rows"]) == 2
+    # a point trained again with another seed, in its own run folder, resumed on a rerun
+    noise = _benchmark("training_noise")
+    argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
+            str(tmp_path / "res" / "points" / "dense"), "--repeat", "24x-greedy-s0", "--seeds",
+            "3", "--work", str(tmp_path / "noise"), "--source", str(image_tar), "--data-dir",
+            str(tmp_path / "d"), "--val-size", "3", "--threads", "1", "--out",
+            str(tmp_path / "noise.json")]
+    report = noise.main(argv)
+    (group,) = [g for g in report["groups"] if g["source"] == "retrained"]
+    assert [r["run"] for r in group["runs"]] == ["24x-greedy-s0 (frontier)", "24x-greedy-s0/s3"]
+    assert (tmp_path / "noise" / "24x-greedy-s0" / "s3" / "share" / "model.rlc").is_file()
+    assert report["noise"]["val_top1"]["dof"] >= 1
+    assert noise.main(argv)["retrained"] == report["retrained"]  # resumed, not retrained
+    with pytest.raises(SystemExit):
+        noise.main([*argv, "--seeds", "0"])  # the point's own seed is no repeat
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
@@ -329,3 +344,24 @@ def test_choose_by_training_keeps_the_best_trained_reward_among_own_and_demos():
     (call,) = bench.choose_by_training(rows)
     assert call["picked"] == ["greedy-s0", "ddpg-s1"]  # random was not a demonstration
     assert call["top1"] == 81.5 and call["ddpg_top1"] == 80.5 and call["best_demo"] == "greedy"
+
+
+def test_training_noise_pools_repeats_and_bounds_any_reward():
+    bench = _benchmark("training_noise")
+    sd, dof = bench.pooled_sd([[1.0, 3.0], [5.0, 5.0, 8.0]])
+    assert dof == 3 and sd == pytest.approx(np.sqrt((2.0 + 6.0) / 3))
+    assert bench.pooled_sd([[1.0], [2.0]]) == (None, 0)
+    values = [80.0, 81.0, 82.0, 83.0, 84.0]
+    assert bench.spearman_ceiling([values], 0.0) == 1.0  # no noise: a perfect reward ranks all
+    assert bench.spearman_ceiling([values], 100.0) < 0.2  # noise above the spread: none can
+    assert 0.2 < bench.spearman_ceiling([values, values], 1.0) < 1.0
+    assert bench.spearman_ceiling([[1.0, 2.0]], 0.1) is None
+    best = {"k": {"a": 4}, "rate": {}}
+
+    def point(seed, budget=10, k=4):
+        return {"seed": seed, "budget_bytes": budget, "found": {"best": {**best, "k": {"a": k}}}}
+
+    # the same policy from two seeds is a repeat; the same seed twice is one deterministic run
+    points = {"x-ddpg-s0": point(0), "x-greedy-s0": point(0), "x-ddpg-s1": point(1),
+              "x-ddpg-s2": point(2, k=8), "y-ddpg-s0": point(0, budget=20)}
+    assert bench.same_policy_groups(points) == [["x-ddpg-s0", "x-ddpg-s1"]]

@@ -1,0 +1,207 @@
+"""How far does the final training alone move a frontier point? The noise floor of every
+comparison of allocators, and the ceiling on any reward's rank correlation with the result.
+
+Usage: python benchmarks/training_noise.py --repeat 16x-greedy-s0 [--seeds 10 11] [--threads 1]
+
+Each point named by ``--repeat`` (a committed record of ``rlcompress frontier`` under
+``results/frontier/points/<name>/``) is trained again from the same baseline, with the same
+policy and the same settings; only the training seed changes (data order, augmentation and
+initial clustering of the pruning fine-tune and of the trained quantization). The run
+directories are ``runs/training-noise/<name>/<point>/s<seed>/`` (a rerun resumes them; each
+finished seed is saved at once). Points of the frontier whose searches found the very same
+policy are repeats as well. From all repeats: the pooled within-policy standard deviation of
+final validation and test top-1, the training noise.
+
+Then the ceiling: for each budget of the frontier, the expected Spearman correlation between
+a policy's true quality and one final training of it, which no reward can exceed in
+expectation. Simulated: true qualities are the observed validation top-1 shrunk so that their
+spread is the observed spread less the noise, and each draw adds the noise once. Pooled over
+budgets as ``frontier_reward.py`` pools (each budget centred). Validation only; test top-1 is
+reported, never used for a choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from rlcompress.data import DataConfig
+from rlcompress.engine import set_threads
+from rlcompress.fileio import write_json
+from rlcompress.jobs.frontier import FrontierConfig, _model_digest, _prune_share
+
+
+def records(folder: Path, mode: str) -> dict[str, dict]:
+    """Each finished point's tag -> its record value, training settings and searched policy."""
+    out = {}
+    for row_file in sorted(folder.glob(f"*.{mode}.json")):
+        tag = row_file.name[: -len(f".{mode}.json")]
+        saved = json.loads(row_file.read_text())
+        found = json.loads(row_file.with_name(f"{tag}.search.json").read_text())["value"]
+        out[tag] = {**saved["value"], "key": saved["key"], "found": found}
+    return out
+
+
+def same_policy_groups(points: dict[str, dict]) -> list[list[str]]:
+    """Tags of points at one budget whose policies (k and rates) are identical and whose
+    training seeds differ, in groups of two or more (training is deterministic: two points
+    with one seed and one policy are one training, not a repeat)."""
+    groups: dict[tuple, dict[int, str]] = defaultdict(dict)
+    for tag, p in sorted(points.items()):
+        best = p["found"]["best"]
+        policy = json.dumps([best["k"], best.get("rate", {})], sort_keys=True)
+        groups[(p["budget_bytes"], policy)].setdefault(p["seed"], tag)
+    return [list(by_seed.values()) for by_seed in groups.values() if len(by_seed) > 1]
+
+
+def pooled_sd(groups: list[list[float]]) -> tuple[float | None, int]:
+    """Pooled within-group standard deviation and its degrees of freedom."""
+    dof = sum(len(g) - 1 for g in groups)
+    if dof == 0:
+        return None, 0
+    ss = sum(float(np.sum((np.asarray(g) - np.mean(g)) ** 2)) for g in groups)
+    return float(np.sqrt(ss / dof)), dof
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x, axis=-1), axis=-1).astype(float)
+
+
+def spearman_ceiling(budgets: list[list[float]], sigma: float, draws: int = 20000,
+                     seed: int = 0) -> float | None:
+    """Expected Spearman correlation between true quality and quality plus N(0, sigma) noise,
+    over ``budgets`` (each a list of observed values, centred separately, then pooled); the
+    true values are the observed ones shrunk to the observed variance less sigma squared.
+    None under three values."""
+    truth = []
+    for values in budgets:
+        v = np.asarray(values, dtype=float)
+        dev = v - v.mean()
+        var = float(v.var(ddof=1)) if len(v) > 1 else 0.0
+        shrink = np.sqrt(max(var - sigma ** 2, 0.0) / var) if var > 0 else 0.0
+        truth.append(dev * shrink)
+    if sum(len(t) for t in truth) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    noisy = [t + rng.normal(0.0, sigma, size=(draws, len(t))) for t in truth]
+    noisy = np.concatenate([n - n.mean(axis=1, keepdims=True) for n in noisy], axis=1)
+    q = _ranks(np.concatenate(truth)[None, :])
+    r = _ranks(noisy)
+    q, r = q - q.mean(axis=1, keepdims=True), r - r.mean(axis=1, keepdims=True)
+    corr = (q * r).sum(axis=1) / np.sqrt((q * q).sum(axis=1) * (r * r).sum(axis=1) + 1e-300)
+    return round(float(np.mean(corr)), 3)
+
+
+def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
+            threads: int) -> dict:
+    """Train ``point``'s policy again from ``model`` with the frontier's settings and ``seed``;
+    returns its sharing summary (test and validation top-1)."""
+    train = point["key"]["train"]
+    cfg = FrontierConfig(**{k: v for k, v in train.items() if k in {
+        "share_epochs", "share_lr", "share_distill", "share_dkm_tau", "prune_epochs",
+        "prune_lr", "compact_bn", "prune_select"}},
+        prune_rates=point["key"]["search"].get("prune_rates", ""), threads=threads,
+        progress=False)
+    return _prune_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Retrain the named points, estimate the noise and the ceilings, write and return them."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--name", default="resnet20")
+    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
+                    help="the frontier's starting weights")
+    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    ap.add_argument("--repeat", nargs="*", default=[], help="points to train again (tags)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[10, 11],
+                    help="training seeds of the repeats (not the points' own)")
+    ap.add_argument("--points", default="", help="the frontier's records folder "
+                    "(default: results/frontier/points/<name>)")
+    ap.add_argument("--work", default="", help="run folder (default runs/training-noise/<name>)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default="", help="default results/ablations/training_noise_<name>.json")
+    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
+    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
+    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    points = records(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
+    digest = _model_digest(args.model)  # only points trained from these weights
+    points = {t: p for t, p in points.items() if p["key"]["model"] == digest}
+    unknown = [t for t in args.repeat if t not in points]
+    if unknown:
+        raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
+    out = Path(args.out or f"results/ablations/training_noise_{args.name}.json")
+    saved = _saved(out)
+    data_cfg = DataConfig(source=args.source, val_size=args.val_size,
+                          **({"data_dir": args.data_dir} if args.data_dir else {}))
+    work = Path(args.work or f"runs/training-noise/{args.name}")
+    report: dict = {}
+    for tag in args.repeat:
+        for seed in args.seeds:
+            if seed == points[tag]["seed"]:
+                raise SystemExit(f"seed {seed} is {tag}'s own training seed")
+            key = f"{tag}/s{seed}"
+            if key not in saved:
+                t0 = time.perf_counter()
+                s = retrain(args.model, points[tag], seed, work / tag / f"s{seed}", data_cfg,
+                            args.threads)
+                saved[key] = {"top1": s["top1"], "val_top1": s["val_top1"],
+                              "seconds": round(time.perf_counter() - t0, 1)}
+                # another process may have saved its seeds meanwhile: keep them
+                saved = {**_saved(out), **saved}
+                print(f"{key}: {s['top1']:.2f}% test, {s['val_top1']:.2f}% val "
+                      f"(the frontier's: {points[tag]['top1']:.2f}%, "
+                      f"{points[tag]['val_top1']:.2f}%)", file=sys.stderr, flush=True)
+            report = _report(args, points, saved, argv)
+            write_json(out, report)
+    report = _report(args, points, saved, argv)
+    write_json(out, report)
+    print(json.dumps({k: report[k] for k in ("noise", "ceiling")}, indent=1))
+    return report
+
+
+def _saved(out: Path) -> dict:
+    """The retrained runs already saved in ``out``."""
+    return json.loads(out.read_text()).get("retrained", {}) if out.is_file() else {}
+
+
+def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict,
+            argv: list[str] | None) -> dict:
+    """Repeat groups (retrained points and same-policy frontier points), noise, ceilings."""
+    groups = []
+    for tag in sorted({k.split("/")[0] for k in saved}):
+        runs = [{"run": f"{tag} (frontier)", "top1": points[tag]["top1"],
+                 "val_top1": points[tag]["val_top1"]}]
+        runs += [{"run": k, **v} for k, v in sorted(saved.items()) if k.split("/")[0] == tag]
+        groups.append({"source": "retrained", "point": tag, "runs": runs})
+    for tags in same_policy_groups(points):
+        groups.append({"source": "same policy found by several searches", "point": tags[0],
+                       "runs": [{"run": t, "top1": points[t]["top1"],
+                                 "val_top1": points[t]["val_top1"]} for t in tags]})
+    noise = {}
+    for key in ("val_top1", "top1"):
+        sd, dof = pooled_sd([[r[key] for r in g["runs"]] for g in groups])
+        noise[key] = {"sd": None if sd is None else round(sd, 3), "dof": dof}
+    by_budget = defaultdict(list)
+    for p in points.values():
+        by_budget[p["target_ratio"]].append(p["val_top1"])
+    sigma = noise["val_top1"]["sd"]
+    ceiling = {} if sigma is None else {"per_budget": [{"target_ratio": r, "points": len(v),
+                               "observed_sd": round(float(np.std(v, ddof=1)), 3),
+                               "spearman_ceiling": spearman_ceiling([v], sigma)}
+                              for r, v in sorted(by_budget.items()) if len(v) > 1],
+               "pooled_budget_centred": spearman_ceiling(list(by_budget.values()), sigma)}
+    return {"name": args.name, "model": args.model, "mode": args.mode, "groups": groups,
+            "retrained": saved, "noise": noise, "ceiling": ceiling,
+            "command": "python benchmarks/training_noise.py " + " ".join(argv or sys.argv[1:])}
+
+
+if __name__ == "__main__":
+    main()
