@@ -185,6 +185,9 @@ def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict,
         groups.append({"source": "same policy found by several searches", "point": tags[0],
                        "runs": [{"run": t, "top1": points[t]["top1"],
                                  "val_top1": points[t]["val_top1"]} for t in tags]})
+    for g in groups:  # each group's own spread, to see whether the noise depends on budget
+        g["sd"] = {key: round(float(np.std([r[key] for r in g["runs"]], ddof=1)), 3)
+                   for key in ("val_top1", "top1")}
     noise = {}
     for key in ("val_top1", "top1"):
         sd, dof = pooled_sd([[r[key] for r in g["runs"]] for g in groups])
