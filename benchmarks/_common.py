@@ -6,12 +6,14 @@ installed package: these are measurement recipes, not library features.
 
 from __future__ import annotations
 
+import argparse
 import copy
 
 import torch
 
 from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
+from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
 from rlcompress.jobs.prune import prune_model
 from rlcompress.pruning import PruneConfig
@@ -45,3 +47,23 @@ def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch
         return copy.deepcopy(model).eval()
     net, _, _ = prune_model(copy.deepcopy(model), spec, PruneConfig(rate=0.0, rates=rates))
     return net.eval()
+
+
+def frontier_args(ap: argparse.ArgumentParser) -> None:
+    """The options of every benchmark that reads a frontier's committed records."""
+    ap.add_argument("--name", default="resnet20")
+    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
+                    help="the frontier's starting weights (checked against the records' digest)")
+    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    ap.add_argument("--points", default="", help="the frontier's records folder "
+                    "(default: results/frontier/points/<name>)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
+    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
+    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
+
+
+def frontier_data(args: argparse.Namespace) -> DataConfig:
+    """The data settings ``frontier_args`` gave."""
+    return DataConfig(source=args.source, val_size=args.val_size,
+                      **({"data_dir": args.data_dir} if args.data_dir else {}))

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import after_short_ft, pruned, spearman  # noqa: E402
+from _common import after_short_ft, frontier_args, frontier_data, pruned, spearman  # noqa: E402
 
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
-from rlcompress.data import DataConfig, load_data  # noqa: E402
+from rlcompress.data import load_data  # noqa: E402
 from rlcompress.engine import TrainConfig, set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs import resolve_model  # noqa: E402
@@ -145,22 +145,13 @@ def _rank(a: list[float], b: list[float]) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     """Score every finished point with each signal, write and return the correlations."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--name", default="resnet20")
-    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
-                    help="the frontier's starting weights (checked against the records' digest)")
-    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    frontier_args(ap)
     ap.add_argument("--val-images", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--ft-steps", type=int, default=0,
                     help="also score each policy after this many steps of DKM training (0: no)")
     ap.add_argument("--ft-lr", type=float, default=0.01, help="peak lr of those steps")
     ap.add_argument("--ft-distill", type=float, default=0.5, help="their distillation weight")
-    ap.add_argument("--points", default="", help="the frontier's records folder "
-                    "(default: results/frontier/points/<name>)")
-    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
-    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
-    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     rows = points(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
@@ -169,9 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [r for r in rows if r["model_digest"] == digest]
     if not rows:
         raise SystemExit(f"no finished point of {args.name} starts from {args.model}")
-    data = load_data(DataConfig(source=args.source, val_size=args.val_size,
-                                **({"data_dir": args.data_dir} if args.data_dir else {})),
-                     progress=False)
+    data = load_data(frontier_data(args), progress=False)
     model, spec = resolve_model(args.model, None, data.num_classes)
     cache = ClusterCache()
     evaluators: dict[int, JointEvaluator] = {}

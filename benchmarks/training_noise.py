@@ -31,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rlcompress.data import DataConfig
-from rlcompress.engine import set_threads
-from rlcompress.fileio import write_json
-from rlcompress.jobs.frontier import FrontierConfig, _model_digest, _prune_share
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import frontier_args, frontier_data  # noqa: E402
+
+from rlcompress.data import DataConfig  # noqa: E402
+from rlcompress.engine import set_threads  # noqa: E402
+from rlcompress.fileio import write_json  # noqa: E402
+from rlcompress.jobs.frontier import FrontierConfig, _model_digest, _prune_share  # noqa: E402
 
 
 def records(folder: Path, mode: str) -> dict[str, dict]:
@@ -114,21 +117,12 @@ def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
 def main(argv: list[str] | None = None) -> dict:
     """Retrain the named points, estimate the noise and the ceilings, write and return them."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--name", default="resnet20")
-    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
-                    help="the frontier's starting weights")
-    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    frontier_args(ap)
     ap.add_argument("--repeat", nargs="*", default=[], help="points to train again (tags)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[10, 11],
                     help="training seeds of the repeats (not the points' own)")
-    ap.add_argument("--points", default="", help="the frontier's records folder "
-                    "(default: results/frontier/points/<name>)")
     ap.add_argument("--work", default="", help="run folder (default runs/training-noise/<name>)")
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="", help="default results/ablations/training_noise_<name>.json")
-    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
-    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
-    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     points = records(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
@@ -139,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
     out = Path(args.out or f"results/ablations/training_noise_{args.name}.json")
     saved = _saved(out)
-    data_cfg = DataConfig(source=args.source, val_size=args.val_size,
-                          **({"data_dir": args.data_dir} if args.data_dir else {}))
+    data_cfg = frontier_data(args)
     work = Path(args.work or f"runs/training-noise/{args.name}")
     report: dict = {}
     for tag in args.repeat:
