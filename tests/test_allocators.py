@@ -329,6 +329,16 @@ def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():
     assert not calls[25]["wins"]  # one seed is no evidence
     table[3]["top1"], table[8]["top1"] = 74.0, 74.7
     assert verdicts(table)[1]["wins"] and verdicts(table)[1]["best_other"] == "coremltools-SKM-0ep"
+    # counting a single-seed rival's training noise: 0.3 ahead, s.e. 0.058 and 0.2 -> not a win
+    win = verdicts(table)[1]
+    assert win["wins_with_rival_noise"] and win["rival_se"] == 0.0
+    strict = verdicts(table, noise_sd=0.2)[1]
+    assert strict["wins"] and not strict["wins_with_rival_noise"] and strict["rival_se"] == 0.2
+    table[8].update(top1_std=0.1, seeds=4)  # a rival with seeds: its own standard error
+    assert verdicts(table, noise_sd=0.2)[1]["rival_se"] == 0.05
+    for r in table:
+        r["val_top1"] = r["top1"] - 1
+    assert verdicts(table)[1]["val_margin"] == 0.3
 
 
 def test_choose_by_training_keeps_the_best_trained_reward_among_own_and_demos():

@@ -194,7 +194,7 @@ def _cmd_frontier(args: argparse.Namespace) -> None:
     if args.quiet:
         cfg.progress = False
     result = frontier(args.model, args.out, cfg, config_from_args(DataConfig, args),
-                      args.results, args.name, args.peers, args.peers_model)
+                      args.results, args.name, args.peers, args.peers_model, args.noise_sd)
     from rlcompress.jobs.frontier import markdown
 
     print(markdown(result["rows"]))
@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--rlc): its coremltools points join the frontier")
     p.add_argument("--peers-model", default="resnet20",
                    help="which model's rows of --peers to use (e.g. resnet20-fpgm)")
+    p.add_argument("--noise-sd", type=float, default=0.0,
+                   help="test top-1 spread of one training of one policy "
+                   "(benchmarks/training_noise.py): a single-seed rival's standard error in the "
+                   "verdicts' stricter rule (0: unknown)")
     from rlcompress.jobs.frontier import FrontierConfig
 
     add_config_args(p, FrontierConfig)

@@ -152,12 +152,14 @@ class FrontierConfig:
 
 def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None = None,
              data: DataConfig | None = None, results: str = "results/frontier",
-             name: str = "", peers: str = "", peers_model: str = "") -> dict:
+             name: str = "", peers: str = "", peers_model: str = "",
+             noise_sd: float = 0.0) -> dict:
     """Run (or resume) every point of the frontier of ``model``; returns the results.
 
     ``peers``: a ``benchmarks/peers.py`` results file run with ``--rlc``; its coremltools rows
     for ``peers_model`` (uniform bits, every layer, their own fine-tuning) are added as points
-    at their files' sizes."""
+    at their files' sizes. ``noise_sd``: the test top-1 spread of one training of one policy,
+    for the verdicts that count a single-seed rival's noise (see ``verdicts``)."""
     cfg, data_cfg = cfg or FrontierConfig(), data or DataConfig()
     dataset = load_data(data_cfg, progress=cfg.progress)
     if not name:  # resnet20 -> resnet20; runs/x/finetune/best.safetensors -> x; y.safetensors -> y
@@ -188,7 +190,7 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     if peers:
         points += peer_points(peers, peers_model, dense)
     table = _aggregate(points)
-    calls = verdicts(table)
+    calls = verdicts(table, noise_sd=noise_sd)
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
               "command": "rlcompress " + " ".join(sys.argv[1:]), "finished": finished,
               "rows": table, "verdicts": calls, "points": points}
@@ -385,6 +387,7 @@ def _aggregate(points: list[dict]) -> list[dict]:
             "paper_ratio": round(statistics.fmean(p["paper_ratio"] for p in ps), 3),
             "top1": round(statistics.fmean(tops), 2),
             "top1_std": round(statistics.stdev(tops), 2) if len(tops) > 1 else 0.0,
+            "val_top1": round(statistics.fmean(p["val_top1"] for p in ps), 2),
             "seeds": len(ps), "file": ps[0]["file"],
         })
     return sorted(rows, key=lambda r: (r["target_ratio"], r["method"]))
@@ -408,11 +411,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdicts(rows: list[dict], learned: str = "ddpg") -> list[dict]:
+def verdicts(rows: list[dict], learned: str = "ddpg", noise_sd: float = 0.0) -> list[dict]:
     """Per budget, does the learned policy win? Its mean test top-1 against the best other
     allocator at that budget and the best peer whose file fits the same budget; a win needs a
     margin of more than two standard errors of the learned policy's seeds (issue #13's rule;
-    one seed is no evidence, so it never wins)."""
+    one seed is no evidence, so it never wins).
+
+    That rule treats the rival's number as exact. ``wins_with_rival_noise`` also counts the
+    rival's standard error: over its seeds when it has several, else ``noise_sd``, the measured
+    spread of one training of one policy (``benchmarks/training_noise.py``; 0: unknown, the
+    two rules then agree). ``val_margin`` is the same comparison on validation top-1."""
     out = []
     for own in (r for r in rows if r["method"] == learned):
         rivals = [r for r in rows if r["method"] != learned and (
@@ -422,22 +430,32 @@ def verdicts(rows: list[dict], learned: str = "ddpg") -> list[dict]:
             continue
         best = max(rivals, key=lambda r: r["top1"])
         se = own["top1_std"] / math.sqrt(own["seeds"])
+        rival_se = (best["top1_std"] / math.sqrt(best["seeds"]) if best["seeds"] > 1
+                    else noise_sd)
         margin = own["top1"] - best["top1"]
+        val = ({"val_margin": round(own["val_top1"] - best["val_top1"], 2)}
+               if "val_top1" in own and "val_top1" in best else {})
         out.append({"target_ratio": own["target_ratio"], "budget_bytes": own["budget_bytes"],
                     "learned": learned, "top1": own["top1"], "seeds": own["seeds"],
                     "se": round(se, 3), "best_other": best["method"],
                     "best_other_top1": best["top1"], "margin": round(margin, 2),
-                    "wins": own["seeds"] > 1 and margin > 2 * se})
+                    "wins": own["seeds"] > 1 and margin > 2 * se, **val,
+                    "rival_se": round(rival_se, 3),
+                    "wins_with_rival_noise": own["seeds"] > 1
+                    and margin > 2 * math.hypot(se, rival_se)})
     return out
 
 
 def verdict_markdown(calls: list[dict]) -> str:
     """The verdicts as a Markdown table."""
-    lines = ["| file ratio (budget) | learned (mean, s.e., seeds) | best other | margin | "
-             "wins by > 2 s.e. |", "|---|---|---|---|---|"]
+    lines = ["| file ratio (budget) | learned (mean, s.e., seeds) | best other (s.e.) | margin | "
+             "wins by > 2 s.e. | counting the rival's noise | validation margin |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {c['target_ratio']:g}x | {c['learned']} {c['top1']:.2f} +- {c['se']:.2f} "
-              f"(n={c['seeds']}) | {c['best_other']} {c['best_other_top1']:.2f} | "
-              f"{c['margin']:+.2f} | {'yes' if c['wins'] else 'no'} |" for c in calls]
+              f"(n={c['seeds']}) | {c['best_other']} {c['best_other_top1']:.2f} "
+              f"(+- {c['rival_se']:.2f}) | {c['margin']:+.2f} | {'yes' if c['wins'] else 'no'} | "
+              f"{'yes' if c['wins_with_rival_noise'] else 'no'} | "
+              + (f"{c['val_margin']:+.2f} |" if "val_margin" in c else "- |") for c in calls]
     return "\n".join(lines) + "\n"
 
 
