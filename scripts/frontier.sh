@@ -14,8 +14,12 @@ set -euo pipefail
 model=${1:?MODEL (resnet20 or resnet32)}; shift
 peers=results/bench/peers_clean_v2.json
 [ "$model" = resnet20 ] || peers=results/bench/peers_clean_v2_$model.json
+# the points do not depend on the peers: a frontier may start before its peers benchmark ends
+# (rerun with --collect-only once it has, to add them to the tables)
+peer_args=()
+if [ -f "$peers" ]; then peer_args=(--peers "$peers" --peers-model "$model")
+else echo "frontier.sh: no $peers yet; the tables will lack coremltools' points" >&2; fi
 rlcompress frontier --model "$model" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
     --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
     --random-seeds 1 --allocator-demos hessian,greedy --refine 60 --episodes 200 \
-    --val-images 1000 --peers "$peers" --peers-model "$model" \
-    --out "runs/frontier/$model" --quiet "$@"
+    --val-images 1000 "${peer_args[@]}" --out "runs/frontier/$model" --quiet "$@"
