@@ -23,6 +23,7 @@ reported, never used for a choice.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -37,7 +38,12 @@ from _common import frontier_args, frontier_data  # noqa: E402
 from rlcompress.data import DataConfig  # noqa: E402
 from rlcompress.engine import set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
-from rlcompress.jobs.frontier import FrontierConfig, _model_digest, _prune_share  # noqa: E402
+from rlcompress.jobs.frontier import (  # noqa: E402
+    FrontierConfig,
+    _model_digest,
+    _prune_share,
+    verdicts,
+)
 
 
 def records(folder: Path, mode: str) -> dict[str, dict]:
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="training seeds of the repeats (not the points' own)")
     ap.add_argument("--work", default="", help="run folder (default runs/training-noise/<name>)")
     ap.add_argument("--out", default="", help="default results/ablations/training_noise_<name>.json")
+    ap.add_argument("--frontier", default="", help="the frontier's results, for verdicts with "
+                    "the retrained rivals (default results/frontier/<name>.json)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     points = records(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
@@ -135,11 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
     saved = _saved(out)
     data_cfg = frontier_data(args)
     work = Path(args.work or f"runs/training-noise/{args.name}")
-    report: dict = {}
+    own = [t for t in args.repeat if points[t]["seed"] in args.seeds]
+    if own:  # before any training: a point's own seed would only repeat its frontier run
+        raise SystemExit(f"--seeds includes the own training seed of {own}")
     for tag in args.repeat:
         for seed in args.seeds:
-            if seed == points[tag]["seed"]:
-                raise SystemExit(f"seed {seed} is {tag}'s own training seed")
             key = f"{tag}/s{seed}"
             if key not in saved:
                 t0 = time.perf_counter()
@@ -147,26 +155,36 @@ def main(argv: list[str] | None = None) -> dict:
                             args.threads)
                 saved[key] = {"top1": s["top1"], "val_top1": s["val_top1"],
                               "seconds": round(time.perf_counter() - t0, 1)}
-                # another process may have saved its seeds meanwhile: keep them
-                saved = {**_saved(out), **saved}
                 print(f"{key}: {s['top1']:.2f}% test, {s['val_top1']:.2f}% val "
                       f"(the frontier's: {points[tag]['top1']:.2f}%, "
                       f"{points[tag]['val_top1']:.2f}%)", file=sys.stderr, flush=True)
-            report = _report(args, points, saved, argv)
-            write_json(out, report)
-    report = _report(args, points, saved, argv)
-    write_json(out, report)
+                saved = _save(out, args, points, saved, argv)
+    report = _save(out, args, points, saved, argv, final=True)
     print(json.dumps({k: report[k] for k in ("noise", "ceiling")}, indent=1))
     return report
 
 
-def _saved(out: Path) -> dict:
-    """The retrained runs already saved in ``out``."""
-    return json.loads(out.read_text()).get("retrained", {}) if out.is_file() else {}
+def _saved(out: Path, key: str = "retrained") -> dict | list:
+    """The retrained runs (or another entry) already saved in ``out``."""
+    empty: dict | list = {} if key == "retrained" else []
+    return json.loads(out.read_text()).get(key, empty) if out.is_file() else empty
 
 
-def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict,
-            argv: list[str] | None) -> dict:
+def _save(out: Path, args: argparse.Namespace, points: dict[str, dict], saved: dict,
+          argv: list[str] | None, final: bool = False) -> dict:
+    """Write the report with ``saved`` and what other processes saved meanwhile (several may
+    retrain points of one frontier at once); returns the report (all runs) when ``final``,
+    else the merged runs."""
+    merged = {**_saved(out), **saved}
+    command = "python benchmarks/training_noise.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    commands = [c for c in _saved(out, "commands") if c != command] + [command]
+    report = {**_report(args, points, merged), "commands": commands}
+    write_json(out, report)
+    return report if final else merged
+
+
+def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict) -> dict:
     """Repeat groups (retrained points and same-policy frontier points), noise, ceilings."""
     groups = []
     for tag in sorted({k.split("/")[0] for k in saved}):
@@ -196,7 +214,28 @@ def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict,
                "pooled_budget_centred": spearman_ceiling(list(by_budget.values()), sigma)}
     return {"name": args.name, "model": args.model, "mode": args.mode, "groups": groups,
             "retrained": saved, "noise": noise, "ceiling": ceiling,
-            "command": "python benchmarks/training_noise.py " + " ".join(argv or sys.argv[1:])}
+            **_rival_verdicts(args, points, groups, noise["top1"]["sd"] or 0.0)}
+
+
+def _rival_verdicts(args: argparse.Namespace, points: dict[str, dict], groups: list[dict],
+                    noise_sd: float) -> dict:
+    """The frontier's verdicts with each retrained point's row replaced by the mean and
+    standard deviation over its trainings, so that a rival with repeats has its own standard
+    error (and a single-seed one the measured ``noise_sd``)."""
+    path = Path(args.frontier or f"results/frontier/{args.name}.json")
+    if not path.is_file():
+        return {}
+    rows = copy.deepcopy(json.loads(path.read_text())["rows"])
+    for g in (g for g in groups if g["source"] == "retrained"):
+        p = points[g["point"]]
+        for r in rows:
+            if (r["method"], r["budget_bytes"]) == (p["method"], p["budget_bytes"]):
+                tops = [run["top1"] for run in g["runs"]]
+                r.update(top1=round(float(np.mean(tops)), 2),
+                         top1_std=round(float(np.std(tops, ddof=1)), 2), seeds=len(tops),
+                         val_top1=round(float(np.mean([run["val_top1"] for run in g["runs"]])), 2))
+    return {"frontier": str(path), "noise_sd_test": noise_sd,
+            "verdicts_with_retrained_rivals": verdicts(rows, noise_sd=noise_sd)}
 
 
 if __name__ == "__main__":

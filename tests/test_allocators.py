@@ -375,3 +375,28 @@ def test_training_noise_pools_repeats_and_bounds_any_reward():
     points = {"x-ddpg-s0": point(0), "x-greedy-s0": point(0), "x-ddpg-s1": point(1),
               "x-ddpg-s2": point(2, k=8), "y-ddpg-s0": point(0, budget=20)}
     assert bench.same_policy_groups(points) == [["x-ddpg-s0", "x-ddpg-s1"]]
+
+
+def test_training_noise_verdicts_use_the_retrained_rivals_own_spread(tmp_path: Path):
+    import argparse
+
+    bench = _benchmark("training_noise")
+
+    def row(method, top1, std=0.0, seeds=1):
+        return {"method": method, "budget_bytes": 50, "target_ratio": 20.0, "file_bytes": 49,
+                "top1": top1, "top1_std": std, "seeds": seeds, "val_top1": top1}
+
+    (tmp_path / "f.json").write_text(json.dumps(
+        {"rows": [row("ddpg", 84.0, 0.1, 3), row("greedy", 84.1)]}))
+    points = {"20x-greedy-s0": {"method": "greedy", "budget_bytes": 50}}
+    runs = [{"top1": 84.1, "val_top1": 84.0}, {"top1": 83.5, "val_top1": 83.6},
+            {"top1": 83.6, "val_top1": 83.5}]
+    groups = [{"source": "retrained", "point": "20x-greedy-s0", "runs": runs}]
+    args = argparse.Namespace(frontier=str(tmp_path / "f.json"), name="x")
+    (call,) = bench._rival_verdicts(args, points, groups, 0.2)["verdicts_with_retrained_rivals"]
+    # greedy's single run looked 0.1 ahead; over its three trainings it is 0.27 behind
+    assert call["best_other_top1"] == 83.73 and call["margin"] == 0.27
+    assert call["rival_se"] == round(0.32 / np.sqrt(3), 3)  # std 0.32 over 3 runs
+    assert not call["wins_with_rival_noise"]
+    assert bench._rival_verdicts(argparse.Namespace(frontier=str(tmp_path / "none.json"),
+                                                    name="x"), points, groups, 0.2) == {}
