@@ -45,6 +45,8 @@ from rlcompress.jobs.frontier import (  # noqa: E402
     verdicts,
 )
 
+OWN = "own"  # the run key of a reproduction with the point's own seed
+
 
 def records(folder: Path, mode: str) -> dict[str, dict]:
     """Each finished point's tag -> its record value, training settings and searched policy."""
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", nargs="*", default=[], help="points to train again (tags)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[10, 11],
                     help="training seeds of the repeats (not the points' own)")
+    ap.add_argument("--reproduce", nargs="*", default=[], help="points to train again with "
+                    "their own seed, which must give their frontier numbers (tags)")
     ap.add_argument("--work", default="", help="run folder (default runs/training-noise/<name>)")
     ap.add_argument("--out", default="", help="default results/ablations/training_noise_<name>.json")
     ap.add_argument("--frontier", default="", help="the frontier's results, for verdicts with "
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     points = records(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
     digest = _model_digest(args.model)  # only points trained from these weights
     points = {t: p for t, p in points.items() if p["key"]["model"] == digest}
-    unknown = [t for t in args.repeat if t not in points]
+    unknown = [t for t in [*args.repeat, *args.reproduce] if t not in points]
     if unknown:
         raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
     out = Path(args.out or f"results/ablations/training_noise_{args.name}.json")
@@ -146,19 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
     own = [t for t in args.repeat if points[t]["seed"] in args.seeds]
     if own:  # before any training: a point's own seed would only repeat its frontier run
         raise SystemExit(f"--seeds includes the own training seed of {own}")
-    for tag in args.repeat:
-        for seed in args.seeds:
-            key = f"{tag}/s{seed}"
-            if key not in saved:
-                t0 = time.perf_counter()
-                s = retrain(args.model, points[tag], seed, work / tag / f"s{seed}", data_cfg,
-                            args.threads)
-                saved[key] = {"top1": s["top1"], "val_top1": s["val_top1"],
-                              "seconds": round(time.perf_counter() - t0, 1)}
-                print(f"{key}: {s['top1']:.2f}% test, {s['val_top1']:.2f}% val "
-                      f"(the frontier's: {points[tag]['top1']:.2f}%, "
-                      f"{points[tag]['val_top1']:.2f}%)", file=sys.stderr, flush=True)
-                saved = _save(out, args, points, saved, argv)
+    # a reproduction first: its own seed must give its frontier numbers again, or the repeats
+    # would measure changes of the code since, not the noise of training
+    jobs = [(tag, points[tag]["seed"], f"{tag}/{OWN}") for tag in args.reproduce]
+    jobs += [(tag, seed, f"{tag}/s{seed}") for tag in args.repeat for seed in args.seeds]
+    for tag, seed, key in jobs:
+        if key not in saved:
+            t0 = time.perf_counter()
+            s = retrain(args.model, points[tag], seed, work / key, data_cfg, args.threads)
+            saved[key] = {"top1": s["top1"], "val_top1": s["val_top1"],
+                          "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"{key}: {s['top1']:.2f}% test, {s['val_top1']:.2f}% val "
+                  f"(the frontier's: {points[tag]['top1']:.2f}%, "
+                  f"{points[tag]['val_top1']:.2f}%)", file=sys.stderr, flush=True)
+            saved = _save(out, args, points, saved, argv)
     report = _save(out, args, points, saved, argv, final=True)
     print(json.dumps({k: report[k] for k in ("noise", "ceiling")}, indent=1))
     return report
@@ -186,12 +191,19 @@ def _save(out: Path, args: argparse.Namespace, points: dict[str, dict], saved: d
 
 def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict) -> dict:
     """Repeat groups (retrained points and same-policy frontier points), noise, ceilings."""
+    repeats = {k: v for k, v in saved.items() if not k.endswith(f"/{OWN}")}
     groups = []
-    for tag in sorted({k.split("/")[0] for k in saved}):
+    for tag in sorted({k.split("/")[0] for k in repeats}):
         runs = [{"run": f"{tag} (frontier)", "top1": points[tag]["top1"],
                  "val_top1": points[tag]["val_top1"]}]
-        runs += [{"run": k, **v} for k, v in sorted(saved.items()) if k.split("/")[0] == tag]
+        runs += [{"run": k, **v} for k, v in sorted(repeats.items()) if k.split("/")[0] == tag]
         groups.append({"source": "retrained", "point": tag, "runs": runs})
+    reproduced = [{"point": k.split("/")[0], **v,
+                   "frontier_top1": points[k.split("/")[0]]["top1"],
+                   "frontier_val_top1": points[k.split("/")[0]]["val_top1"],
+                   "exact": (v["top1"], v["val_top1"]) == (points[k.split("/")[0]]["top1"],
+                                                           points[k.split("/")[0]]["val_top1"])}
+                  for k, v in sorted(saved.items()) if k.endswith(f"/{OWN}")]
     for tags in same_policy_groups(points):
         groups.append({"source": "same policy found by several searches", "point": tags[0],
                        "runs": [{"run": t, "top1": points[t]["top1"],
@@ -213,7 +225,7 @@ def _report(args: argparse.Namespace, points: dict[str, dict], saved: dict) -> d
                               for r, v in sorted(by_budget.items()) if len(v) > 1],
                "pooled_budget_centred": spearman_ceiling(list(by_budget.values()), sigma)}
     return {"name": args.name, "model": args.model, "mode": args.mode, "groups": groups,
-            "retrained": saved, "noise": noise, "ceiling": ceiling,
+            "retrained": saved, "reproduced": reproduced, "noise": noise, "ceiling": ceiling,
             **_rival_verdicts(args, points, groups, noise["top1"]["sd"] or 0.0)}
 
 

@@ -250,6 +250,10 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     assert (tmp_path / "noise" / "24x-greedy-s0" / "s3" / "share" / "model.rlc").is_file()
     assert report["noise"]["val_top1"]["dof"] >= 1
     assert noise.main(argv)["retrained"] == report["retrained"]  # resumed, not retrained
+    again = noise.main([*argv, "--reproduce", "24x-greedy-s0"])  # its own seed: the same numbers
+    (same,) = again["reproduced"]
+    assert same["exact"] and same["point"] == "24x-greedy-s0"
+    assert again["noise"] == report["noise"]  # a reproduction is no repeat
     with pytest.raises(SystemExit):
         noise.main([*argv, "--seeds", "0"])  # the point's own seed is no repeat
 
