@@ -2,6 +2,7 @@
 comparison of allocators, and the ceiling on any reward's rank correlation with the result.
 
 Usage: python benchmarks/training_noise.py --repeat 16x-greedy-s0 [--seeds 10 11] [--threads 1]
+       [--reproduce 24x-random-s0]
 
 Each point named by ``--repeat`` (a committed record of ``rlcompress frontier`` under
 ``results/frontier/points/<name>/``) is trained again from the same baseline, with the same
@@ -10,14 +11,18 @@ initial clustering of the pruning fine-tune and of the trained quantization). Th
 directories are ``runs/training-noise/<name>/<point>/s<seed>/`` (a rerun resumes them; each
 finished seed is saved at once). Points of the frontier whose searches found the very same
 policy are repeats as well. From all repeats: the pooled within-policy standard deviation of
-final validation and test top-1, the training noise.
+final validation and test top-1, the training noise. ``--reproduce`` trains a point again
+with its own seed: it must give the frontier's numbers exactly (training is deterministic), or
+the repeats would measure changes of the code since the frontier ran rather than noise.
 
 Then the ceiling: for each budget of the frontier, the expected Spearman correlation between
 a policy's true quality and one final training of it, which no reward can exceed in
 expectation. Simulated: true qualities are the observed validation top-1 shrunk so that their
 spread is the observed spread less the noise, and each draw adds the noise once. Pooled over
 budgets as ``frontier_reward.py`` pools (each budget centred). Validation only; test top-1 is
-reported, never used for a choice.
+reported, never used for a choice. Last, the frontier's verdicts
+(``rlcompress.jobs.frontier.verdicts``) again, each retrained rival at its mean and standard
+deviation over its trainings, a single-trained one at the measured test noise.
 """
 
 from __future__ import annotations
