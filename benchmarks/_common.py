@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+from pathlib import Path
 
 import torch
 
@@ -15,6 +17,7 @@ from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
+from rlcompress.jobs.frontier import _model_digest
 from rlcompress.jobs.prune import prune_model
 from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -67,3 +70,19 @@ def frontier_data(args: argparse.Namespace) -> DataConfig:
     """The data settings ``frontier_args`` gave."""
     return DataConfig(source=args.source, val_size=args.val_size,
                       **({"data_dir": args.data_dir} if args.data_dir else {}))
+
+
+def frontier_records(folder: Path, mode: str, model: str) -> dict[str, dict]:
+    """The finished points of a frontier trained from ``model``'s weights (records are keyed
+    by their digest): tag -> the record's value, its ``key`` and the searched policy
+    (``found``)."""
+    digest = _model_digest(model)
+    out = {}
+    for row_file in sorted(folder.glob(f"*.{mode}.json")):
+        saved = json.loads(row_file.read_text())
+        if saved["key"]["model"] != digest:
+            continue
+        tag = row_file.name[: -len(f".{mode}.json")]
+        found = json.loads(row_file.with_name(f"{tag}.search.json").read_text())["value"]
+        out[tag] = {**saved["value"], "key": saved["key"], "found": found}
+    return out

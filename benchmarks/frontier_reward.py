@@ -36,32 +36,34 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import after_short_ft, frontier_args, frontier_data, pruned, spearman  # noqa: E402
+from _common import (  # noqa: E402
+    after_short_ft,
+    frontier_args,
+    frontier_data,
+    frontier_records,
+    pruned,
+    spearman,
+)
 
 from rlcompress.clustering.sharing import ClusterCache, ShareConfig, clusterable_layers  # noqa: E402
 from rlcompress.data import load_data  # noqa: E402
 from rlcompress.engine import TrainConfig, set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs import resolve_model  # noqa: E402
-from rlcompress.jobs.frontier import _model_digest  # noqa: E402
 from rlcompress.search import SearchConfig  # noqa: E402
 from rlcompress.search.joint import JointEvaluator, JointSpace, parse_rates  # noqa: E402
 from rlcompress.search.runner import _reward_share_cfg, make_budget  # noqa: E402
 
 
-def points(folder: Path, mode: str) -> list[dict]:
-    """Finished points: method, seed, budget, final validation/test top-1, and the policy."""
-    out = []
-    for row_file in sorted(folder.glob(f"*.{mode}.json")):
-        search_file = row_file.with_name(row_file.name.replace(f".{mode}.json", ".search.json"))
-        row = json.loads(row_file.read_text())
-        found = json.loads(search_file.read_text())["value"]["best"]
-        out.append({**{k: row["value"][k] for k in ("method", "seed", "target_ratio",
-                                                     "budget_bytes", "top1", "val_top1")},
-                    "k": found["k"], "rate": found.get("rate", {}),
-                    "model_digest": row["key"]["model"], "search": row["key"]["search"],
-                    "train": row["key"]["train"]})
-    return out
+def points(folder: Path, mode: str, model: str) -> list[dict]:
+    """Finished points trained from ``model``: method, seed, budget, final validation/test
+    top-1, and the policy."""
+    return [{**{k: p[k] for k in ("method", "seed", "target_ratio", "budget_bytes", "top1",
+                                  "val_top1")},
+             "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
+             "model_digest": p["key"]["model"], "search": p["key"]["search"],
+             "train": p["key"]["train"]}
+            for p in frontier_records(folder, mode, model).values()]
 
 
 def _evaluator(model: torch.nn.Module, spec: dict, data: object, search: dict,
@@ -154,10 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ft-distill", type=float, default=0.5, help="their distillation weight")
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    rows = points(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
-    # the frontier's own digest of its starting weights, as its records are keyed
-    digest = _model_digest(args.model)
-    rows = [r for r in rows if r["model_digest"] == digest]
+    rows = points(Path(args.points or f"results/frontier/points/{args.name}"), args.mode,
+                  args.model)
     if not rows:
         raise SystemExit(f"no finished point of {args.name} starts from {args.model}")
     data = load_data(frontier_data(args), progress=False)

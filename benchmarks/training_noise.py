@@ -38,30 +38,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import frontier_args, frontier_data  # noqa: E402
+from _common import frontier_args, frontier_data, frontier_records  # noqa: E402
 
 from rlcompress.data import DataConfig  # noqa: E402
 from rlcompress.engine import set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs.frontier import (  # noqa: E402
     FrontierConfig,
-    _model_digest,
     _prune_share,
     verdicts,
 )
 
 OWN = "own"  # the run key of a reproduction with the point's own seed
-
-
-def records(folder: Path, mode: str) -> dict[str, dict]:
-    """Each finished point's tag -> its record value, training settings and searched policy."""
-    out = {}
-    for row_file in sorted(folder.glob(f"*.{mode}.json")):
-        tag = row_file.name[: -len(f".{mode}.json")]
-        saved = json.loads(row_file.read_text())
-        found = json.loads(row_file.with_name(f"{tag}.search.json").read_text())["value"]
-        out[tag] = {**saved["value"], "key": saved["key"], "found": found}
-    return out
 
 
 def same_policy_groups(points: dict[str, dict]) -> list[list[str]]:
@@ -118,12 +106,10 @@ def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
             threads: int) -> dict:
     """Train ``point``'s policy again from ``model`` with the frontier's settings and ``seed``;
     returns its sharing summary (test and validation top-1)."""
-    train = point["key"]["train"]
-    cfg = FrontierConfig(**{k: v for k, v in train.items() if k in {
-        "share_epochs", "share_lr", "share_distill", "share_dkm_tau", "prune_epochs",
-        "prune_lr", "compact_bn", "prune_select"}},
-        prune_rates=point["key"]["search"].get("prune_rates", ""), threads=threads,
-        progress=False)
+    # the record's training key holds FrontierConfig fields (its _train_key)
+    cfg = FrontierConfig(**point["key"]["train"],
+                         prune_rates=point["key"]["search"].get("prune_rates", ""),
+                         threads=threads, progress=False)
     return _prune_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)
 
 
@@ -142,9 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "the retrained rivals (default results/frontier/<name>.json)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    points = records(Path(args.points or f"results/frontier/points/{args.name}"), args.mode)
-    digest = _model_digest(args.model)  # only points trained from these weights
-    points = {t: p for t, p in points.items() if p["key"]["model"] == digest}
+    points = frontier_records(Path(args.points or f"results/frontier/points/{args.name}"),
+                              args.mode, args.model)
     unknown = [t for t in [*args.repeat, *args.reproduce] if t not in points]
     if unknown:
         raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
