@@ -17,7 +17,7 @@ from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
-from rlcompress.jobs.frontier import _model_digest
+from rlcompress.jobs.frontier import model_digest
 from rlcompress.jobs.prune import prune_model
 from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -76,7 +76,7 @@ def frontier_records(folder: Path, mode: str, model: str) -> dict[str, dict]:
     """The finished points of a frontier trained from ``model``'s weights (records are keyed
     by their digest): tag -> the record's value, its ``key`` and the searched policy
     (``found``)."""
-    digest = _model_digest(model)
+    digest = model_digest(model)
     out = {}
     for row_file in sorted(folder.glob(f"*.{mode}.json")):
         saved = json.loads(row_file.read_text())

@@ -45,7 +45,7 @@ from rlcompress.engine import set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs.frontier import (  # noqa: E402
     FrontierConfig,
-    _prune_share,
+    prune_and_share,
     verdicts,
 )
 
@@ -110,7 +110,7 @@ def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
     cfg = FrontierConfig(**point["key"]["train"],
                          prune_rates=point["key"]["search"].get("prune_rates", ""),
                          threads=threads, progress=False)
-    return _prune_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)
+    return prune_and_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -172,7 +172,7 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     budgets = {r: int(dense / r) for r in cfg.ratios}
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
-    keep = Path(results), name, _model_digest(model)  # the weights are hashed once
+    keep = Path(results), name, model_digest(model)  # the weights are hashed once
     plan = frontier_plan(cfg, budgets, dense)
     points = []
     for i, (r, size, strategy, seed, rule_dense) in enumerate(plan):
@@ -261,7 +261,7 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
             found = _found(run, strategy) if rule else _run_search(
                 model, run, cfg, data_cfg, strategy, seed, size)
             write_json(records / f"{tag}.search.json", {"key": search_key, "value": found})
-        shared = _prune_share(model, run, share_dir, cfg, data_cfg, found, seed)
+        shared = prune_and_share(model, run, share_dir, cfg, data_cfg, found, seed)
     files = keep[0] / "files" / keep[1]
     files.mkdir(parents=True, exist_ok=True)
     kept = files / f"{tag}.rlc"
@@ -289,7 +289,7 @@ def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size
     return {"model": digest, "search": search_cfg}
 
 
-def _model_digest(model: str) -> str:
+def model_digest(model: str) -> str:
     """The weights' content, not their path: a clone elsewhere must find its records."""
     path = Path(model)
     weights = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
@@ -335,7 +335,7 @@ def _run_search(model: str, run: Path, cfg: FrontierConfig, data_cfg: DataConfig
     return {"best": {"k": found["best"]["k"], "rate": found["best"].get("rate", {})}}
 
 
-def _prune_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
+def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
                  data_cfg: DataConfig, found: dict, seed: int) -> dict:
     """Prune at the found rates (joint frontier), then share and fine-tune the found k."""
     start = model
