@@ -57,7 +57,8 @@ def frontier_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--name", default="resnet20")
     ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
                     help="the frontier's starting weights (checked against the records' digest)")
-    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode")
+    ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode (dkm0.04: "
+                    "the ResNet-20 frontier's; dkm0.04-bn: with batch-norm re-estimation)")
     ap.add_argument("--points", default="", help="the frontier's records folder "
                     "(default: results/frontier/points/<name>)")
     ap.add_argument("--threads", type=int, default=0)

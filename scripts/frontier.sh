@@ -3,7 +3,10 @@
 # five budgets, tight ones first (they decide the targets), every allocator, DDPG over 3 seeds,
 # coremltools' points from the peers benchmark. Resumable point by point: rerun to continue;
 # add --collect-only to write the finished points as results/frontier/MODEL.partial.*.
-# Fine-tuning: DKM-style soft assignment (the default; each point in share-dkm0.04/). The first
+# Fine-tuning: DKM-style soft assignment (the default), with batch norm re-estimated for the
+# hard weights after each epoch where that validates better (share-dkm0.04-bn/). The ResNet-20
+# frontier was trained before that existed (share-dkm0.04/, --no-share-dkm-bn): ResNet-20's
+# trained statistics were as good, ResNet-32 at one bit validated at 10% with them. The first
 # six ResNet-20 points were trained with hard straight-through QAT (share/, --share-dkm-tau 0):
 # results/frontier/resnet20-hardqat.partial.* and files/resnet20-hardqat/ keep them.
 # ~9 hours of both cores per network on the 2-core CPU machine (--threads 1 beside another job).
@@ -16,10 +19,11 @@ peers=results/bench/peers_clean_v2.json
 [ "$model" = resnet20 ] || peers=results/bench/peers_clean_v2_$model.json
 # the points do not depend on the peers: a frontier may start before its peers benchmark ends
 # (rerun with --collect-only once it has, to add them to the tables)
-peer_args=()
-if [ -f "$peers" ]; then peer_args=(--peers "$peers" --peers-model "$model")
+extra_args=()
+[ "$model" = resnet20 ] && extra_args=(--no-share-dkm-bn)  # its committed points (see above)
+if [ -f "$peers" ]; then extra_args+=(--peers "$peers" --peers-model "$model")
 else echo "frontier.sh: no $peers yet; the tables will lack coremltools' points" >&2; fi
 rlcompress frontier --model "$model" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
     --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
     --random-seeds 1 --allocator-demos hessian,greedy --refine 60 --episodes 200 \
-    --val-images 1000 "${peer_args[@]}" --out "runs/frontier/$model" --quiet "$@"
+    --val-images 1000 "${extra_args[@]}" --out "runs/frontier/$model" --quiet "$@"

@@ -174,7 +174,14 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
     assert main([*args, "--share-lr", "0.02", "--ratios", "10", "--strategies", "random",
                  "--seeds", "2"]) == 0  # training changed: retrained, search reused
     assert not (tmp_path / "run" / "10x" / "random-s1" / "search").exists()
+    assert (tmp_path / "run" / "10x" / "random-s1" / "share-dkm0.04-bn" / "summary.json").is_file()
+    # without batch-norm re-estimation in DKM training: another mode, its own folder and record
+    assert main([*args, "--share-lr", "0.02", "--ratios", "10", "--strategies", "random",
+                 "--seeds", "2", "--no-share-dkm-bn"]) == 0
     assert (tmp_path / "run" / "10x" / "random-s1" / "share-dkm0.04" / "summary.json").is_file()
+    assert (records / "10x-random-s1.dkm0.04.json").is_file()
+    assert "share_dkm_bn" not in json.loads((records / "10x-random-s1.dkm0.04.json").read_text())[
+        "key"]["train"]
     again = json.loads((tmp_path / "res" / "m.json").read_text())
     assert next(p for p in again["points"] if p["method"] == "random" and p["seed"] == 1)["k"] \
         == searched["best"]["k"]
@@ -227,7 +234,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     bench = _benchmark("frontier_reward")
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--val-images", "3",
-            "--ft-steps", "2", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
+            "--ft-steps", "2", "--mode", "dkm0.04-bn", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
             "--val-size", "3", "--threads", "1", "--out", str(tmp_path / "fr.json")]
     report = bench.main(argv)
     assert len(report["rows"]) == 2 and report["per_budget"][0]["spearman_ft2"] is None
@@ -241,7 +248,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     noise = _benchmark("training_noise")
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--repeat", "24x-greedy-s0", "--seeds",
-            "3", "--work", str(tmp_path / "noise"), "--source", str(image_tar), "--data-dir",
+            "3", "--work", str(tmp_path / "noise"), "--mode", "dkm0.04-bn", "--source", str(image_tar), "--data-dir",
             str(tmp_path / "d"), "--val-size", "3", "--threads", "1", "--out",
             str(tmp_path / "noise.json")]
     report = noise.main(argv)

@@ -241,6 +241,66 @@ def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path, tau: float):
     assert qat_taus(again) == qat_taus(full) and bool(qat_taus(full)) == (tau > 0)
 
 
+def _corrupt_bn(model: nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.add_(3.0)
+                m.running_var.mul_(50.0)
+
+
+def test_hard_bn_hook_re_estimates_batch_norm_only_where_validation_improves(tmp_path: Path):
+    from rlcompress.clustering.quantize import hard_bn_hook
+    from rlcompress.engine import evaluate_model
+
+    model, _, _, data = _train_qat(tmp_path, tau=0.05)
+    unshared, _ = _tiny_resnet(pruned=True)
+    cfg = ShareConfig(bn_images=64, dkm_tau=0.05)
+    hook = hard_bn_hook(model, unshared, data, cfg, "fp32", "cpu")
+    assert hook is not None
+    assert hard_bn_hook(model, unshared, data, ShareConfig(dkm_tau=0.05, dkm_bn=False)) is None
+    assert hard_bn_hook(model, unshared, data, ShareConfig(bn_images=0, dkm_tau=0.05)) is None
+    hard, _, _, _ = _train_qat(tmp_path, tau=0.0, name="hard", epochs=1)
+    assert hard_bn_hook(hard, unshared, data, cfg) is None  # trains on what it evaluates
+
+    def val() -> float:
+        return evaluate_model(model, data, "val", "fp32", "cpu")["top1"]
+
+    _corrupt_bn(model)
+    corrupted, weights = val(), {k: v.clone() for k, v in model.state_dict().items()
+                                 if not k.rsplit(".", 1)[1].startswith(("running", "num_batches"))}
+    hook(model)
+    fixed = val()
+    assert fixed > corrupted + 20
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    state = copy.deepcopy(model.state_dict())
+    hook(model)  # nothing better to find: the statistics stay exactly as they are
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert val() == fixed
+
+
+def test_fit_runs_eval_hooks_before_validating(tmp_path: Path):
+    model, _ = _tiny_resnet()
+    data = planted_data(n_train=64, n_val=32)
+    calls = []
+
+    def hook(net: nn.Module) -> None:
+        calls.append(net.training)
+        _corrupt_bn(net)
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.mul_(1e8)  # every logit (nearly) the same
+
+    tcfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, precision="fp32", progress=False)
+    fit(model, model_spec("resnet20", num_classes=4), data, tcfg, tmp_path / "run",
+        eval_hooks=[hook])
+    assert len(calls) == 2
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    # validation saw the hook's statistics: uniform outputs, a loss of ln 4 (trained: far above)
+    assert all(abs(float(r.split(",")[4]) - np.log(4)) < 0.15 for r in rows)
+
+
 def test_soft_assignment_gives_a_cluster_its_mean_gradient_and_boundary_weights_more():
     # DKM's gradient (straight-through would give each weight its own, 1, and others 0): a
     # weight inside a cluster moves with its cluster's mean gradient; one close to the boundary

@@ -8,6 +8,7 @@ share job, the library's ``compress`` and the benchmarks all go through it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from torch import nn
 
@@ -22,8 +23,14 @@ from rlcompress.clustering.sharing import (
 )
 from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
-from rlcompress.engine.batches import calibration_batches
-from rlcompress.engine.bn import bn_reference, recalibrate_bn
+from rlcompress.engine.batches import calibration_batches, evaluate_model
+from rlcompress.engine.bn import (
+    bn_reference,
+    recalibrate_bn,
+    restore_running_stats,
+    running_stats,
+)
+from rlcompress.engine.runtime import pick_device
 
 
 def sharing_layout(model: nn.Module) -> dict[str, int | list[int]]:
@@ -72,3 +79,37 @@ def quantize(
     recalibrate_bn(model, bn_batches, precision=precision, reference=reference)
     return {"fisher_s": round(t1 - t0, 2), "cluster_s": round(t2 - t1, 2),
             "bn_s": round(time.perf_counter() - t2, 2)}
+
+
+def hard_bn_hook(
+    model: nn.Module,
+    uncompressed: nn.Module,
+    data: ImageData | LoaderData,
+    cfg: ShareConfig,
+    precision: str = "fp32",
+    device: str = "auto",
+) -> Callable[[nn.Module], None] | None:
+    """For a model in DKM trained quantization (``cfg.dkm_tau > 0`` and ``cfg.dkm_bn``): a
+    hook for :func:`rlcompress.engine.fit`'s ``eval_hooks`` that re-estimates batch norm for
+    the hard weights evaluation uses (as :func:`quantize` does, with ``uncompressed`` as the
+    reference of the ``shift`` mode) and keeps the re-estimated statistics only where they
+    score higher on the validation split. ``None`` when the model trains on the weights it
+    evaluates (no soft QAT layer) or ``cfg`` asks for no re-estimation.
+
+    DKM's training forward uses soft weights, so the running statistics an epoch leaves
+    describe activations that evaluation never produces; a deep network at one bit per weight
+    can validate near chance with them and well with re-estimated ones."""
+    if not (cfg.dkm_bn and qat_taus(model)) or cfg.bn_images == 0:
+        return None
+    dev = pick_device(device)
+    batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
+    reference = bn_reference(uncompressed.to(dev), batches, dev, precision) \
+        if cfg.bn_mode == "shift" else None
+
+    def hook(net: nn.Module) -> None:
+        trained, saved = evaluate_model(net, data, "val", precision, device)["top1"], running_stats(net)
+        recalibrate_bn(net, batches, dev, precision, reference)
+        if evaluate_model(net, data, "val", precision, device)["top1"] <= trained:
+            restore_running_stats(net, saved)
+
+    return hook

@@ -45,6 +45,16 @@ def _restore(bns: dict[str, nn.Module], saved: dict[str, tuple[torch.Tensor, ...
         m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
 
 
+def running_stats(model: nn.Module) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Copies of every batch norm's running statistics (for :func:`restore_running_stats`)."""
+    return _running(_bns(model))
+
+
+def restore_running_stats(model: nn.Module, saved: dict[str, tuple[torch.Tensor, ...]]) -> None:
+    """Put back the running statistics that :func:`running_stats` copied."""
+    _restore(_bns(model), saved)
+
+
 @torch.no_grad()
 def bn_reference(
     model: nn.Module,

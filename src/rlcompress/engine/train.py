@@ -304,13 +304,17 @@ def fit(
     extra_config: dict | None = None,
     epoch_hooks: list[EpochHook] | None = None,
     teacher: nn.Module | None = None,
+    eval_hooks: list[StepHook] | None = None,
 ) -> dict:
     """Train ``model`` on ``data.train``, select on ``data.val``; return the summary dict.
 
     ``step_hooks`` run after every optimizer step (pruning masks use this); ``epoch_hooks``
     run before every epoch with its number, and must depend only on the weights so that a
     resumed run repeats them exactly (soft pruning recomputes masks there). A ``teacher``
-    (kept in eval mode) is distilled from when ``cfg.distill > 0``. With ``resume``
+    (kept in eval mode) is distilled from when ``cfg.distill > 0``. ``eval_hooks`` run after
+    every epoch's training, before its validation and checkpoints; they may change buffers
+    such as batch-norm statistics (re-estimated for what evaluation computes) and must
+    depend only on the weights, like ``epoch_hooks``. With ``resume``
     the run continues from ``run_dir``'s last completed epoch; a finished run returns its
     summary unchanged.
 
@@ -375,6 +379,8 @@ def fit(
                 total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}", teacher,
             )
             train_time = time.perf_counter() - t0
+            for hook in eval_hooks or []:
+                hook(model)
             val = evaluate(model if dist.initialized() else runner, val_loader, device,
                            cfg.precision)
             seconds = time.perf_counter() - t0

@@ -78,7 +78,11 @@ class FrontierConfig:
         share_lr: their peak learning rate.
         share_distill: weight of distillation from the uncompressed model.
         share_dkm_tau: DKM soft-assignment temperature of that training (``ShareConfig.dkm_tau``;
-            0: hard straight-through, in ``share/``; otherwise in ``share-dkm<tau>/``).
+            0: hard straight-through, in ``share/``; otherwise in ``share-dkm<tau>[-bn]/``).
+        share_dkm_bn: DKM only: batch norm re-estimated for the hard weights after every
+            epoch where that validates better (``ShareConfig.dkm_bn``; in ``share-dkm<tau>-bn/``).
+            The committed ResNet-20 frontier was trained without it (``--no-share-dkm-bn``);
+            ResNet-32 collapsed to chance without it at one bit per weight.
         val_images: validation images that score each policy during a search.
         reward_bn_images: training images over which each search reward re-estimates batch
             norm (``SearchConfig.reward_bn_images``). 512 rather than the search's default
@@ -115,6 +119,7 @@ class FrontierConfig:
     share_lr: float = 0.01
     share_distill: float = 0.5
     share_dkm_tau: float = ShareConfig.dkm_tau
+    share_dkm_bn: bool = ShareConfig.dkm_bn
     val_images: int = 2000
     reward_bn_images: int = 512
     threads: int = 0
@@ -238,9 +243,8 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
     # each training mode has its own share folder: a frontier retrained in another mode reuses
     # the searches and pruning fine-tunes of its finished points
-    tau = cfg.share_dkm_tau
-    mode = "hard" if tau == 0 else f"dkm{tau:g}"
-    share_dir = run / ("share" if tau == 0 else f"share-{mode}")
+    mode = _share_mode(cfg)
+    share_dir = run / ("share" if mode == "hard" else f"share-{mode}")
     records = keep[0] / "points" / keep[1]
     tag = f"{run.parent.name}-{run.name}"
     search_key = _search_key(keep[2], cfg, strategy, seed, size)
@@ -298,6 +302,13 @@ def model_digest(model: str) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
+def _share_mode(cfg: FrontierConfig) -> str:
+    """The trained quantization's mode, which names a point's share folder and record."""
+    if cfg.share_dkm_tau == 0:
+        return "hard"
+    return f"dkm{cfg.share_dkm_tau:g}" + ("-bn" if cfg.share_dkm_bn else "")
+
+
 def _train_key(cfg: FrontierConfig) -> dict:
     """The settings a point's pruning fine-tune and sharing depend on (settings added later
     only where they differ from their default, so that older records still match)."""
@@ -306,6 +317,8 @@ def _train_key(cfg: FrontierConfig) -> dict:
         "prune_lr", "compact_bn")}
     if cfg.prune_select != "best":
         train["prune_select"] = cfg.prune_select
+    if cfg.share_dkm_tau > 0 and cfg.share_dkm_bn:  # records made before it existed: off
+        train["share_dkm_bn"] = True
     return {"train": train}
 
 
@@ -350,7 +363,8 @@ def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
         start = str(run / "prune" / "finetune" / "best.safetensors")
     tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                        seed=seed, threads=cfg.threads, progress=cfg.progress)
-    return share(start, str(share_dir), found["best"]["k"], ShareConfig(dkm_tau=cfg.share_dkm_tau),
+    scfg = ShareConfig(dkm_tau=cfg.share_dkm_tau, dkm_bn=cfg.share_dkm_bn)
+    return share(start, str(share_dir), found["best"]["k"], scfg,
                  data_cfg, tcfg, resume=True, compact_bn=cfg.compact_bn)
 
 

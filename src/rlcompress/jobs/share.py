@@ -20,7 +20,7 @@ from torch import nn
 
 from rlcompress.clustering.policies import resolve_policy
 from rlcompress.clustering.qat import freeze_qat
-from rlcompress.clustering.quantize import quantize, sharing_spec
+from rlcompress.clustering.quantize import hard_bn_hook, quantize, sharing_spec
 from rlcompress.clustering.sharing import (
     ShareConfig,
     clusterable_layers,
@@ -105,9 +105,11 @@ def share(
         extra = {"model": model, "policy": policy if isinstance(policy, str) else "custom",
                  "share": scfg.__dict__, "argv": sys.argv}
         # the unshared model teaches its shared copy (cfg.distill weighs it; 0 turns it off)
-        teacher = resolve_model(model, None, dataset.num_classes)[0] if cfg.distill > 0 else None
+        unshared = resolve_model(model, None, dataset.num_classes)[0].eval()
+        teacher = unshared if cfg.distill > 0 else None
+        hook = hard_bn_hook(net, unshared, dataset, scfg, cfg.precision, cfg.device)
         tuned = fit(net, spec, dataset, cfg, run / "finetune", resume=resume,
-                    extra_config=extra, teacher=teacher)
+                    extra_config=extra, teacher=teacher, eval_hooks=[hook] if hook else None)
         best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
         if tuned["best_val_top1"] < before["top1"]:
             # fine-tuning never beat the clustered model on validation: keep that one, so that

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rlcompress.clustering.qat import freeze_qat
-from rlcompress.clustering.quantize import quantize, sharing_spec
+from rlcompress.clustering.quantize import hard_bn_hook, quantize, sharing_spec
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report
@@ -64,8 +64,10 @@ def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tens
 
 
 def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: TrainConfig,
-              run: Path, hooks: list, teacher: nn.Module | None = None) -> None:
-    fit(model, spec, data, cfg, run, resume=True, step_hooks=hooks, teacher=teacher)
+              run: Path, hooks: list, teacher: nn.Module | None = None,
+              eval_hooks: list | None = None) -> None:
+    fit(model, spec, data, cfg, run, resume=True, step_hooks=hooks, teacher=teacher,
+        eval_hooks=eval_hooks)
     load_weights(model, load_state_dict_file(run / "best.safetensors"))
 
 
@@ -161,13 +163,16 @@ def compress(
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
         found = run_search(small.eval(), small_spec, data, out / "search", scfg, share, ddpg,
                            resume=True)
-    teacher = copy.deepcopy(small).eval() if distill > 0 and share_epochs > 0 else None
+    unshared = copy.deepcopy(small).eval()
+    teacher = unshared if distill > 0 and share_epochs > 0 else None
     quantize(small, found["best"]["k"], data, share, trainable=share_epochs > 0)
     layout = sharing_spec(small)
     if share_epochs > 0:
         cfg = TrainConfig(epochs=share_epochs, lr=lr, seed=seed, progress=progress,
                           precision=precision, distill=distill, threads=threads)
-        _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [], teacher)
+        hook = hard_bn_hook(small, unshared, data, share, precision)
+        _finetune(small, {**small_spec, **layout}, data, cfg, out / "share", [], teacher,
+                  [hook] if hook else None)
         freeze_qat(small)
     path = out / "model.rlc"
     save_compressed(small.eval(), small_spec, path, extra={"k": found["best"]["k"]},
