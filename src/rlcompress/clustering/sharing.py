@@ -60,8 +60,9 @@ class ShareConfig:
             re-estimated (``bn_images``, ``bn_mode``) for the hard weights that evaluation and
             the file use, and whichever statistics score higher on validation are kept. The
             running statistics of a DKM epoch describe the soft training weights: ResNet-32
-            at one bit per weight validated at 10% with them and 82.5% re-estimated, while on
-            ResNet-20 the trained statistics were as good or up to 0.6 points better.
+            at one bit per weight validated at 10.0% with them and 82.4% re-estimated, while
+            on ResNet-20 the trained ones were as good or up to 1.1 points better
+            (``benchmarks/dkm_bn.py``).
         group_size: output channels per codebook (coremltools' ``per_grouped_channel``): a
             layer of C output channels gets ceil(C / group_size) codebooks of k entries, one per
             contiguous block of channels (blocks as even as possible); 0: one per layer.

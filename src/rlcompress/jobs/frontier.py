@@ -349,7 +349,7 @@ def _run_search(model: str, run: Path, cfg: FrontierConfig, data_cfg: DataConfig
 
 
 def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
-                 data_cfg: DataConfig, found: dict, seed: int) -> dict:
+                    data_cfg: DataConfig, found: dict, seed: int) -> dict:
     """Prune at the found rates (joint frontier), then share and fine-tune the found k."""
     start = model
     if cfg.prune_rates and not prunes_nothing(found["best"]):
