@@ -9,7 +9,8 @@
 # trained statistics were as good, ResNet-32 at one bit validated at 10% with them. The first
 # six ResNet-20 points were trained with hard straight-through QAT (share/, --share-dkm-tau 0):
 # results/frontier/resnet20-hardqat.partial.* and files/resnet20-hardqat/ keep them.
-# ~9 hours of both cores per network on the 2-core CPU machine (--threads 1 beside another job).
+# ~9 hours of both cores for ResNet-20 on the 2-core CPU machine, ~25 thread-hours for ResNet-32
+# (--threads 1 beside another job; --only-seeds splits the searched seeds between processes).
 # Peers first: python benchmarks/peers.py --models MODEL --ft-models MODEL --threads 1
 #   --distill 0.5 --rlc --out results/bench/peers_clean_v2[_MODEL].json (no suffix: resnet20)
 # Usage: bash scripts/frontier.sh MODEL [more `rlcompress frontier` options]
