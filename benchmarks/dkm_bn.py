@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from rlcompress.clustering import ShareConfig
+from rlcompress.clustering.quantize import bn_calibration
 from rlcompress.data import DataConfig, load_data
-from rlcompress.engine import calibration_batches, evaluate_model, recalibrate_bn
-from rlcompress.engine.bn import bn_reference
+from rlcompress.engine import evaluate_model, recalibrate_bn
 from rlcompress.fileio import write_json
 from rlcompress.jobs.train import resolve_model
 from rlcompress.models import load_checkpoint
@@ -43,9 +43,9 @@ def score(point: Path, mode: str, data: object, cfg: ShareConfig) -> dict:
     """Validation top-1 of a point's selected checkpoint with each batch-norm choice."""
     ckpt = point / f"share-{mode}" / "finetune" / "best.safetensors"
     start = start_model(point)
-    batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
-    reference = bn_reference(resolve_model(start, None, data.num_classes)[0].eval(), batches,
-                             precision="bf16")
+    # cfg's shift mode: the reference for the shifted row (the replaced row passes none)
+    batches, reference = bn_calibration(resolve_model(start, None, data.num_classes)[0].eval(),
+                                        data, cfg, "bf16")
     row = {"point": str(point), "start": start}
     for name, ref in (("trained", None), ("replace", None), ("shift", reference)):
         net, _ = load_checkpoint(ckpt)

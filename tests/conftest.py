@@ -92,6 +92,17 @@ def planted() -> ImageData:
     return planted_data()
 
 
+def load_benchmark(name: str) -> object:
+    """A script of ``benchmarks/`` loaded as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_or_skip(relpath: str) -> Path:
     path = find_shared(relpath)
     if path is None:

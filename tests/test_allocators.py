@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import planted_data
+from conftest import load_benchmark, planted_data
 from rlcompress.clustering import clusterable_layers
 from rlcompress.models import build_model, resnet_spec
 from rlcompress.search import SearchConfig, run_search
@@ -89,21 +89,10 @@ def test_every_allocator_is_a_search_strategy():
     assert set(ALLOCATORS) <= set(STRATEGIES)
 
 
-def _benchmark(name: str) -> object:
-    """A script of ``benchmarks/`` loaded as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_reward_study_runs_tiny_and_resumes(image_tar: Path, tmp_path: Path):
     from rlcompress.models import model_spec, save_checkpoint
 
-    mod = _benchmark("reward_study")
+    mod = load_benchmark("reward_study")
     torch.manual_seed(0)
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "m")
@@ -231,7 +220,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
         assert round(scores["test"]["top1"], 2) == p["top1"]
         assert (tmp_path / "run" / "24x" / f"{p['method']}-s0" / "prune" / "summary.json").is_file()
     # the reward benchmark re-scores the records, with and without a short training, and resumes
-    bench = _benchmark("frontier_reward")
+    bench = load_benchmark("frontier_reward")
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--val-images", "3",
             "--ft-steps", "2", "--mode", "dkm0.04-bn", "--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
@@ -245,7 +234,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     saved = json.loads((tmp_path / "fr.ft2.json").read_text())
     assert saved["settings"]["ft_lr"] == 0.5 and len(saved["rows"]) == 2
     # a point trained again with another seed, in its own run folder, resumed on a rerun
-    noise = _benchmark("training_noise")
+    noise = load_benchmark("training_noise")
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--repeat", "24x-greedy-s0", "--seeds",
             "3", "--work", str(tmp_path / "noise"), "--mode", "dkm0.04-bn", "--source", str(image_tar), "--data-dir",
@@ -268,7 +257,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
     from rlcompress.models import model_spec, save_checkpoint
 
-    mod = _benchmark("short_ft_rank")
+    mod = load_benchmark("short_ft_rank")
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=3)
     save_checkpoint(model, model_spec("resnet20", num_classes=3), tmp_path, "m")
@@ -353,7 +342,7 @@ def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():
 
 
 def test_choose_by_training_keeps_the_best_trained_reward_among_own_and_demos():
-    bench = _benchmark("frontier_reward")
+    bench = load_benchmark("frontier_reward")
     search = {"allocator_demos": "hessian,greedy"}
 
     def row(method, seed, ft, top1):
@@ -368,7 +357,7 @@ def test_choose_by_training_keeps_the_best_trained_reward_among_own_and_demos():
 
 
 def test_training_noise_pools_repeats_and_bounds_any_reward():
-    bench = _benchmark("training_noise")
+    bench = load_benchmark("training_noise")
     sd, dof = bench.pooled_sd([[1.0, 3.0], [5.0, 5.0, 8.0]])
     assert dof == 3 and sd == pytest.approx(np.sqrt((2.0 + 6.0) / 3))
     assert bench.pooled_sd([[1.0], [2.0]]) == (None, 0)
@@ -391,7 +380,7 @@ def test_training_noise_pools_repeats_and_bounds_any_reward():
 def test_training_noise_verdicts_use_the_retrained_rivals_own_spread(tmp_path: Path):
     import argparse
 
-    bench = _benchmark("training_noise")
+    bench = load_benchmark("training_noise")
 
     def row(method, top1, std=0.0, seeds=1):
         return {"method": method, "budget_bytes": 50, "target_ratio": 20.0, "file_bytes": 49,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import planted_data
+from tests.conftest import load_benchmark, planted_data
 from torch import nn
 
 from rlcompress.clustering import (
@@ -334,20 +334,6 @@ def test_bracketing_soft_assignment_matches_the_full_softmax_at_small_temperatur
         torch.testing.assert_close(soft, (a * c[None, :]).sum(1), atol=1e-5, rtol=1e-4)
 
 
-def _load_benchmark(name: str):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_peers():
-    return _load_benchmark("peers")
-
-
 def test_dkm_bn_benchmark_scores_a_point_three_ways(tmp_path: Path):
     model, _, spec, data = _train_qat(tmp_path, tau=0.05)
     _corrupt_bn(model)
@@ -356,7 +342,7 @@ def test_dkm_bn_benchmark_scores_a_point_three_ways(tmp_path: Path):
     start, _ = _tiny_resnet(pruned=True)
     save_checkpoint(start, model_spec("resnet20", num_classes=4), point / "prune" / "finetune",
                     "best")
-    bench = _load_benchmark("dkm_bn")
+    bench = load_benchmark("dkm_bn")
     row = bench.score(point, "dkm0.04", data, ShareConfig(bn_images=64))
     assert row["start"].endswith("prune/finetune/best.safetensors")
     assert row["val_shift"] > row["val_trained"] + 20 and row["kept"] == "shift"
@@ -364,7 +350,7 @@ def test_dkm_bn_benchmark_scores_a_point_three_ways(tmp_path: Path):
 
 
 def test_peers_benchmark_runs_tiny(tmp_path: Path):
-    peers = _load_peers()
+    peers = load_benchmark("peers")
     if not peers.have_coremltools():
         pytest.skip("coremltools (the [peers] extra) is not installed")
     peers._quiet()

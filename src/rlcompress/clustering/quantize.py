@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from rlcompress.clustering.qat import qat_layers, qat_model, qat_taus
@@ -25,6 +26,7 @@ from rlcompress.data import ImageData
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches, evaluate_model
 from rlcompress.engine.bn import (
+    BNReference,
     bn_reference,
     recalibrate_bn,
     restore_running_stats,
@@ -49,6 +51,22 @@ def sharing_spec(model: nn.Module) -> dict:
     return {"sharing": sharing_layout(model), "qat": {"tau": taus} if taus else True}
 
 
+def bn_calibration(
+    model: nn.Module,
+    data: ImageData | LoaderData,
+    cfg: ShareConfig,
+    precision: str = "fp32",
+    device: torch.device | str = "cpu",
+) -> tuple[list, BNReference | None]:
+    """The training batches batch norm is re-estimated on after clustering (``cfg.bn_images``)
+    and, in ``shift`` mode, the uncompressed ``model``'s reference statistics over them
+    (``None`` in ``replace`` mode or without batches); ``model`` is left unchanged."""
+    batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
+    reference = bn_reference(model, batches, device, precision) \
+        if batches and cfg.bn_mode == "shift" else None
+    return batches, reference
+
+
 def quantize(
     model: nn.Module,
     ks: dict[str, int],
@@ -67,9 +85,7 @@ def quantize(
     if cfg.weighted:
         batches = calibration_batches(data, cfg.calibration_images, seed=cfg.kmeans_seed)
         importance = fisher_importance(model, batches, list(ks))
-    bn_batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
-    reference = bn_reference(model, bn_batches, precision=precision) \
-        if bn_batches and cfg.bn_mode == "shift" else None
+    bn_batches, reference = bn_calibration(model, data, cfg, precision)
     t1 = time.perf_counter()
     if trainable and cfg.finetune == "qat":
         qat_model(model, ks, cfg, cache, importance)
@@ -102,9 +118,7 @@ def hard_bn_hook(
     if not (cfg.dkm_bn and qat_taus(model)) or cfg.bn_images == 0:
         return None
     dev = pick_device(device)
-    batches = calibration_batches(data, cfg.bn_images, seed=cfg.kmeans_seed + 1)
-    reference = bn_reference(uncompressed.to(dev), batches, dev, precision) \
-        if cfg.bn_mode == "shift" else None
+    batches, reference = bn_calibration(uncompressed.to(dev), data, cfg, precision, dev)
 
     def hook(net: nn.Module) -> None:
         trained, saved = evaluate_model(net, data, "val", precision, device)["top1"], running_stats(net)
