@@ -8,7 +8,10 @@
 #   CALL_SECONDS: stop the trainings after this many seconds (a budget longer than one call:
 #     the snapshots keep the last finished epoch),
 #   RESUME: a folder with the scratch-<model>.tar.gz snapshots of an earlier call to continue
-#     (carry it to the device machine in an ignored folder; same BUDGET_SECONDS and options).
+#     (carry it to the device machine in an ignored folder; same BUDGET_SECONDS and options),
+#   EPOCHS: the most epochs (300), COMPILE: torch.compile mode (reduce-overhead: CUDA graphs,
+#     since these small networks are bound by kernel launches on a GPU; empty: eager). A compiled
+#     run that fails after its first step resumes eagerly in the time left.
 set -uo pipefail
 out=${1:?OUTDIR}; budget=${2:?BUDGET_SECONDS}; shift 2
 mkdir -p "$out"
@@ -23,17 +26,36 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 runs=$(mktemp -d)
 src=()
 [ -n "${SOURCE:-}" ] && src=(--source "$SOURCE")
-limit=()
-[ "${CALL_SECONDS:-0}" != 0 ] && limit=(timeout --signal=TERM "$CALL_SECONDS")
-for m in ${MODELS:-resnet20 resnet32}; do
-  resume=()
+start=$(date +%s)
+deadline=$((start + ${CALL_SECONDS:-0}))
+limited() {  # run "$@" under what is left of CALL_SECONDS (if set)
+  if [ "${CALL_SECONDS:-0}" = 0 ]; then "$@"; else
+    timeout --signal=TERM $((deadline - $(date +%s))) "$@"; fi
+}
+compile=()
+[ -n "${COMPILE-reduce-overhead}" ] && compile=(--compile --compile-mode "${COMPILE-reduce-overhead}")
+train_one() {
+  local m=$1 resume=()
   if [ -n "${RESUME:-}" ] && [ -f "$RESUME/scratch-$m.tar.gz" ]; then
     tar -C "$runs" -xzf "$RESUME/scratch-$m.tar.gz" && resume=(--resume)
   fi
-  "${limit[@]}" python3 -m rlcompress train --model "$m" --out "$runs/scratch-$m" --epochs 300 \
-    --lr 0.2 --batch-size 256 --schedule cosine --warmup 0.02 --weight-decay 5e-4 --cutout 16 \
-    --device "${DEVICE:-cuda}" --threads 2 --no-progress --time-budget "$budget" \
-    --data-dir "$runs/data-$m" "${src[@]}" "${resume[@]}" "$@" >> "$out/$m.log" 2>&1 &
+  local args=(--model "$m" --out "$runs/scratch-$m" --epochs "${EPOCHS:-300}"
+    --lr 0.2 --batch-size 256 --schedule cosine --warmup 0.02 --weight-decay 5e-4 --cutout 16
+    --device "${DEVICE:-cuda}" --threads 2 --no-progress --time-budget "$budget"
+    --data-dir "$runs/data-$m" "${src[@]}")
+  limited python3 -m rlcompress train "${args[@]}" "${resume[@]}" "${compile[@]}" \
+    "${extra[@]}" >> "$out/$m.log" 2>&1
+  local rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && [ ${#compile[@]} != 0 ] \
+      && [ ! -f "$runs/scratch-$m/summary.json" ]; then
+    echo "compiled training failed (exit $rc): resuming eagerly" >> "$out/$m.log"
+    limited python3 -m rlcompress train "${args[@]}" --resume --no-compile "${extra[@]}" \
+      >> "$out/$m.log" 2>&1
+  fi
+}
+extra=("$@")
+for m in ${MODELS:-resnet20 resnet32}; do
+  train_one "$m" &
 done
 snapshot() {
   for d in "$runs"/scratch-*; do
@@ -48,4 +70,5 @@ while [ -n "$(jobs -rp)" ]; do sleep 5; i=$((i + 1)); [ $((i % 6)) = 0 ] && snap
 wait
 snapshot
 tail -n 3 "$out"/*.log
+for d in "$runs"/scratch-*; do echo "$d"; tail -n 4 "$d/metrics.csv"; done
 for d in "$runs"/scratch-*; do [ -f "$d/summary.json" ] && cat "$d/summary.json"; done

@@ -14,6 +14,38 @@ from rlcompress.data.dataset import SplitData
 from rlcompress.dist import shard
 
 
+def crop_flip_draws(total: int, padding: int, flip: bool,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random draws of :func:`random_crop_flip` for a global batch of ``total`` images, in
+    the order it makes them (crop rows, crop columns, flips), on the CPU generator."""
+    draws = {}
+    if padding > 0:
+        draws["oy"] = torch.randint(0, 2 * padding + 1, (total,), generator=generator)
+        draws["ox"] = torch.randint(0, 2 * padding + 1, (total,), generator=generator)
+    if flip:
+        draws["flip"] = torch.rand(total, generator=generator) < 0.5
+    return draws
+
+
+def apply_crop_flip(images: torch.Tensor, padding: int, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Crop (zero padding ``padding``) and flip a uint8 NHWC batch as ``draws`` say (one row
+    of draws per image, on the images' device)."""
+    n, h, w, _ = images.shape
+    dev = images.device
+    if "oy" in draws:
+        padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
+        rows = (draws["oy"][:, None] + torch.arange(h, device=dev))[:, :, None]
+        cols = (draws["ox"][:, None] + torch.arange(w, device=dev))[:, None, :]
+        images = padded[torch.arange(n, device=dev)[:, None, None], rows, cols]
+    if "flip" in draws:
+        images = torch.where(draws["flip"][:, None, None, None], images.flip(2), images)
+    return images
+
+
+def _part(draws: dict[str, torch.Tensor], part: slice, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v[part].to(device) for k, v in draws.items()}
+
+
 def random_crop_flip(
     images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator,
     part: slice | None = None, total: int | None = None,
@@ -24,22 +56,29 @@ def random_crop_flip(
     images: the random draws are made for the whole global batch and sliced, so every image
     gets the same crop and flip however many ranks share the batch.
     """
-    n, h, w, _ = images.shape
-    dev = images.device
-    total = n if total is None else total
-    part = part or slice(0, total)
-    if padding > 0:
-        padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
-        # drawn on the CPU generator whatever the device, so every device sees the same batches
-        oy = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part].to(dev)
-        ox = torch.randint(0, 2 * padding + 1, (total,), generator=generator)[part].to(dev)
-        rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
-        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
-        images = padded[torch.arange(n, device=dev)[:, None, None], rows, cols]
-    if flip:
-        mask = (torch.rand(total, generator=generator) < 0.5)[part].to(dev)
-        images = torch.where(mask[:, None, None, None], images.flip(2), images)
-    return images
+    total = len(images) if total is None else total
+    # drawn on the CPU generator whatever the device, so every device sees the same batches
+    draws = crop_flip_draws(total, padding, flip, generator)
+    return apply_crop_flip(images, padding, _part(draws, part or slice(0, total), images.device))
+
+
+def cutout_draws(total: int, h: int, w: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random draws of :func:`cutout` (square centres) for a global batch of ``total``."""
+    return {"cy": torch.randint(0, h, (total,), generator=generator),
+            "cx": torch.randint(0, w, (total,), generator=generator)}
+
+
+def apply_cutout(x: torch.Tensor, size: int, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square per image of normalised NCHW ``x`` at the drawn
+    centres (clipped at the border)."""
+    _, _, h, w = x.shape
+    dev = x.device
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    lo_y, lo_x = (draws["cy"] - size // 2)[:, None], (draws["cx"] - size // 2)[:, None]
+    in_y = (rows >= lo_y) & (rows < lo_y + size)  # [n, h]
+    in_x = (cols >= lo_x) & (cols < lo_x + size)  # [n, w]
+    hole = in_y[:, None, :, None] & in_x[:, None, None, :]
+    return x.masked_fill(hole, 0.0)
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator, part: slice | None = None,
@@ -48,18 +87,10 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator, part: slice |
     centre (clipped at the border) set to 0 - the dataset mean, on normalised NCHW input.
     Draws are made for the global batch of ``total`` and sliced to ``part``, as in
     :func:`random_crop_flip`."""
-    n, _, h, w = x.shape
-    dev = x.device
-    total = n if total is None else total
-    part = part or slice(0, total)
-    cy = torch.randint(0, h, (total,), generator=generator)[part].to(dev)
-    cx = torch.randint(0, w, (total,), generator=generator)[part].to(dev)
-    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    lo_y, lo_x = (cy - size // 2)[:, None], (cx - size // 2)[:, None]
-    in_y = (rows >= lo_y) & (rows < lo_y + size)  # [n, h]
-    in_x = (cols >= lo_x) & (cols < lo_x + size)  # [n, w]
-    hole = in_y[:, None, :, None] & in_x[:, None, None, :]
-    return x.masked_fill(hole, 0.0)
+    _, _, h, w = x.shape
+    total = len(x) if total is None else total
+    draws = cutout_draws(total, h, w, generator)
+    return apply_cutout(x, size, _part(draws, part or slice(0, total), x.device))
 
 
 def to_model_input(
@@ -139,21 +170,42 @@ class BatchLoader:
             self._on_device = (self.split.images.to(self.device), self.split.labels.to(self.device))
         return self._on_device
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        all_images, all_labels = self._tensors()
+    def _epoch_plan(self, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This epoch's order and every batch's random draws, made on the CPU generator in the
+        order per-batch drawing would make them and moved to ``device`` at once: one copy per
+        epoch instead of several per batch, each of which made a GPU's queue run dry."""
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         n = len(self.split)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        per_batch: list[dict[str, torch.Tensor]] = []
+        if self.augment:
+            _, h, w, _ = self.split.images.shape
+            for b in range(len(self)):
+                total = len(order[b * self.batch_size : (b + 1) * self.batch_size])
+                draws = crop_flip_draws(total, self.padding, True, g)
+                if self.cutout > 0:
+                    draws.update(cutout_draws(total, h, w, g))
+                per_batch.append(draws)
+        draws = {k: torch.cat([d[k] for d in per_batch]).to(device) for k in
+                 (per_batch[0] if per_batch else {})}
+        return order.to(device), draws
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        all_images, all_labels = self._tensors()
+        order, draws = self._epoch_plan(all_images.device)
         for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            start = b * self.batch_size
+            idx = order[start : start + self.batch_size]
             total = len(idx)
             self.global_size = total  # the size of the global batch this one is a slice of
             part = shard(total, self.rank, self.world_size)
-            idx = idx[part].to(all_images.device)
+            rows = slice(start + part.start, start + part.stop)
+            idx = idx[part]
             images = all_images[idx]
+            mine = {k: v[rows] for k, v in draws.items()}
             if self.augment:
-                images = random_crop_flip(images, self.padding, True, g, part, total)
+                images = apply_crop_flip(images, self.padding, mine)
             x = to_model_input(images, self.mean, self.std, self.channels_last)
             if self.augment and self.cutout > 0:
-                x = cutout(x, self.cutout, g, part, total)
+                x = apply_cutout(x, self.cutout, mine)
             yield x, all_labels[idx]

@@ -17,9 +17,11 @@ resumed run continues exactly as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,6 +51,7 @@ SELECT = ("best", "last", "start-or-best")
 # restart at lr 0.05 loses more than it recovers (4 epochs took a frontier point that pruned
 # 0.4% of the weights from 88.92% to 88.34% validation top-1)
 PRUNE_SELECT = "start-or-best"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 METRIC_FIELDS = [
     "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
     "seconds", "img_per_s",
@@ -73,7 +76,11 @@ class TrainConfig:
         cutout: with ``augment``, also Cutout squares of this side (0: none; 8-16 on CIFAR).
         precision: ``bf16`` (CPU autocast / CUDA AMP), ``fp16`` (CUDA) or ``fp32``.
         channels_last: NHWC memory layout (faster convolutions on CPU).
-        compile: wrap the model in ``torch.compile``.
+        compile: train through ``torch.compile`` (evaluation stays eager). A compiled step is
+            tried first on a copy of the model; if it fails (no compiler on the machine, an
+            unsupported layer) training goes on eagerly with a warning.
+        compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs:
+            a small CNN on a GPU is bound by kernel launches) or ``max-autotune``.
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: intra-op CPU threads (0: one per core).
         eval_batch_size: batch size for validation and test.
@@ -111,6 +118,7 @@ class TrainConfig:
     precision: str = "bf16"
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str = "default"
     device: str = "auto"
     threads: int = 0
     eval_batch_size: int = 512
@@ -125,7 +133,8 @@ class TrainConfig:
                                 "time_budget"),
                      ge1=("batch_size", "eval_batch_size"), unit=("momentum", "distill"),
                      choices={"schedule": ("onecycle", "cosine"), "select": SELECT,
-                              "precision": ("bf16", "fp16", "fp32")})
+                              "precision": ("bf16", "fp16", "fp32"),
+                              "compile_mode": COMPILE_MODES})
         if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("TrainConfig.warmup and label_smoothing must be in [0, 1)")
         if not self.distill_temperature > 0:
@@ -265,7 +274,10 @@ def _train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen, step = 0, step0
     bar = tqdm(loader, desc=desc, disable=not cfg.progress, leave=False)
+    graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     for i, (x, y) in enumerate(bar):
+        if graphs:  # CUDA graph outputs of the last step may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         lr = lr_at(step, total_steps, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -367,7 +379,8 @@ def fit(
     # back is the plain module
     with sync_batchnorm(model):
         runner = wrap_ddp(model, device)
-        runner = torch.compile(runner) if cfg.compile else runner
+        if cfg.compile:
+            runner = compiled_runner(runner, model, train_loader, cfg, device, start_epoch)
         epoch = start_epoch
         while epoch <= cfg.epochs:
             t0 = time.perf_counter()
@@ -381,8 +394,9 @@ def fit(
             train_time = time.perf_counter() - t0
             for hook in eval_hooks or []:
                 hook(model)
-            val = evaluate(model if dist.initialized() else runner, val_loader, device,
-                           cfg.precision)
+            # the plain module: a compiled one would compile again for eval mode and for the
+            # last, smaller batch
+            val = evaluate(model, val_loader, device, cfg.precision)
             seconds = time.perf_counter() - t0
             elapsed += seconds
             if not planned and epoch >= min(BUDGET_PROBE_EPOCH, cfg.epochs):
@@ -432,6 +446,29 @@ def fit(
         "final_val_top1": float(rows[-1]["val_top1"]) if rows else None,
         "seconds": round(elapsed, 1),
     }
+
+
+def compiled_runner(runner: nn.Module, model: nn.Module, loader: object, cfg: TrainConfig,
+                    device: torch.device, epoch: int) -> nn.Module:
+    """``torch.compile(runner)`` when one compiled training step (forward and backward on the
+    first batch of ``epoch``) runs on a copy of ``model``; otherwise ``runner`` itself, with a
+    warning. Compilation needs a C compiler and, on a GPU, Triton: a machine without them
+    should still train, only slower."""
+    try:
+        loader.set_epoch(epoch)
+        x, y = next(iter(loader))
+        x, y = x.to(device), y.to(device)
+        trial = torch.compile(copy.deepcopy(model).train(), mode=cfg.compile_mode)
+        with autocast(device, cfg.precision):
+            loss = F.cross_entropy(trial(x).float(), y)
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # inductor and its compilers raise many types
+        warnings.warn(f"torch.compile failed, training eagerly ({exc.__class__.__name__}: "
+                      f"{str(exc)[:300]})", stacklevel=2)
+        return runner
+    return torch.compile(runner, mode=cfg.compile_mode)
 
 
 def _resume_state(path: Path, model: nn.Module,
