@@ -62,6 +62,27 @@ def test_data_info_train_evaluate_on_tiny_data(image_tar: Path, tmp_path: Path, 
     assert res["top1"] == pytest.approx(summary["test"]["top1"])
 
 
+def test_train_distils_from_a_teacher_checkpoint(tmp_path: Path, capsys):
+    common = [*_data_args(tmp_path), "--batch-size", "8", "--quiet", "--no-test",
+              "--precision", "fp32", "--epochs", "1"]
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--model", "resnet20", "--out", str(teacher), *common]) == 0
+    capsys.readouterr()
+    out = tmp_path / "student"
+    assert main(["train", "--model", "resnet20", "--out", str(out), *common,
+                 "--teacher", str(teacher / "best.safetensors"), "--distill", "0.5"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher"] == str(teacher / "best.safetensors")
+    assert config["train"]["distill"] == 0.5
+    # a teacher without a weight, or a weight without a teacher, is a one-line error
+    assert "needs both a teacher" in _error(
+        ["train", "--model", "resnet20", "--out", str(tmp_path / "x"), *common, "--distill", "0.5"],
+        capsys)
+    assert "needs both a teacher" in _error(
+        ["train", "--model", "resnet20", "--out", str(tmp_path / "y"), *common,
+         "--teacher", str(teacher / "best.safetensors")], capsys)
+
+
 def test_errors_are_reported_not_raised(tmp_path: Path, capsys):
     code = main(["data", "info", "--source", str(tmp_path / "missing"), "--quiet"])
     assert code == 2

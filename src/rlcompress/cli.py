@@ -109,7 +109,7 @@ def _train_cfg(args: argparse.Namespace) -> TrainConfig:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     _print(train(args.model, args.out, args.init, config_from_args(DataConfig, args),
-                 _train_cfg(args), resume=args.resume, test=args.test))
+                 _train_cfg(args), resume=args.resume, test=args.test, teacher=args.teacher))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -275,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate the selected checkpoint on the test split at the end")
+    p.add_argument("--teacher", default=None,
+                   help="distil from this model (a checkpoint X.safetensors, or a model name for "
+                   "its committed clean baseline) with weight --distill; validation stays clean "
+                   "only if the teacher never trained on it")
     add_config_args(p, TrainConfig)
     add_config_args(p, DataConfig)
     _common(p)

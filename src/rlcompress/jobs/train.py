@@ -84,17 +84,28 @@ def train(
     cfg: TrainConfig | None = None,
     resume: bool = False,
     test: bool = True,
+    teacher: str | None = None,
 ) -> dict:
     """Train (or fine-tune, with ``init``) a model; select the best epoch on validation.
 
     Writes the run directory (see :mod:`rlcompress.engine.train`) and ``summary.json`` with
-    the best epoch's validation and, if ``test``, test accuracy.
+    the best epoch's validation and, if ``test``, test accuracy. ``teacher`` (a checkpoint, or a
+    model name for its committed clean baseline) is distilled from with weight ``cfg.distill``;
+    validation stays clean only if the teacher never trained on the validation split.
     """
     data_cfg, cfg = data or DataConfig(), cfg or TrainConfig()
+    if (teacher is None) != (cfg.distill == 0):
+        raise ValueError("distillation needs both a teacher and --distill > 0")
     dataset = load_data(data_cfg, progress=cfg.progress)
     net, spec = resolve_model(model, init, dataset.num_classes)
-    extra = {"model": model, "init": init, "data": data_cfg.__dict__, "argv": sys.argv}
-    result = fit(net, spec, dataset, cfg, out, resume=resume, extra_config=extra)
+    teacher_net = None
+    if teacher is not None:
+        teacher_net, _ = resolve_model(teacher, default_init(teacher, None), dataset.num_classes,
+                                       require_weights=True)
+    extra = {"model": model, "init": init, "teacher": teacher, "data": data_cfg.__dict__,
+             "argv": sys.argv}
+    result = fit(net, spec, dataset, cfg, out, resume=resume, extra_config=extra,
+                 teacher=teacher_net)
     if (Path(out) / "summary.json").is_file():
         return result
     best, _ = load_checkpoint(Path(out) / "best.safetensors")
