@@ -284,7 +284,7 @@ def test_fit_runs_eval_hooks_before_validating(tmp_path: Path):
     data = planted_data(n_train=64, n_val=32)
     calls = []
 
-    def hook(net: nn.Module) -> None:
+    def hook(net: nn.Module, validate) -> None:
         calls.append(net.training)
         _corrupt_bn(net)
         with torch.no_grad():
@@ -299,6 +299,29 @@ def test_fit_runs_eval_hooks_before_validating(tmp_path: Path):
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
     # validation saw the hook's statistics: uniform outputs, a loss of ln 4 (trained: far above)
     assert all(abs(float(r.split(",")[4]) - np.log(4)) < 0.15 for r in rows)
+
+
+def test_fit_takes_the_last_eval_hooks_validation_instead_of_validating_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from rlcompress.engine import train as train_mod
+
+    passes = []
+    real = train_mod.evaluate
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    model, _ = _tiny_resnet()
+    data = planted_data(n_train=64, n_val=32)
+    seen = []
+
+    def hook(net: nn.Module, validate):
+        seen.append(validate())
+        return seen[-1]
+
+    tcfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, precision="fp32", progress=False)
+    fit(model, model_spec("resnet20", num_classes=4), data, tcfg, tmp_path / "run",
+        eval_hooks=[hook, lambda net, validate: None, hook])
+    assert len(passes) == 2 * 2  # each hook's own pass, none from fit
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    assert [float(r.split(",")[5]) for r in rows] == [round(v["top1"], 3) for v in seen[1::2]]
 
 
 def test_soft_assignment_gives_a_cluster_its_mean_gradient_and_boundary_weights_more():

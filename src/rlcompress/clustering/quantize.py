@@ -104,7 +104,7 @@ def hard_bn_hook(
     cfg: ShareConfig,
     precision: str = "fp32",
     device: str = "auto",
-) -> Callable[[nn.Module], None] | None:
+) -> Callable[..., dict] | None:
     """For a model in DKM trained quantization (``cfg.dkm_tau > 0`` and ``cfg.dkm_bn``): a
     hook for :func:`rlcompress.engine.fit`'s ``eval_hooks`` that re-estimates batch norm for
     the hard weights evaluation uses (as :func:`quantize` does, with ``uncompressed`` as the
@@ -120,10 +120,14 @@ def hard_bn_hook(
     dev = pick_device(device)
     batches, reference = bn_calibration(uncompressed.to(dev), data, cfg, precision, dev)
 
-    def hook(net: nn.Module) -> None:
-        trained, saved = evaluate_model(net, data, "val", precision, device)["top1"], running_stats(net)
+    def hook(net: nn.Module, validate: Callable[[], dict] | None = None) -> dict:
+        validate = validate or (lambda: evaluate_model(net, data, "val", precision, device))
+        trained, saved = validate(), running_stats(net)
         recalibrate_bn(net, batches, dev, precision, reference)
-        if evaluate_model(net, data, "val", precision, device)["top1"] <= trained:
+        estimated = validate()
+        if estimated["top1"] <= trained["top1"]:
             restore_running_stats(net, saved)
+            return trained
+        return estimated
 
     return hook

@@ -44,6 +44,9 @@ from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
 StepHook = Callable[[nn.Module], None]
 EpochHook = Callable[[nn.Module, int], None]
+# (model, validate) -> the validation result of the model as the hook leaves it, or None; a
+# hook that validates anyway hands its last result back so that fit need not validate again
+EvalHook = Callable[[nn.Module, Callable[[], dict]], dict | None]
 # how fit() picks the ``best`` checkpoint (TrainConfig.select)
 SELECT = ("best", "last", "start-or-best")
 # the selection after a pruning fine-tune (``rlcompress run``, ``rlcompress.compress``): the
@@ -316,7 +319,7 @@ def fit(
     extra_config: dict | None = None,
     epoch_hooks: list[EpochHook] | None = None,
     teacher: nn.Module | None = None,
-    eval_hooks: list[StepHook] | None = None,
+    eval_hooks: list[EvalHook] | None = None,
 ) -> dict:
     """Train ``model`` on ``data.train``, select on ``data.val``; return the summary dict.
 
@@ -324,9 +327,11 @@ def fit(
     run before every epoch with its number, and must depend only on the weights so that a
     resumed run repeats them exactly (soft pruning recomputes masks there). A ``teacher``
     (kept in eval mode) is distilled from when ``cfg.distill > 0``. ``eval_hooks`` run after
-    every epoch's training, before its validation and checkpoints; they may change buffers
-    such as batch-norm statistics (re-estimated for what evaluation computes) and must
-    depend only on the weights, like ``epoch_hooks``. With ``resume``
+    every epoch's training, before its validation and checkpoints, as ``hook(model, validate)``;
+    they may change buffers such as batch-norm statistics (re-estimated for what evaluation
+    computes) and must depend only on the weights, like ``epoch_hooks``. ``validate()`` is the
+    epoch's own validation; the last hook's return value, if not ``None``, is taken as the
+    epoch's validation result instead of validating again. With ``resume``
     the run continues from ``run_dir``'s last completed epoch; a finished run returns its
     summary unchanged.
 
@@ -377,6 +382,13 @@ def fit(
         save_checkpoint(model, spec, run_dir, "best")
     # batch norm over the global batch and DDP only while training: the model the caller gets
     # back is the plain module
+    precision = cfg.precision
+
+    def validate() -> dict:
+        # the plain module: a compiled one would compile again for eval mode and for the last,
+        # smaller batch
+        return evaluate(model, val_loader, device, precision)
+
     with sync_batchnorm(model):
         runner = wrap_ddp(model, device)
         if cfg.compile:
@@ -392,11 +404,10 @@ def fit(
                 total_steps, step_hooks or [], f"epoch {epoch}/{cfg.epochs}", teacher,
             )
             train_time = time.perf_counter() - t0
+            val = None
             for hook in eval_hooks or []:
-                hook(model)
-            # the plain module: a compiled one would compile again for eval mode and for the
-            # last, smaller batch
-            val = evaluate(model, val_loader, device, cfg.precision)
+                val = hook(model, validate)
+            val = val if val is not None else validate()
             seconds = time.perf_counter() - t0
             elapsed += seconds
             if not planned and epoch >= min(BUDGET_PROBE_EPOCH, cfg.epochs):

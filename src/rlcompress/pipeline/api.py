@@ -163,8 +163,9 @@ def compress(
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
         found = run_search(small.eval(), small_spec, data, out / "search", scfg, share, ddpg,
                            resume=True)
-    unshared = copy.deepcopy(small).eval()
-    teacher = unshared if distill > 0 and share_epochs > 0 else None
+    # the uncompressed model: the teacher, and the batch-norm reference of the fine-tuning's hook
+    unshared = copy.deepcopy(small).eval() if share_epochs > 0 else None
+    teacher = unshared if distill > 0 else None
     quantize(small, found["best"]["k"], data, share, trainable=share_epochs > 0)
     layout = sharing_spec(small)
     if share_epochs > 0:
