@@ -380,8 +380,6 @@ def fit(
         start = evaluate(model, val_loader, device, cfg.precision)
         best = {"val_top1": start["top1"], "epoch": 0}
         save_checkpoint(model, spec, run_dir, "best")
-    # batch norm over the global batch and DDP only while training: the model the caller gets
-    # back is the plain module
     precision = cfg.precision
 
     def validate() -> dict:
@@ -389,6 +387,8 @@ def fit(
         # smaller batch
         return evaluate(model, val_loader, device, precision)
 
+    # batch norm over the global batch and DDP only while training: the model the caller gets
+    # back is the plain module
     with sync_batchnorm(model):
         runner = wrap_ddp(model, device)
         if cfg.compile:
