@@ -12,6 +12,16 @@
 #   EPOCHS: the most epochs (300), COMPILE: torch.compile mode (reduce-overhead: CUDA graphs,
 #     since these small networks are bound by kernel launches on a GPU; empty: eager). A compiled
 #     run that fails after its first step resumes eagerly in the time left.
+# Preparing a device call (the repository travels, ../shared does not, and the whole tree must
+# stay under 64 MiB, which the .tar.gz overruns beside the committed files):
+#   printf '/.whl/\n/.devdata/\n' >> .git/info/exclude; mkdir -p .devdata
+#   gzip -dc ../shared/datasets/cifar10-jpeg.tar.gz | xz -9e -T2 > .devdata/cifar10-jpeg.tar.xz
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl gymnasium==1.4.0 farama-notifications
+# then run with carry [".devdata", ".whl"] and SOURCE=$PWD/.devdata/cifar10-jpeg.tar.xz.
+# Several recipes at once (compared on validation), e.g. ResNet-20 distilled from the ResNet-32
+# baseline: for v in "kd5 --teacher resnet32 --distill 0.5" "c8 --cutout 8"; do set -- $v;
+#   n=$1; shift; MODELS=resnet20 bash scripts/gpu_baselines.sh $OUT/$n 380 "$@" & done; wait
 set -uo pipefail
 out=${1:?OUTDIR}; budget=${2:?BUDGET_SECONDS}; shift 2
 mkdir -p "$out"
