@@ -53,8 +53,10 @@ def test_data_info_train_evaluate_on_tiny_data(image_tar: Path, tmp_path: Path, 
     out = tmp_path / "run"
     assert main(["train", "--model", "resnet20", "--epochs", "1", "--batch-size", "4",
                  "--out", str(out), "--precision", "fp32", *common]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["epochs"] == 1 and "top1" in summary["test"]
+    assert "epoch 1/1  loss" in captured.err  # --quiet: no bars, one line per epoch
     assert main(["evaluate", str(out / "best.safetensors"), "--split", "test", *common]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 12

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -238,7 +239,9 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars (for CI and logs)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (for CI and logs): each training epoch is reported in "
+                   "one line on stderr instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     files), errors name the rank that raised them.
     """
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        _log_to_stderr()
     func: Callable[[argparse.Namespace], None] = args.func
     where = f"[rank {dist.rank()}] " if dist.world_size() > 1 else ""
     try:
@@ -513,6 +518,30 @@ def main(argv: list[str] | None = None) -> int:
         print("rlcompress: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is written (not when the handler was
+    made), so a replaced stderr (a test's capture, a redirect) is followed."""
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    """Without progress bars, the library's progress lines (one per training epoch) go to
+    stderr, so a long job run with ``--quiet`` in the background still shows where it is."""
+    logger = logging.getLogger("rlcompress")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 @contextlib.contextmanager

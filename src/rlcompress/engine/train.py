@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 import warnings
@@ -42,6 +43,8 @@ from rlcompress.fileio import atomic_path, write_json
 from rlcompress.models import CheckpointError, load_weights, save_checkpoint
 from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
+# epoch lines where no progress bar shows them (``rlcompress ... --quiet`` sends them to stderr)
+log = logging.getLogger("rlcompress.train")
 StepHook = Callable[[nn.Module], None]
 EpochHook = Callable[[nn.Module, int], None]
 # (model, validate) -> the validation result of the model as the hook leaves it, or None; a
@@ -370,8 +373,7 @@ def fit(
         if cfg.time_budget > 0 and planned:
             cfg = replace(cfg, epochs=planned)
             total_steps = cfg.epochs * len(train_loader)
-        if cfg.progress:
-            tqdm.write(f"{run_dir}: resuming at epoch {start_epoch}/{cfg.epochs}")
+        _say(cfg, f"{run_dir}: resuming at epoch {start_epoch}/{cfg.epochs}")
     planned = cfg.epochs if cfg.time_budget <= 0 or start_epoch > BUDGET_PROBE_EPOCH else 0
     config = {"train": asdict(cfg), **(extra_config or {})}
     write_json((run_dir / "config.json"), config)
@@ -415,9 +417,8 @@ def fit(
                 cfg, total_steps = replace(cfg, epochs=planned), planned * len(train_loader)
                 config["train"]["epochs"] = planned
                 write_json(run_dir / "config.json", config)
-                if cfg.progress:
-                    tqdm.write(f"time budget {cfg.time_budget:.0f}s: {planned} epochs "
-                               f"({seconds:.1f}s each)")
+                _say(cfg, f"time budget {cfg.time_budget:.0f}s: {planned} epochs "
+                          f"({seconds:.1f}s each)")
             rows.append({
                 "epoch": epoch, "lr": round(lr_at(epoch * len(train_loader) - 1, total_steps, cfg), 6),
                 "train_loss": round(loss, 5), "train_top1": round(acc, 3),
@@ -437,11 +438,8 @@ def fit(
                     "best_val_top1": best["val_top1"], "best_epoch": best["epoch"], "seconds": elapsed,
                     "planned_epochs": planned,
                 }, tmp)
-            if cfg.progress:
-                tqdm.write(
-                    f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
-                    f"val {val['top1']:.2f}%  ({seconds:.0f}s)"
-                )
+            _say(cfg, f"epoch {epoch}/{cfg.epochs}  loss {loss:.4f}  train {acc:.2f}%  "
+                      f"val {val['top1']:.2f}%  ({seconds:.0f}s)")
             epoch += 1
     if cfg.epochs == 0:  # no training asked: the model as given is the best and the last
         for name in ("best", "last"):
@@ -457,6 +455,14 @@ def fit(
         "final_val_top1": float(rows[-1]["val_top1"]) if rows else None,
         "seconds": round(elapsed, 1),
     }
+
+
+def _say(cfg: TrainConfig, text: str) -> None:
+    """A line above the progress bar, or to the ``rlcompress.train`` log when there is none."""
+    if cfg.progress:
+        tqdm.write(text)
+    elif dist.is_main():
+        log.info(text)
 
 
 def compiled_runner(runner: nn.Module, model: nn.Module, loader: object, cfg: TrainConfig,
