@@ -176,6 +176,13 @@ def test_frontier_cli_tiny_writes_points_and_resumes(image_tar: Path, tmp_path: 
         == searched["best"]["k"]
     assert main([*args, "--ratios", "1.0"]) == 2  # not a compression: refused
     assert "ratios must be > 1" in capsys.readouterr().err
+    # other weights under the same name (a retrained baseline): the run folder is refused, and
+    # the committed records, keyed by the weights' digest, are not taken for its points
+    torch.manual_seed(1)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "m")
+    assert main(args) == 2
+    assert "was built on another model" in capsys.readouterr().err
 
 
 def test_greedy_fill_leaves_no_affordable_doubling():

@@ -178,6 +178,8 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     for size in budgets.values():  # every budget must be possible before any training
         check_budget(net.eval(), spec, _search_cfg(cfg, "uniform", 0, size), ShareConfig())
     keep = Path(results), name, model_digest(model)  # the weights are hashed once
+    if not cfg.collect_only:
+        claim_run_dir(Path(out), keep[2])
     plan = frontier_plan(cfg, budgets, dense)
     points = []
     for i, (r, size, strategy, seed, rule_dense) in enumerate(plan):
@@ -189,6 +191,8 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
                   f"{strategy} seed {seed}: {point['top1']:.2f}% test, "
                   f"{point['val_top1']:.2f}% val, {point['file_bytes']:,} bytes",
                   file=sys.stderr, flush=True)
+    if not cfg.collect_only:
+        claim_run_dir(Path(out), keep[2])  # marks a folder this run made
     planned = len(points)
     points = [p for p in points if p is not None]  # collect_only: the unfinished are None
     finished = f"{len(points)} of {planned} points"
@@ -204,6 +208,22 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     write_text(Path(f"{base}.md"), markdown(table) + "\n" + verdict_markdown(calls))
     plot(table, Path(f"{base}.png"), name)
     return result
+
+
+def claim_run_dir(out: Path, digest: str) -> None:
+    """Tie the run folder ``out`` to the model with weights ``digest``: its finished points,
+    searches and fine-tunes are resumed as they are, so a folder built on other weights (a
+    retrained baseline) would mix two models in one frontier. Such a folder is an error; an
+    unmarked one (made before this check, or a moment ago) is marked."""
+    mark = out / "model.json"
+    if mark.is_file():
+        built_on = json.loads(mark.read_text()).get("model_digest")
+        if built_on != digest:
+            raise ValueError(f"{out} was built on another model (weights {built_on}, now "
+                             f"{digest}): move it away or pass another --out")
+        return
+    if out.is_dir():  # (a frontier whose points all come from committed records makes none)
+        write_json(mark, {"model_digest": digest})
 
 
 def frontier_plan(cfg: FrontierConfig, budgets: dict[float, int],
