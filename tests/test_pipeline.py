@@ -126,6 +126,13 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     assert new["core"] == "new" and [r["policy"] for r in new["rows"]] == ["fpgm", "k16"]
     shared = json.loads((new_dir / "k16" / "finetune" / "config.json").read_text())
     assert shared["share"]["finetune"] == "qat" and shared["share"]["bn_images"] > 0
+    # a retrained baseline under the same path: the tables built on the old one are refused
+    torch.manual_seed(1)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path / "base", "best")
+    with pytest.raises(ValueError, match="another baseline"):
+        reproduce("resnet20", str(new_dir), str(tmp_path / "res-new"), str(tmp_path / "base"),
+                  only=("k16",), core="new", **kw)
 
 
 def test_impossible_budget_fails_before_any_training(image_tar: Path, tmp_path: Path, capsys):

@@ -20,6 +20,7 @@ from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig
 from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs import baseline, prune, search, share
+from rlcompress.jobs.frontier import model_digest
 from rlcompress.models import load_checkpoint
 from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
@@ -138,6 +139,7 @@ def reproduce(
                              f"fine-tune --init {init} first, or --baseline-dir RUN")
         baseline(model, str(base), str(base), init, data,
                  tcfg(baseline_epochs, 0.05, select="last"), resume=True)
+    _claim_baseline(run, base / "best.safetensors")
     base_top1 = _summary(base / "summary.json")["test"]["top1"]
     if _summary(run / "prune" / "summary.json") is None:
         prune(str(base / "best.safetensors"), str(run / "prune"), PruneConfig(), "physical", data,
@@ -216,6 +218,21 @@ def _claim_core(run: Path, core: str) -> None:
         raise ValueError(f"{run} holds rows shared the paper's way ({', '.join(sorted(rows))}): "
                          "use another --out")
     write_json(marker, {"core": core})
+
+
+def _claim_baseline(run: Path, weights: Path) -> None:
+    """Record the digest of the baseline's weights next to the core; refuse a directory whose
+    rows were built on other weights (a retrained baseline would otherwise be mixed with the
+    pruning and rows made from the old one)."""
+    marker = run / "core.json"
+    mark = json.loads(marker.read_text())
+    digest = model_digest(str(weights))
+    made = mark.get("baseline_digest")
+    if made is None:
+        write_json(marker, {**mark, "baseline_digest": digest})
+    elif made != digest:
+        raise ValueError(f"{run} holds a table built on another baseline (weights {made}, now "
+                         f"{digest}): use another --out (and --results)")
 
 
 def markdown_table(table: dict) -> str:
