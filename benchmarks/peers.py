@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import time
@@ -226,6 +227,15 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
     return jobs
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a model's parameters and buffers (which weights a row was made from)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def write_rlc(net: nn.Module, spec: dict, path: Path) -> int:
     """The final model as an ``.rlc`` file (a peer's palettized layers become shared layers
     with exactly their values); returns the file's bytes."""
@@ -245,6 +255,11 @@ def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
     ``args.rlc`` (and the models' ``specs``) every final model is also written as an ``.rlc``
     file next to ``out`` and its bytes recorded."""
     rows = json.loads(out.read_text()) if out is not None and out.is_file() else []
+    digests = {label: weights_digest(model) for label, model in models.items()}
+    for r in rows:  # a retrained baseline under the same label must not inherit old rows
+        if r["model"] in digests and r.get("weights", digests[r["model"]]) != digests[r["model"]]:
+            raise ValueError(f"{out} holds {r['model']} rows of other weights ({r['weights']}, "
+                             f"now {digests[r['model']]}): write to another --out")
     done = {(r["model"], r["tool"], r["method"], r["bits"], r["epochs"], r["lr"], r.get("seed", 0))
             for r in rows}
     for label, model in models.items():
@@ -258,7 +273,8 @@ def run(models: dict[str, nn.Module], data: ImageData, args: argparse.Namespace,
             torch.manual_seed(args.seed)
             t0 = time.perf_counter()
             net = job(model, data)
-            row = {"model": label, **meta, "seconds": round(time.perf_counter() - t0, 1),
+            row = {"model": label, "weights": digests[label], **meta,
+                   "seconds": round(time.perf_counter() - t0, 1),
                    **_measure(net, data)}
             if args.rlc and specs and out is not None:
                 name = "-".join(str(v) for v in key).replace("/", "_") + ".rlc"

@@ -398,6 +398,12 @@ def test_peers_benchmark_runs_tiny(tmp_path: Path):
                          tmp_path / "p.json")) == len(rows)
     peers.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+    other, _ = _tiny_resnet()  # other weights under the same label: refused, not mixed in
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="other weights"):
+        peers.run({"tiny": other.eval()}, planted_data(n_train=64, n_val=16), args,
+                  tmp_path / "p.json")
 
 
 def test_share_never_returns_a_model_worse_than_before_fine_tuning(image_tar: Path, tmp_path: Path,
