@@ -393,7 +393,7 @@ def fit(
     # back is the plain module
     with sync_batchnorm(model):
         runner = wrap_ddp(model, device)
-        if cfg.compile:
+        if cfg.compile and start_epoch <= cfg.epochs:  # (a finished run compiles nothing)
             runner = compiled_runner(runner, model, train_loader, cfg, device, start_epoch)
         epoch = start_epoch
         while epoch <= cfg.epochs:
