@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Train the two clean baselines from scratch on one GPU (the `device` machine), both at once,
+# without a test pass (the device's copy of the data keeps few test images: measure the result
+# here with `python scripts/scratch_baseline.py RUN_DIR`),
 # each within a wall-clock budget (the run fixes its epochs after the second one, see
 # TrainConfig.time_budget). Run directories are snapshotted to OUTDIR as they go, so a call cut
 # short still brings back the last epochs (resume them anywhere with `rlcompress train ... --resume`).
@@ -14,8 +16,8 @@
 #     run that fails after its first step resumes eagerly in the time left.
 # Preparing a device call (the repository travels, ../shared does not, and the whole tree must
 # stay under 64 MiB, which the .tar.gz overruns beside the committed files):
-#   printf '/.whl/\n/.devdata/\n' >> .git/info/exclude; mkdir -p .devdata
-#   gzip -dc ../shared/datasets/cifar10-jpeg.tar.gz | xz -9e -T2 > .devdata/cifar10-jpeg.tar.xz
+#   printf '/.whl/\n/.devdata/\n' >> .git/info/exclude
+#   python scripts/devdata.py --check   # every training image, 10 test images per class, .tar.xz
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl gymnasium==1.4.0 farama-notifications
 # then run with carry [".devdata", ".whl"] and SOURCE=$PWD/.devdata/cifar10-jpeg.tar.xz.
@@ -51,7 +53,7 @@ train_one() {
   fi
   local args=(--model "$m" --out "$runs/scratch-$m" --epochs "${EPOCHS:-300}"
     --lr 0.2 --batch-size 256 --schedule cosine --warmup 0.02 --weight-decay 5e-4 --cutout 16
-    --device "${DEVICE:-cuda}" --threads 2 --no-progress --time-budget "$budget"
+    --device "${DEVICE:-cuda}" --threads 2 --quiet --no-test --time-budget "$budget"
     --data-dir "$runs/data-$m" "${src[@]}")
   limited python3 -m rlcompress train "${args[@]}" "${resume[@]}" "${compile[@]}" \
     "${extra[@]}" >> "$out/$m.log" 2>&1

@@ -3,7 +3,8 @@
 Usage: python scripts/scratch_baseline.py RUN_DIR [--results results/baseline]
 
 RUN_DIR is a ``rlcompress train --init scratch`` run directory with ``summary.json`` (the
-training finished and measured its best epoch on validation and test). Writes
+training finished and measured its best epoch on validation and test; a run trained with
+``--no-test``, as the device runs are, is measured on validation and test here). Writes
 ``<results>/<model>.json`` (model, init, train_images, top1, top5, val_top1, epochs,
 best_epoch, seconds, command, recipe, machine), ``<model>_metrics.csv`` (the run's per-epoch log)
 and ``<model>_curve.png`` (loss and validation top-1 per epoch). A previous fine-tuned baseline
@@ -29,6 +30,8 @@ def record(run: Path, machine: str | None = None, command: str | None = None) ->
     """The baseline record of a finished scratch run (``machine`` and ``command`` override what
     the run's config says, e.g. for a run made on the device machine by a script)."""
     summary = json.loads((run / "summary.json").read_text())
+    if "test" not in summary:  # trained with --no-test (a device run on a reduced test split)
+        summary |= measure_here(run / "best.safetensors")
     config = json.loads((run / "config.json").read_text())
     train = config["train"]
     argv = config.get("argv") or []
@@ -49,6 +52,15 @@ def record(run: Path, machine: str | None = None, command: str | None = None) ->
                               "(2-core CPU)",
         "run_dir": str(run),
     }
+
+
+def measure_here(weights: Path) -> dict:
+    """Validation and test accuracy of ``weights`` measured on this machine (bf16, the shared
+    data), as a run's summary holds them."""
+    from rlcompress.jobs.train import evaluate_checkpoint
+
+    return {split: evaluate_checkpoint(str(weights), split=split, progress=False)
+            for split in ("val", "test")}
 
 
 def plot_curve(rows: list[dict], path: Path, title: str) -> None:
