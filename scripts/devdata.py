@@ -41,13 +41,13 @@ def pack(src: Path, dst: Path, test_per_class: int) -> int:
     return dst.stat().st_size
 
 
-def split_hashes(source: Path) -> dict[str, str]:
+def split_hashes(source: Path, val_size: int = 5000) -> dict[str, str]:
     """SHA-256 (16 hex digits) of the decoded train and validation splits of ``source``."""
     from rlcompress.data import DataConfig, load_data
 
     with tempfile.TemporaryDirectory() as cache:
-        data = load_data(DataConfig(source=str(source), data_dir=cache, download=False),
-                         progress=False)
+        data = load_data(DataConfig(source=str(source), data_dir=cache, download=False,
+                                    val_size=val_size), progress=False)
     out = {}
     for name in ("train", "val"):
         split = getattr(data, name)

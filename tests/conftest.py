@@ -92,11 +92,11 @@ def planted() -> ImageData:
     return planted_data()
 
 
-def load_benchmark(name: str) -> object:
-    """A script of ``benchmarks/`` loaded as a module."""
+def load_benchmark(name: str, folder: str = "benchmarks") -> object:
+    """A script of ``benchmarks/`` (or another folder of the repository) loaded as a module."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -268,3 +268,19 @@ def test_decompression_bomb_is_a_dataset_error(image_tree: Path, monkeypatch, li
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     with pytest.raises(DatasetError, match="cannot decode"):
         read_image_folder(image_tree, progress=False)
+
+
+def test_devdata_keeps_every_training_image_and_the_splits(image_tar: Path, tmp_path: Path):
+    from conftest import load_benchmark
+
+    devdata = load_benchmark("devdata", "scripts")
+    small = tmp_path / "small.tar.xz"
+    devdata.pack(image_tar, small, test_per_class=1)
+    with tarfile.open(image_tar) as a, tarfile.open(small) as b:
+        full = [m.name for m in a if m.isfile()]
+        kept = [m.name for m in b if m.isfile()]
+    train = [n for n in full if n.startswith("train/")]
+    assert [n for n in kept if n.startswith("train/")] == train  # all, in the same order
+    classes = {n.split("/")[1] for n in full if n.startswith("test/")}
+    assert sorted(n.split("/")[1] for n in kept if n.startswith("test/")) == sorted(classes)
+    assert devdata.split_hashes(image_tar, 3) == devdata.split_hashes(small, 3)
