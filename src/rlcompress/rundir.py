@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from rlcompress import dist
@@ -38,3 +39,16 @@ def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+
+
+def claim(marker: Path, key: str, value: str, refusal: str) -> None:
+    """Record ``value`` under ``key`` in the JSON file ``marker``, beside what it holds: what a
+    run directory's work was made from (a sharing core, the digest of its model's weights), so
+    that a later run on something else is refused instead of mixed with the work it resumes.
+    A different recorded value is a ValueError: ``refusal``, then both values."""
+    held = json.loads(marker.read_text()) if marker.is_file() else {}
+    made = held.get(key)
+    if made is None:
+        write_json(marker, {**held, key: value})
+    elif made != value:
+        raise ValueError(f"{refusal} ({key}: {made!r} recorded, now {value!r})")

@@ -53,6 +53,7 @@ from rlcompress.jobs.share import share
 from rlcompress.jobs.train import default_init, resolve_model
 from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
+from rlcompress.rundir import claim
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.joint import prunes_nothing
 from rlcompress.search.strategies import STRATEGIES
@@ -215,15 +216,9 @@ def claim_run_dir(out: Path, digest: str) -> None:
     searches and fine-tunes are resumed as they are, so a folder built on other weights (a
     retrained baseline) would mix two models in one frontier. Such a folder is an error; an
     unmarked one (made before this check, or a moment ago) is marked."""
-    mark = out / "model.json"
-    if mark.is_file():
-        built_on = json.loads(mark.read_text()).get("model_digest")
-        if built_on != digest:
-            raise ValueError(f"{out} was built on another model (weights {built_on}, now "
-                             f"{digest}): move it away or pass another --out")
-        return
     if out.is_dir():  # (a frontier whose points all come from committed records makes none)
-        write_json(mark, {"model_digest": digest})
+        claim(out / "model.json", "model_digest", digest,
+              f"{out} was built on another model: move it away or pass another --out")
 
 
 def frontier_plan(cfg: FrontierConfig, budgets: dict[float, int],

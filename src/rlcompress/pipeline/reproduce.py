@@ -24,6 +24,7 @@ from rlcompress.jobs.frontier import model_digest
 from rlcompress.models import load_checkpoint
 from rlcompress.paths import baseline_path
 from rlcompress.pruning import PruneConfig
+from rlcompress.rundir import claim
 from rlcompress.search import DDPGConfig, SearchConfig
 
 # The paper's own rows (PAPER.md): top-1, top-5, printed ratio (k32/k64 by the formula)
@@ -205,34 +206,23 @@ def reproduce(
 def _claim_core(run: Path, core: str) -> None:
     """Record the run directory's sharing core; refuse a directory made with another one."""
     marker = run / "core.json"
-    if marker.is_file():
-        made = json.loads(marker.read_text()).get("core")
-        if made != core:
-            raise ValueError(f"{run} holds a table made with core={made!r}, not {core!r}: "
-                             "use another --out (and --results)")
-        return
-    rows = [d.name for d in run.glob("*") if (d / "model.rlc").is_file()]
+    rows = [] if marker.is_file() else [d.name for d in run.glob("*")
+                                        if (d / "model.rlc").is_file()]
     if rows and core != "paper":
         # rows from before the marker were all shared the paper's way (a linked pruned model
         # is no row: a second table may start from the first one's)
         raise ValueError(f"{run} holds rows shared the paper's way ({', '.join(sorted(rows))}): "
                          "use another --out")
-    write_json(marker, {"core": core})
+    claim(marker, "core", core,
+          f"{run} holds a table made with another core: use another --out (and --results)")
 
 
 def _claim_baseline(run: Path, weights: Path) -> None:
     """Record the digest of the baseline's weights next to the core; refuse a directory whose
     rows were built on other weights (a retrained baseline would otherwise be mixed with the
     pruning and rows made from the old one)."""
-    marker = run / "core.json"
-    mark = json.loads(marker.read_text())
-    digest = model_digest(str(weights))
-    made = mark.get("baseline_digest")
-    if made is None:
-        write_json(marker, {**mark, "baseline_digest": digest})
-    elif made != digest:
-        raise ValueError(f"{run} holds a table built on another baseline (weights {made}, now "
-                         f"{digest}): use another --out (and --results)")
+    claim(run / "core.json", "baseline_digest", model_digest(str(weights)),
+          f"{run} holds a table built on another baseline: use another --out (and --results)")
 
 
 def markdown_table(table: dict) -> str:
