@@ -259,6 +259,18 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     assert again["noise"] == report["noise"]  # a reproduction is no repeat
     with pytest.raises(SystemExit):
         noise.main([*argv, "--seeds", "0"])  # the point's own seed is no repeat
+    # points made elsewhere (scripts/gpu_frontier.sh) come back measured on this machine's data
+    (tmp_path / "res" / "files" / "dense" / "24x-hessian-s0.rlc").unlink()
+    moved = load_benchmark("remeasure_points", "scripts").main(
+        [str(tmp_path / "res"), "dense", "--results", str(tmp_path / "here"), "--source",
+         str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"])
+    assert moved["skipped"] == ["24x-hessian-s0.dkm0.04-bn.json"]
+    (row,) = [json.loads(p.read_text())["value"]
+              for p in (tmp_path / "here" / "points" / "dense").glob("*.dkm0.04-bn.json")]
+    first = {p["method"]: p for p in result["points"]}["greedy"]
+    assert row["top1"] == row["top1_device"] == first["top1"]  # the same data: the same figures
+    assert Path(row["file"]).is_file() and Path(row["file"]).parent == tmp_path / "here" / "files" / "dense"
+    assert (tmp_path / "here" / "points" / "dense" / "24x-hessian-s0.search.json").is_file()
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
