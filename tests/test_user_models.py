@@ -169,3 +169,41 @@ def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     with pytest.raises(ValueError, match="strateg"):
         rlcompress.compress(PlainNet(), data=planted, target_size="4500", strategy="nope",
                             out=tmp_path / "n", progress=False, threads=1)
+
+
+@pytest.mark.parametrize("batches, match", [
+    ([{"image": torch.randn(4, 3, 8, 8), "label": torch.zeros(4, dtype=torch.long)}], "dicts"),
+    ([(torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), torch.zeros(4))], "3 items"),
+    ([(torch.randn(4, 3, 8, 8).double(), torch.zeros(4, dtype=torch.long))], "float64"),
+    ([(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), torch.zeros(4))], "uint8"),
+    ([(torch.randn(4, 3, 8, 8), torch.zeros(4, 2))], "one integer class index"),
+    ([(torch.randn(4, 3, 8, 8), [0, 1, 2, 3])], "of tensors"),
+])
+def test_loaders_that_do_not_yield_input_label_pairs_are_clear_errors(batches, match):
+    good = [(torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(ValueError, match=f"validation loader.*{match}"):
+        LoaderData(good, batches)
+    with pytest.raises(ValueError, match=f"training loader.*{match}"):
+        LoaderData(batches, good)
+
+
+def test_the_batch_check_leaves_the_random_stream_alone():
+    x, y = torch.randn(64, 3, 4, 4), torch.arange(64) % 4
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    torch.manual_seed(3)
+    LoaderData(loader, DataLoader(TensorDataset(x, y), batch_size=16))
+    after = torch.rand(3)
+    torch.manual_seed(3)
+    next(iter(DataLoader(TensorDataset(x, y), batch_size=16)))  # the validation pass alone
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_a_float64_model_is_compressed_as_a_float32_copy(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    model = PlainNet().double()
+    with pytest.warns(UserWarning, match="float64"):
+        decoded, report = rlcompress.compress(
+            model, data=planted, target_size="4500", strategy="uniform", prune_epochs=0,
+            share_epochs=0, val_images=32, out=tmp_path / "d", progress=False, threads=1)
+    assert next(model.parameters()).dtype == torch.float64  # the caller's model is untouched
+    assert next(decoded.parameters()).dtype == torch.float32 and report["file_bytes"] <= 4500

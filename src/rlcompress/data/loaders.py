@@ -75,9 +75,14 @@ class LoaderData:
     input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        x, y = next(iter(self.val_loader))
-        if not torch.is_floating_point(x):
-            raise ValueError("LoaderData batches must be float model inputs (normalised tensors)")
+        x, y = check_batch(next(iter(self.val_loader)), "validation")
+        # a DataLoader draws a seed from torch's RNG per iterator: this check must not shift
+        # the random streams of the training that follows
+        state = torch.get_rng_state()
+        try:
+            check_batch(next(iter(self.train_loader)), "training")
+        finally:
+            torch.set_rng_state(state)
         self.input_shape = tuple(x.shape[1:])
         if not self.num_classes:
             self.num_classes = int(y.max()) + 1
@@ -130,6 +135,29 @@ class LoaderData:
             if seen >= limit:
                 break
         return out
+
+
+def check_batch(batch: object, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` as an (inputs, labels) pair, or a ValueError saying what a loader must yield:
+    float32 model inputs (already normalised) and one integer class label per input."""
+    need = "must yield (inputs, labels) pairs"
+    if isinstance(batch, dict):
+        raise ValueError(f"the {name} loader {need}; it yields dicts (keys {sorted(batch)}): "
+                         "give its DataLoader a collate_fn that returns an (images, labels) tuple")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise ValueError(f"the {name} loader {need}; it yields {got}")
+    x, y = batch
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError(f"the {name} loader {need} of tensors; it yields "
+                         f"({type(x).__name__}, {type(y).__name__})")
+    if x.dtype != torch.float32:
+        raise ValueError(f"the {name} loader's inputs are {x.dtype}: they must be float32 model "
+                         "inputs (normalised images; convert them with .float())")
+    if y.dtype.is_floating_point or y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"the {name} loader's labels must be one integer class index per input "
+                         f"(got {y.dtype} of shape {tuple(y.shape)} for {len(x)} inputs)")
+    return x, y
 
 
 def _seeded(loader: Iterable, seed: int) -> Iterator:

@@ -9,6 +9,7 @@ either an :class:`~rlcompress.data.ImageData` or the user's DataLoaders.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,6 +72,19 @@ def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: T
     load_weights(model, load_state_dict_file(run / "best.safetensors"))
 
 
+def _as_float32(model: nn.Module) -> nn.Module:
+    """``model`` in float32, with a warning when it was not: training and search run under
+    autocast and the file stores float32 codebooks, so a float64 or float16 model would fail
+    at its first convolution."""
+    kinds = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+    if kinds - {torch.float32}:
+        names = ", ".join(sorted(str(k).removeprefix("torch.") for k in kinds))
+        warnings.warn(f"the model holds {names} tensors; compressing a float32 copy",
+                      stacklevel=3)
+        model.float()
+    return model
+
+
 def compress(
     model: nn.Module,
     train_loader: object = None,
@@ -131,7 +145,7 @@ def compress(
         raise ValueError("give exactly one of target_size and target_ratio")
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
-    original = copy.deepcopy(model).eval()  # the caller's model is never modified
+    original = _as_float32(copy.deepcopy(model).eval())  # the caller's model is never modified
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
