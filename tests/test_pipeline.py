@@ -46,6 +46,21 @@ def test_compress_refuses_ambiguous_budget():
         rlcompress.compress(torch.nn.Conv2d(3, 3, 1), [], [], target_size="1KB", target_ratio=4.0)
 
 
+def test_run_refuses_an_unreadable_size_before_any_work(tmp_path: Path, capsys):
+    from rlcompress.cli import main
+    from rlcompress.pipeline.run import PipelineConfig
+
+    with pytest.raises(ValueError, match="cannot read size"):
+        PipelineConfig(target_size="-5")
+    with pytest.raises(ValueError, match="above 1x"):
+        PipelineConfig(target_size="0.5x")
+    assert PipelineConfig(target_size="nonsense", target_ratio=13.35).target_ratio == 13.35
+    # no data source is needed: it fails before loading any
+    assert main(["run", "--model", "resnet20", "--target-size", "12 parsecs", "--data-dir",
+                 str(tmp_path / "none"), "--no-download", "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read size" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, capsys):
     from rlcompress.cli import main
 
