@@ -27,13 +27,7 @@
 set -uo pipefail
 out=${1:?OUTDIR}; budget=${2:?BUDGET_SECONDS}; shift 2
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" > /dev/null; then  # packages the device image lacks (gymnasium)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-[ -d .devdata ] && export RLCOMPRESS_SHARED=${RLCOMPRESS_SHARED:-$PWD/.devdata}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+source scripts/device_env.sh
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 runs=$(mktemp -d)
 src=()

@@ -31,13 +31,7 @@ if [ "${1:-}" = --collect ]; then  # tables from the (re-measured) records, no t
 fi
 out=${1:?OUTDIR}; shift
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" > /dev/null; then  # packages the device image lacks (gymnasium)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-[ -d .devdata ] && export RLCOMPRESS_SHARED=${RLCOMPRESS_SHARED:-$PWD/.devdata}
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
+source scripts/device_env.sh
 start=$(date +%s)
 deadline=$((start + ${CALL_SECONDS:-0}))
 runs=$(mktemp -d)

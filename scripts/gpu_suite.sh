@@ -12,14 +12,7 @@
 set -uo pipefail
 out=${1:?OUTDIR}; shift
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" > /dev/null \
-    && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-[ -d .devdata ] && export RLCOMPRESS_SHARED=${RLCOMPRESS_SHARED:-$PWD/.devdata}
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
+source scripts/device_env.sh
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 timeout --signal=INT "${SUITE_SECONDS:-420}" python3 -m pytest -p no:cacheprovider -q \
   -o addopts="" -rfE --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/suite.log" | tail -n 40
