@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rlcompress.cli import build_parser, main
+from rlcompress.models import build_model, model_spec, save_checkpoint
 
 SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"], ["prune"], ["share"], ["export"], ["inspect"], ["search"], ["reproduce"]]
 
@@ -106,13 +107,19 @@ def _error(argv, capsys) -> str:
     (["prune", "--model", "{tmp}/weights.th", "--out", "{tmp}/p"], "--init"),
     (["evaluate", "{tmp}/notes.rlc"], "notes.rlc: not an .rlc file"),
     (["inspect", "{tmp}"], "not a regular file"),
+    (["share", "--model", "{tmp}/m.safetensors", "--policy", "{tmp}/none.json"], "not found"),
+    (["share", "--model", "{tmp}/m.safetensors", "--policy", "k1", "--epochs", "0", "--out",
+      "{tmp}/s"], "k must be in [2, 65536]"),
 ])
 def test_bad_input_is_a_one_line_error(argv, expect, tmp_path: Path, capsys):
     (tmp_path / "notes.rlc").write_text("just text\n" * 10)
     (tmp_path / "weights.th").write_bytes(b"not read")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if argv[0] in ("train", "prune", "search"):
+    if argv[0] in ("train", "prune", "search", "share"):
         argv += _data_args(tmp_path)
+    if argv[0] == "share":
+        save_checkpoint(build_model("resnet20", num_classes=3),
+                        model_spec("resnet20", num_classes=3), tmp_path, "m")
     assert expect in _error(argv, capsys)
 
 

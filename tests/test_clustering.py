@@ -131,6 +131,13 @@ def test_policies():
         resolve_policy("fancy", layers)
     with pytest.raises(ValueError, match="does not match"):
         resolve_policy({"conv1": 4}, layers)
+    for explicit in ("k0", "k1", "k70000"):  # an explicit k is checked, not clamped
+        with pytest.raises(ValueError, match="k must be in"):
+            resolve_policy(explicit, layers)
+    with pytest.raises(ValueError, match="unknown policy"):
+        resolve_policy("/0", layers)
+    with pytest.raises(ValueError, match="k must be in"):
+        resolve_policy(dict.fromkeys(layers, 1), layers)
 
 
 def test_unshare_restores_plain_layers():

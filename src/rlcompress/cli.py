@@ -133,6 +133,8 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 def _policy_arg(text: str) -> str | dict[str, int]:
     """A policy name, or a JSON file / JSON text mapping layer -> k."""
     if text.endswith(".json"):
+        if not Path(text).is_file():
+            raise ValueError(f"policy file {text} not found")
         with open(text) as f:
             obj = json.load(f)
         return obj.get("k", obj) if isinstance(obj, dict) else obj

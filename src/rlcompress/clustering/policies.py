@@ -55,14 +55,19 @@ def resolve_policy(policy: str | dict[str, int], layers: dict[str, nn.Module]) -
         extra = [n for n in policy if n not in layers]
         if missing or extra:
             raise ValueError(f"policy does not match the layers: missing={missing} extra={extra}")
-        bad = {n: k for n, k in policy.items() if not K_MIN <= int(k) <= K_MAX}
-        if bad:
-            raise ValueError(f"k must be in [{K_MIN}, {K_MAX}]: {bad}")
-        return {n: int(policy[n]) for n in layers}
+        return _in_range({n: int(policy[n]) for n in layers})
     if policy in POLICIES:
         return POLICIES[policy](layers)
     if m := re.fullmatch(r"k(\d+)", policy):
+        _in_range({policy: int(m.group(1))})  # explicit: not clamped as rules' ks are
         return uniform(int(m.group(1)))(layers)
-    if m := re.fullmatch(r"/(\d+)", policy):
+    if (m := re.fullmatch(r"/(\d+)", policy)) and int(m.group(1)) > 0:
         return proportional(int(m.group(1)))(layers)
     raise ValueError(f"unknown policy {policy!r}: use k<N>, /<N>, a registered name or a mapping")
+
+
+def _in_range(ks: dict[str, int]) -> dict[str, int]:
+    bad = {n: k for n, k in ks.items() if not K_MIN <= k <= K_MAX}
+    if bad:
+        raise ValueError(f"k must be in [{K_MIN}, {K_MAX}]: {bad}")
+    return ks
