@@ -207,3 +207,48 @@ def test_a_float64_model_is_compressed_as_a_float32_copy(planted, tmp_path: Path
             share_epochs=0, val_images=32, out=tmp_path / "d", progress=False, threads=1)
     assert next(model.parameters()).dtype == torch.float64  # the caller's model is untouched
     assert next(decoded.parameters()).dtype == torch.float32 and report["file_bytes"] <= 4500
+
+
+class UpNet(nn.Module):
+    """A transposed conv between two convs: pruning the first conv's filters shrinks its
+    input channels (dim 0 of a transposed conv's weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.up(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(torch.relu(self.down(x)).mean((2, 3)))
+
+
+def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: Path):
+    from rlcompress.engine import evaluate_model
+
+    torch.manual_seed(0)
+    decoded, report = rlcompress.compress(
+        UpNet(), data=planted, target_size="4KB", prune_rate=0.5, strategy="uniform",
+        prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "u", progress=False,
+        threads=1)
+    loaded = rlcompress.load(tmp_path / "u" / "model.rlc", model=UpNet())
+    assert loaded.up.weight.shape[0] == loaded.conv.out_channels == 4  # the file kept the widths
+    assert evaluate_model(loaded, planted, "test")["top1"] == pytest.approx(report["test_top1"], abs=0.01)
+
+
+def test_a_layer_the_file_cannot_resize_fails_before_any_training(planted, tmp_path: Path):
+    class PReLUNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8)
+            self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv2(self.act(self.conv(x))).mean((2, 3)))
+
+    with pytest.raises(ValueError, match=r"act \(PReLU\).*protect"):
+        rlcompress.compress(PReLUNet(), data=planted, target_size="4KB", strategy="uniform",
+                            out=tmp_path / "p", progress=False, threads=1)
+    assert not (tmp_path / "p" / "prune").exists()

@@ -19,19 +19,56 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(owner, leaf, module)
 
 
+# the torch classes a spec can resize (a user's subclass is rebuilt as its torch base class)
+CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Conv1d, nn.Conv2d,
+         nn.Conv3d)
+NORMS = (nn.SyncBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Channel/feature sizes of every conv (1-3d, transposed too), batch norm, group norm and
+    linear layer: the spec of a shrunk user model."""
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, CONVS):
+            shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+        elif isinstance(m, NORMS):
+            shapes[name] = {"out": m.num_features}
+        elif isinstance(m, nn.GroupNorm):
+            shapes[name] = {"out": m.num_channels}
+        elif isinstance(m, nn.Linear):
+            shapes[name] = {"in": m.in_features, "out": m.out_features}
+    return shapes
+
+
+def _base(m: nn.Module, classes: tuple[type, ...]) -> type:
+    return next(c for c in classes if isinstance(m, c))
+
+
+def _resized(m: nn.Module, shape: dict[str, int]) -> nn.Module | None:
+    """A fresh layer like ``m`` at ``shape``'s widths, or None when ``m`` already has them."""
+    if isinstance(m, CONVS):
+        groups = shape.get("groups", m.groups)  # depthwise convs shrink theirs
+        if (m.in_channels, m.out_channels, m.groups) == (shape["in"], shape["out"], groups):
+            return None
+        kw = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": groups,
+              "bias": m.bias is not None, "padding_mode": m.padding_mode}
+        if m.transposed:
+            kw["output_padding"] = m.output_padding
+        return _base(m, CONVS)(shape["in"], shape["out"], m.kernel_size, **kw)
+    if isinstance(m, NORMS) and m.num_features != shape["out"]:
+        return _base(m, NORMS)(shape["out"], m.eps, m.momentum, m.affine, m.track_running_stats)
+    if isinstance(m, nn.GroupNorm) and m.num_channels != shape["out"]:
+        return nn.GroupNorm(m.num_groups, shape["out"], m.eps, m.affine)
+    if isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (shape["in"], shape["out"]):
+        return nn.Linear(shape["in"], shape["out"], m.bias is not None)
+    return None
+
+
 def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
     """Resize a freshly built user model's layers to ``shapes`` (before loading its weights)."""
     for name, shape in shapes.items():
-        m = model.get_submodule(name)
-        groups = shape.get("groups", getattr(m, "groups", 1))  # depthwise convs shrink theirs
-        if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels, m.groups) != (
-                shape["in"], shape["out"], groups):
-            set_module(model, name, nn.Conv2d(shape["in"], shape["out"], m.kernel_size, m.stride,
-                                               m.padding, m.dilation, groups, m.bias is not None,
-                                               m.padding_mode))
-        elif isinstance(m, nn.BatchNorm2d) and m.num_features != shape["out"]:
-            set_module(model, name, nn.BatchNorm2d(shape["out"], m.eps, m.momentum, m.affine,
-                                                    m.track_running_stats))
-        elif isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (shape["in"], shape["out"]):
-            set_module(model, name, nn.Linear(shape["in"], shape["out"], m.bias is not None))
+        fresh = _resized(model.get_submodule(name), shape)
+        if fresh is not None:
+            set_module(model, name, fresh)
     return model

@@ -25,7 +25,7 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.engine.train import PRUNE_SELECT
 from rlcompress.fileio import write_json
-from rlcompress.models import load_state_dict_file, load_weights
+from rlcompress.models import apply_layer_shapes, load_state_dict_file, load_weights
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
@@ -61,7 +61,22 @@ def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tens
     small, report = prune_groups(model, example, GroupPruneConfig(rate=rate, protect=protect),
                                  rates=rates)
     small_spec = {"arch": "user", "shapes": layer_shapes(small)}
+    _check_rebuild(model, small, small_spec)
     return small, {**small_spec, "origin": origin}, report.kept_whole, report.to_dict()
+
+
+def _check_rebuild(original: nn.Module, small: nn.Module, spec: dict) -> None:
+    """The file is loaded back into a fresh instance resized to ``spec``; a tensor the pruner
+    shrank in a layer kind the spec cannot resize would fail there, after all the training, so
+    it fails here instead."""
+    skeleton = apply_layer_shapes(copy.deepcopy(original), spec["shapes"]).state_dict()
+    bad = [n for n, t in small.state_dict().items()
+           if n in skeleton and tuple(skeleton[n].shape) != tuple(t.shape)]
+    if bad:
+        layers = sorted({n.rpartition(".")[0] for n in bad})
+        kinds = ", ".join(f"{n} ({type(small.get_submodule(n)).__name__})" for n in layers)
+        raise ValueError(f"pruning resized {kinds}, a kind of layer whose width a compressed "
+                         "file cannot record yet; protect the convs that feed it (protect=...)")
 
 
 def _finetune(model: nn.Module, spec: dict, data: ImageData | LoaderData, cfg: TrainConfig,

@@ -27,7 +27,11 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from rlcompress.models import build_model
 from rlcompress.models.resnet_cifar import ARCH, shortcut_map
-from rlcompress.models.shapes import apply_layer_shapes, set_module  # noqa: F401 - re-exported
+from rlcompress.models.shapes import (  # noqa: F401 - re-exported
+    apply_layer_shapes,
+    layer_shapes,
+    set_module,
+)
 from rlcompress.pruning.masks import FilterMasks
 
 
@@ -267,14 +271,3 @@ def _shrink_linear_in(model: nn.Module, name: str, idx: torch.Tensor, spatial: i
     set_module(model, name, new)
 
 
-def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Channel/feature sizes of every conv, BN and linear: the spec of a shrunk user model."""
-    shapes = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
-        elif isinstance(m, nn.BatchNorm2d):
-            shapes[name] = {"out": m.num_features}
-        elif isinstance(m, nn.Linear):
-            shapes[name] = {"in": m.in_features, "out": m.out_features}
-    return shapes
