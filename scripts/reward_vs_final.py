@@ -60,6 +60,8 @@ def main() -> None:
         if len(pts) < 3:
             continue
         name = f"{table['model']} distill={table.get('share_distill', 0.0)}"
+        if table.get("core", "paper") != "paper":  # the same model and fine-tuning, other core
+            name += f" core={table['core']}"
         b, v, t = ([p[k] for p in pts] for k in ("before", "val_after", "test_after"))
         doc[name] = {"table": str(path), "points": pts,
                      "spearman_before_vs_val_after": round(spearman(b, v), 3),
