@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import time
@@ -51,7 +50,7 @@ from rlcompress.engine import TrainConfig, calibration_batches, evaluate_model, 
 from rlcompress.engine.runtime import pick_device
 from rlcompress.engine.train import _optimizer, _train_epoch, make_loaders
 from rlcompress.fileio import write_json
-from rlcompress.models import load_checkpoint
+from rlcompress.models import load_checkpoint, weights_digest
 from rlcompress.selection import best_by_validation
 
 CHECKPOINTS = {  # the clean baselines (trained on the train split only) are the default
@@ -225,15 +224,6 @@ def _jobs(args: argparse.Namespace) -> list[tuple[dict, Callable[[nn.Module, Ima
                              lambda m, d, b=bits, r=lr: ours_qat(m, b, d, args.epochs, r,
                                                                  "centroids")))
     return jobs
-
-
-def weights_digest(model: nn.Module) -> str:
-    """A short digest of a model's parameters and buffers (which weights a row was made from)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def write_rlc(net: nn.Module, spec: dict, path: Path) -> int:

@@ -252,3 +252,19 @@ def test_a_layer_the_file_cannot_resize_fails_before_any_training(planted, tmp_p
         rlcompress.compress(PReLUNet(), data=planted, target_size="4KB", strategy="uniform",
                             out=tmp_path / "p", progress=False, threads=1)
     assert not (tmp_path / "p" / "prune").exists()
+
+
+def test_compress_refuses_a_folder_made_with_another_model_or_settings(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    model = PlainNet()
+    kw = {"data": planted, "strategy": "uniform", "prune_epochs": 0, "share_epochs": 0,
+          "val_images": 32, "out": tmp_path / "c", "progress": False, "threads": 1}
+    _, first = rlcompress.compress(model, target_size="4500", **kw)
+    _, again = rlcompress.compress(model, target_size="4500", **kw)  # resumed, the same file
+    assert again["file_bytes"] == first["file_bytes"] and again["policy"] == first["policy"]
+    with pytest.raises(ValueError, match="other settings"):  # would have reused the search
+        rlcompress.compress(model, target_size="3000", **kw)
+    with pytest.raises(ValueError, match="another model"):
+        rlcompress.compress(PlainNet(), target_size="4500", **kw)
+    _, other = rlcompress.compress(model, target_size="3000", **{**kw, "out": tmp_path / "d"})
+    assert other["file_bytes"] <= 3000

@@ -12,6 +12,7 @@ from rlcompress.models.registry import (
     model_spec,
     register_arch,
     save_checkpoint,
+    weights_digest,
 )
 from rlcompress.models.resnet_cifar import ChannelMapShortcut, CifarResNet, resnet_spec
 from rlcompress.models.shapes import apply_layer_shapes, set_module
@@ -33,4 +34,5 @@ __all__ = [
     "register_arch",
     "resnet_spec",
     "save_checkpoint",
+    "weights_digest",
 ]

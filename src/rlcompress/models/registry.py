@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,17 @@ SPEC_HOOKS: dict[str, Callable[[nn.Module, dict], None]] = {}
 def register_spec_hook(key: str, hook: Callable[[nn.Module, dict], None]) -> None:
     """Make :func:`load_checkpoint` call ``hook(model, spec)`` when ``spec[key]`` is set."""
     SPEC_HOOKS[key] = hook
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a model's parameters and buffers: which weights some work was made
+    from (a run folder, a benchmark row)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        # as raw bytes, so that any dtype (bfloat16 has no NumPy type) hashes
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_checkpoint(model: nn.Module, spec: dict, directory: str | Path, name: str = "model") -> Path:

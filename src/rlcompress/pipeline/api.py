@@ -9,6 +9,8 @@ either an :class:`~rlcompress.data.ImageData` or the user's DataLoaders.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -25,10 +27,16 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.engine.train import PRUNE_SELECT
 from rlcompress.fileio import write_json
-from rlcompress.models import apply_layer_shapes, load_state_dict_file, load_weights
+from rlcompress.models import (
+    apply_layer_shapes,
+    load_state_dict_file,
+    load_weights,
+    weights_digest,
+)
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
+from rlcompress.rundir import claim
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget, run_search
 from rlcompress.search.joint import prunes_nothing
 
@@ -100,6 +108,17 @@ def _as_float32(model: nn.Module) -> nn.Module:
     return model
 
 
+def _claim_out(out: Path, model: nn.Module, settings: dict) -> None:
+    """Every stage of ``compress`` resumes from ``out``, so a second call with another model or
+    other settings (a smaller budget) would silently reuse the first call's search and
+    fine-tunes. Record both there and refuse others."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    marker, advice = out / "compress.json", "choose another out, or delete it to start again"
+    claim(marker, "model", weights_digest(model), f"{out} holds the compression of another model: {advice}")
+    claim(marker, "settings", hashlib.sha256(text.encode()).hexdigest()[:16],
+          f"{out} holds a compression made with other settings: {advice}")
+
+
 def compress(
     model: nn.Module,
     train_loader: object = None,
@@ -161,6 +180,13 @@ def compress(
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
     original = _as_float32(copy.deepcopy(model).eval())  # the caller's model is never modified
+    settings = {"spec": spec, "target_size": target_size, "target_ratio": target_ratio,
+                "prune_rate": prune_rate, "prune_epochs": prune_epochs, "episodes": episodes,
+                "share_epochs": share_epochs, "distill": distill, "lr": lr,
+                "val_images": val_images, "seed": seed, "precision": precision,
+                "share": share, "protect": protect, "compact_bn": compact_bn,
+                "prune_rates": prune_rates, "strategy": strategy}
+    _claim_out(out, original, settings)
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
