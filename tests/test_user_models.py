@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import rlcompress
 from rlcompress.clustering import share_model
+from rlcompress.codec.format import CodecError
 from rlcompress.data.loaders import LoaderData
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_generic
 
@@ -234,6 +235,8 @@ def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: 
         prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "u", progress=False,
         threads=1)
     loaded = rlcompress.load(tmp_path / "u" / "model.rlc", model=UpNet())
+    with pytest.raises(CodecError, match="fresh instance of its class"):
+        rlcompress.load(tmp_path / "u" / "model.rlc")  # a user model's class is not in the file
     assert loaded.up.weight.shape[0] == loaded.conv.out_channels == 4  # the file kept the widths
     assert evaluate_model(loaded, planted, "test")["top1"] == pytest.approx(report["test_top1"], abs=0.01)
 

@@ -406,6 +406,9 @@ def _build(manifest: dict, model: nn.Module | None, file_bytes: int) -> tuple[nn
     if not isinstance(spec, dict):
         raise CodecError("manifest has no architecture spec")
     limit = _element_limit(file_bytes)
+    if model is None and spec.get("arch") == "user":
+        raise CodecError("the file holds your own model's weights, not its code: pass a fresh "
+                         "instance of its class (load(path, model=MyNet()))")
     try:
         if model is None:
             with torch.device("meta"):
