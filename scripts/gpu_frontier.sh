@@ -15,7 +15,8 @@
 # so the points' test top-1 is measured again here before any table is made:
 #   python scripts/remeasure_points.py FILES_AT/results/frontier-gpu NAME
 # which copies them into results/frontier-gpu/ with this machine's full-split accuracies; then
-#   bash scripts/gpu_frontier.sh --collect NAME   (tables, here, from the records alone)
+#   bash scripts/gpu_frontier.sh --collect NAME   (tables, here, from the records alone; give it
+#   the call's MODEL, RATIOS, PRUNE_EPOCHS and SHARE_EPOCHS: the records are keyed by them)
 # Prepare the call as for scripts/gpu_baselines.sh (carry [".devdata", ".whl"]).
 set -uo pipefail
 model=${MODEL:-resnet20}; name=${NAME:-$model-long}; results=results/frontier-gpu
