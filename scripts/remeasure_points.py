@@ -7,8 +7,9 @@ FOLDER is a frontier results folder from elsewhere (``scripts/gpu_frontier.sh`` 
 ``results/frontier-gpu``), holding ``points/NAME/*.json`` records and ``files/NAME/*.rlc``. The
 device machine's copy of the data keeps only 10 test images per class, so each point's file is
 decoded and measured here on the full validation and test splits; the record keeps the other
-machine's figures as ``top1_device`` / ``val_top1_device``. Records whose file is missing (a
-call cut off while copying) are skipped and listed. Search records are copied as they are.
+machine's figures as ``top1_device`` / ``val_top1_device``. Records whose file is missing or
+does not decode (a call cut off while copying) are skipped and listed. Search records are
+copied as they are.
 Afterwards ``rlcompress frontier ... --collect-only`` (``bash scripts/gpu_frontier.sh --collect
 NAME``) builds the tables from the records alone.
 """
@@ -20,6 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
+from rlcompress.codec.format import CodecError
 from rlcompress.data import DataConfig, load_data
 from rlcompress.fileio import write_json
 from rlcompress.jobs.share import evaluate_file
@@ -44,9 +46,13 @@ def remeasure(folder: Path, name: str, results: Path, data_cfg: DataConfig) -> d
         if not rlc.is_file():
             skipped.append(record.name)
             continue
+        try:  # a file copied back while it was being written does not decode
+            scores = evaluate_file(rlc, data)
+        except CodecError:
+            skipped.append(record.name)
+            continue
         kept = dst_files / rlc.name
         shutil.copyfile(rlc, kept)
-        scores = evaluate_file(kept, data)
         row |= {"top1_device": row["top1"], "val_top1_device": row["val_top1"],
                 "top1": round(scores["test"]["top1"], 2),
                 "val_top1": round(scores["val"]["top1"], 2), "file": str(kept)}

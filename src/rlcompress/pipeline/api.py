@@ -173,6 +173,9 @@ def compress(
     ``episodes`` episodes), ``random``, or a one-shot allocator (``greedy``, ``hessian``,
     ``uniform``; one policy from measured sensitivities, minutes instead of an hour). At
     ResNet-20's 16x file budget ``greedy`` ended about one validation point above DDPG.
+    Every stage resumes from ``out``: calling again continues an interrupted call, and a call
+    with another model or other settings there is a ValueError (``out/compress.json`` records
+    both; the data loaders are not recorded).
     """
     threads = threads or torch.get_num_threads()
     if (target_size is None) == (target_ratio is None):

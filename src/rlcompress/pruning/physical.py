@@ -269,5 +269,3 @@ def _shrink_linear_in(model: nn.Module, name: str, idx: torch.Tensor, spatial: i
     if lin.bias is not None:
         new.bias.data.copy_(lin.bias.data)
     set_module(model, name, new)
-
-
