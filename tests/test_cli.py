@@ -154,3 +154,17 @@ def test_help_defaults_are_the_defaults_used():
             if m and action.dest not in p._defaults and action.default is not None:
                 assert f"(default: {action.default})" in action.help or isinstance(
                     action.default, (tuple, list)), (name, action.dest)
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["run", "--quick"], "`rlcompress run --resume runs/pipeline-quick`"),
+    (["run", "--out", "r1"], "`rlcompress run --resume r1`"),
+    (["frontier", "--model", "resnet20"], "rerun the same command"),
+    (["train", "--out", "t"], "rerun with --resume"),
+    (["evaluate", "x.rlc"], ""),
+])
+def test_an_interrupt_says_how_that_command_continues(argv, hint):
+    from rlcompress.cli import _resume_hint
+
+    text = _resume_hint(build_parser().parse_args(argv))
+    assert (hint in text) if hint else text == ""

@@ -517,9 +517,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlcompress: {where}error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rlcompress: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"rlcompress: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How the interrupted command continues (each resumes its own way, some not at all)."""
+    if args.command in ("frontier", "reproduce"):
+        return "; rerun the same command to continue"
+    if args.command == "run":
+        out = args.resume or args.out or ("runs/pipeline-quick" if args.quick else "runs/pipeline")
+        return f"; rerun the same command, or `rlcompress run --resume {out}`, to continue"
+    return "; rerun with --resume to continue" if hasattr(args, "resume") else ""
 
 
 class _StderrHandler(logging.StreamHandler):
