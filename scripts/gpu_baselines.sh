@@ -36,7 +36,7 @@ start=$(date +%s)
 deadline=$((start + ${CALL_SECONDS:-0}))
 limited() {  # run "$@" under what is left of CALL_SECONDS (if set)
   if [ "${CALL_SECONDS:-0}" = 0 ]; then "$@"; else
-    timeout --signal=TERM $((deadline - $(date +%s))) "$@"; fi
+    timeout --signal=TERM "$(time_left)" "$@"; fi
 }
 compile=()
 [ -n "${COMPILE-reduce-overhead}" ] && compile=(--compile --compile-mode "${COMPILE-reduce-overhead}")

@@ -55,7 +55,7 @@ for r in "${ratios[@]}"; do
       --out "$runs/frontier" --ratios "$r" --strategies "$strategy" --seeds 3 "${seeds[@]}"
       --threads "$threads" "${schedule[@]}" "${data[@]}" "$@")
     if [ "${CALL_SECONDS:-0}" != 0 ]; then
-      cmd=(timeout --signal=TERM $((deadline - $(date +%s))) "${cmd[@]}"); fi
+      cmd=(timeout --signal=TERM "$(time_left)" "${cmd[@]}"); fi
     "${cmd[@]}" > "$log" 2>&1 &
   done
 done
