@@ -208,7 +208,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from rlcompress.pipeline.run import saved_config
 
     cfg = config_from_args(PipelineConfig, args)
-    out = args.resume or args.out or ("runs/pipeline-quick" if cfg.quick else "runs/pipeline")
+    out = _run_dir(args)
     saved = Path(out) / "pipeline.json"
     if args.resume:
         if not saved.is_file():
@@ -217,6 +217,11 @@ def _cmd_run(args: argparse.Namespace) -> None:
     report = run_pipeline(cfg, out, config_from_args(DataConfig, args), progress=not args.quiet)
     print(format_report(report))
     print(f"report: {Path(out) / 'report.json'}")
+
+
+def _run_dir(args: argparse.Namespace) -> str:
+    """The run directory of ``rlcompress run``: the one resumed, or --out, or the default."""
+    return args.resume or args.out or ("runs/pipeline-quick" if args.quick else "runs/pipeline")
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
@@ -527,8 +532,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command in ("frontier", "reproduce"):
         return "; rerun the same command to continue"
     if args.command == "run":
-        out = args.resume or args.out or ("runs/pipeline-quick" if args.quick else "runs/pipeline")
-        return f"; rerun the same command, or `rlcompress run --resume {out}`, to continue"
+        return f"; rerun the same command, or `rlcompress run --resume {_run_dir(args)}`, to continue"
     return "; rerun with --resume to continue" if hasattr(args, "resume") else ""
 
 
