@@ -143,3 +143,39 @@ def test_per_group_rates_and_determinism():
     stem = next(g for g in a.groups if g.name == "stem.0")
     assert stem.pruned == 0 and stem.status == "kept whole"
     assert all(g.pruned == g.channels // 2 for g in a.groups if g.status == "pruned")
+
+
+class TiedNet(nn.Module):
+    """One conv applied twice: its input and output channels are one group with the stem's."""
+
+    def __init__(self, detach: bool = False) -> None:
+        super().__init__()
+        self.stem, self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+        self.detach = detach
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        for _ in range(2):
+            h = torch.relu(nn.functional.conv2d(h, self.conv.weight.detach(), self.conv.bias, padding=1)
+                           if self.detach else self.conv(h))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_a_frozen_layer_is_pruned_with_its_group_and_stays_frozen():
+    torch.manual_seed(0)
+    net = TiedNet().eval()
+    net.stem.requires_grad_(False)
+    small, report = prune_groups(net, torch.randn(2, 3, 16, 16), GroupPruneConfig(rate=0.5))
+    assert report.kept_whole == {}
+    assert small.stem.out_channels == small.conv.in_channels == small.conv.out_channels == 4
+    assert {n for n, p in small.named_parameters() if not p.requires_grad} == {"stem.weight", "stem.bias"}
+    assert all(p.requires_grad for p in net.conv.parameters()) and not net.stem.weight.requires_grad
+
+
+def test_a_group_the_graph_gets_wrong_is_kept_whole_not_a_crash():
+    torch.manual_seed(0)
+    net = TiedNet(detach=True).eval()  # the graph cannot see the conv through a detached weight
+    x = torch.randn(2, 3, 16, 16)
+    small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    assert "stem" in report.kept_whole and "fails to run" in report.kept_whole["stem"]
+    torch.testing.assert_close(small(x), net(x))

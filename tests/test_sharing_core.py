@@ -221,6 +221,29 @@ def test_qat_keeps_pruned_weights_zero_and_exports_bit_exactly(tmp_path: Path, t
         assert torch.equal(decoded.eval()(x), y_qat)
 
 
+def test_a_frozen_layer_stays_frozen_through_trained_quantization(tmp_path: Path):
+    from rlcompress.clustering.sharing import unshare
+
+    model, _ = _tiny_resnet(pruned=True)
+    model.conv1.requires_grad_(False)  # e.g. a user's frozen stem
+    stem = model.conv1.weight.detach().clone()
+    data = planted_data(n_train=64, n_val=32)
+    layers = clusterable_layers(model)
+    imp = fisher_importance(model, calibration_batches(data, 32), list(layers))
+    qat_model(model, resolve_policy("k4", layers), ShareConfig(bn_images=32), importance=imp)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv1.latent"}
+    start = model.conv1.latent.detach().clone()
+    spec = {**model_spec("resnet20", num_classes=4), **sharing_spec(model)}
+    fit(model, spec, data, TrainConfig(epochs=1, batch_size=32, lr=0.05, precision="fp32",
+                                       progress=False, select="last"), tmp_path / "f")
+    assert torch.equal(model.conv1.latent, start) and torch.equal(start, stem)
+    freeze_qat(model)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {"conv1.codebook"}
+    unshare(model)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {"conv1.weight"}
+
+
 @pytest.mark.parametrize("tau", [0.0, 0.05])
 def test_qat_reassigns_weights_and_resumes_exactly(tmp_path: Path, tau: float):
     model, _ = _tiny_resnet(pruned=True)

@@ -210,6 +210,30 @@ def test_a_float64_model_is_compressed_as_a_float32_copy(planted, tmp_path: Path
     assert next(decoded.parameters()).dtype == torch.float32 and report["file_bytes"] <= 4500
 
 
+class TwoHeads(PlainNet):
+    """Returns (logits, features), as many user models do."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.relu(self.b1(self.c1(x))).mean((2, 3))
+        return self.fc(f), f
+
+
+class ThreeScores(PlainNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 3)
+
+
+@pytest.mark.parametrize(("model", "match"), [(TwoHeads(), "returns a tuple"),
+                                              (ThreeScores(), "3 class scores")])
+def test_a_model_whose_output_is_not_class_scores_is_a_clear_error(planted, tmp_path: Path,
+                                                                     model: nn.Module, match: str):
+    with pytest.raises(ValueError, match=match):
+        rlcompress.compress(model, data=planted, target_size="4500", strategy="uniform",
+                            out=tmp_path / "o", progress=False, threads=1)
+    assert not (tmp_path / "o").exists()  # it fails before any work
+
+
 class UpNet(nn.Module):
     """A transposed conv between two convs: pruning the first conv's filters shrinks its
     input channels (dim 0 of a transposed conv's weight)."""

@@ -168,7 +168,8 @@ def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
     weight = module._parameters.pop("weight")
     if tuple(indices.shape) != tuple(weight.shape):
         raise ValueError(f"indices shape {tuple(indices.shape)} != weight shape {tuple(weight.shape)}")
-    module.register_parameter("latent", nn.Parameter(weight.detach().float().clone()))
+    module.register_parameter("latent", nn.Parameter(weight.detach().float().clone(),
+                                                     requires_grad=weight.requires_grad))
     module.register_buffer("codebook", codebook.detach().float().clone())
     module.register_buffer("indices", indices.to(torch.long).clone())
     module.register_buffer("qmask", indices < codebook.numel())
@@ -206,14 +207,14 @@ def freeze_qat(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if not is_qat(m):
             continue
-        book, idx = m.codebook.clone(), m.indices.clone()
+        book, idx, trainable = m.codebook.clone(), m.indices.clone(), m.latent.requires_grad
         remove_hooks(m, _qat_pre_hook)
         for name in ("codebook", "indices", "qmask", "importance"):
             del m._buffers[name]
         del m._parameters["latent"]
         del m.qat_tau
         m.__dict__.pop("weight", None)
-        m.weight = nn.Parameter(torch.zeros(idx.shape))
+        m.weight = nn.Parameter(torch.zeros(idx.shape), requires_grad=trainable)
         make_shared(m, book, idx)
     return model
 

@@ -229,8 +229,10 @@ def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor
     if codebook.dim() not in (1, 2) or (codebook.dim() == 2 and codebook.shape[0] > shape[0]):
         raise ValueError(f"codebook of shape {tuple(codebook.shape)} does not fit a layer of "
                          f"{shape[0]} output channels")
-    del module._parameters["weight"]
-    module.register_parameter("codebook", nn.Parameter(codebook.detach().float().clone()))
+    # a frozen layer (requires_grad=False) stays frozen through every fine-tuning
+    trainable = module._parameters.pop("weight").requires_grad
+    module.register_parameter("codebook", nn.Parameter(codebook.detach().float().clone(),
+                                                       requires_grad=trainable))
     module.register_buffer("indices", indices.to(torch.long))
     module.register_forward_pre_hook(_pre_hook)
     module.register_forward_hook(_post_hook)
@@ -333,11 +335,11 @@ def unshare(model: nn.Module) -> nn.Module:
     """Bake shared layers back into plain float weights (in place)."""
     for m in model.modules():
         if is_shared(m):
-            w = shared_weight(m).detach().clone()
+            w, trainable = shared_weight(m).detach().clone(), m.codebook.requires_grad
             remove_hooks(m, _pre_hook)
             del m._parameters["codebook"], m._buffers["indices"]
             m.__dict__.pop("weight", None)
-            m.weight = nn.Parameter(w)
+            m.weight = nn.Parameter(w, requires_grad=trainable)
     return model
 
 

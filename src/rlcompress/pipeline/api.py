@@ -57,6 +57,25 @@ def _example(data: ImageData | LoaderData) -> torch.Tensor:
     return torch.zeros(1, c, h, w)
 
 
+def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
+    """Every stage scores the model's output as one row of class scores per input; a model
+    that returns a tuple or dict (logits and features, say) or too few scores for the labels
+    would fail deep inside the first evaluation, so it fails here with what to change."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(torch.zeros(2, *_example(data).shape[1:], device=device))
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model returns a {type(out).__name__}; compress needs a model "
+                         "whose forward returns one (batch, classes) tensor of class scores: "
+                         "wrap it in a module that returns the logits alone")
+    if out.dim() != 2 or out.shape[0] != 2:
+        raise ValueError(f"the model returns a tensor of shape {tuple(out.shape)} for 2 inputs; "
+                         "compress needs one row of class scores per input, (batch, classes)")
+    if out.shape[1] < data.num_classes:
+        raise ValueError(f"the model returns {out.shape[1]} class scores, but the labels reach "
+                         f"class {data.num_classes - 1}")
+
+
 def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tensor,
            protect: tuple[str, ...] = (), rates: dict[str, float] | None = None):
     origin = {"weights": layer_weight_count(model), "state_bytes": float_state_bytes(model)}
@@ -183,6 +202,7 @@ def compress(
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
     original = _as_float32(copy.deepcopy(model).eval())  # the caller's model is never modified
+    _check_outputs(original, data)
     settings = {"spec": spec, "target_size": target_size, "target_ratio": target_ratio,
                 "prune_rate": prune_rate, "prune_epochs": prune_epochs, "episodes": episodes,
                 "share_epochs": share_epochs, "distill": distill, "lr": lr,

@@ -201,6 +201,11 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
                          flops_before=count_flops(model, (1, *shape)))
     before = {n: (m.in_channels, m.out_channels) for n, m in model.named_modules()
               if isinstance(m, nn.Conv2d)}
+    # Torch-Pruning follows the autograd graph: a frozen layer (requires_grad=False) would be
+    # missing from it, and its channels left unpruned while its neighbours shrink
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    for p in model.parameters():
+        p.requires_grad_(True)
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     roots = [(dg._module2name[g[0].dep.target.module], len(g[0].idxs)) for g in
@@ -209,6 +214,8 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     for name, channels in roots:
         report.groups.append(_prune_one(model, dg, tp, name, channels, rates.get(name, cfg.rate),
                                         cfg, x))
+    for n, p in model.named_parameters():  # pruned layers hold new Parameters
+        p.requires_grad_(n not in frozen)
     report.params_after = count_params(model)
     report.flops_after = count_flops(model, (1, *shape))
     report.convs = len(before)
@@ -243,14 +250,22 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
         want = model(x)  # the channels masked, full width
         _restore(copy.deepcopy(saved))
         group.prune()
-        got = model(x)
-    diff = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
+        failure = ""
+        try:
+            got = model(x)
+        except RuntimeError as exc:  # a layer the graph missed kept its width
+            got, failure = None, f"the pruned network fails to run ({str(exc)[:120]})"
+    if got is None or got.shape != want.shape:
+        diff = float("inf")
+    else:
+        diff = float((got - want).abs().max())
     if diff > cfg.atol:
         _restore(saved)
         record.status, record.rate, record.max_abs_diff = "kept whole", 0.0, diff
-        record.reason = ("changes the model's output shape" if diff == float("inf") else
-                         f"pruned output differs from the masked one by {diff:.2g} (an op that "
-                         "does not map zero to zero, or a pattern the graph gets wrong)")
+        record.reason = failure or ("changes the model's output shape" if diff == float("inf")
+                                    else f"pruned output differs from the masked one by "
+                                    f"{diff:.2g} (an op that does not map zero to zero, or a "
+                                    "pattern the graph gets wrong)")
         return record
     record.pruned, record.max_abs_diff = len(idxs), diff
     record.params_saved = params - count_params(model)
