@@ -295,3 +295,35 @@ def test_compress_refuses_a_folder_made_with_another_model_or_settings(planted, 
         rlcompress.compress(PlainNet(), target_size="4500", **kw)
     _, other = rlcompress.compress(model, target_size="3000", **{**kw, "out": tmp_path / "d"})
     assert other["file_bytes"] <= 3000
+
+
+class SignalNet(nn.Module):
+    """A 1-D (e.g. telemetry) or 3-D (volume) CNN: conv-bn-relu twice, pooled, linear."""
+
+    def __init__(self, dims: int = 1) -> None:
+        super().__init__()
+        conv, bn = {1: (nn.Conv1d, nn.BatchNorm1d), 3: (nn.Conv3d, nn.BatchNorm3d)}[dims]
+        self.c1, self.b1 = conv(2, 8, 3, padding=1), bn(8)
+        self.c2, self.b2 = conv(8, 16, 3, padding=1), bn(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        return self.fc(x.flatten(2).mean(2))
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv1d_and_conv3d_models_are_pruned_clustered_and_load_back(tmp_path: Path, dims: int):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(128) % 4
+    x = torch.randn(128, 2, *(6,) * dims, generator=g) + y.view(-1, *(1,) * (dims + 1)) * 0.5
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    torch.manual_seed(0)
+    model = SignalNet(dims)
+    decoded, report = rlcompress.compress(
+        model, loader, loader, target_size="2KB", strategy="uniform", prune_epochs=1,
+        share_epochs=1, val_images=64, out=tmp_path / "s", progress=False, threads=1)
+    assert report["file_bytes"] <= 2000 and set(report["policy"]) == {"c1", "c2", "fc"}
+    assert decoded.c1.out_channels < 8 and len(decoded.c2.codebook) <= report["policy"]["c2"]
+    again = rlcompress.load(report["file"], model=SignalNet(dims)).eval()
+    torch.testing.assert_close(again(x[:8]), decoded.eval()(x[:8]), rtol=0, atol=1e-6)

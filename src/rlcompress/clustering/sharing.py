@@ -22,7 +22,9 @@ from rlcompress.clustering.kmeans import METHODS, Clustering, cluster_1d
 from rlcompress.dist import shard
 from rlcompress.fileio import atomic_path
 
-CLUSTERABLE = (nn.Conv2d, nn.Linear)
+# every layer whose weight is a plain (out, in, *kernel) or (out, in) tensor; transposed convs
+# store (in, out, ...) and stay float
+CLUSTERABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
@@ -103,11 +105,11 @@ PAPER = ShareConfig(method="lloyd", bn_images=0, finetune="centroids")
 
 
 def clusterable_layers(model: nn.Module, first: bool = True, last: bool = True) -> dict[str, nn.Module]:
-    """Conv2d and Linear layers in definition order, optionally without the first / last one."""
+    """Conv (1-3d) and Linear layers in definition order, optionally without the first / last one."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, CLUSTERABLE)}
     names = list(layers)
     if not names:
-        raise ValueError("the model has no Conv2d or Linear layer to cluster")
+        raise ValueError("the model has no conv or Linear layer to cluster")
     if not first:
         layers.pop(names[0], None)
     if not last and len(names) > 1:
@@ -213,14 +215,14 @@ def _refresh_after_load(module: nn.Module, _incompatible: object) -> None:
 
 
 def make_shared(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor) -> nn.Module:
-    """Turn a Conv2d/Linear into a shared layer in place.
+    """Turn a conv (1-3d) or Linear layer into a shared layer in place.
 
     ``codebook`` is 1-D (k centroids) or 2-D (one row of k per block of output channels, see
     :func:`row_blocks`); ``indices`` has the weight's shape and points into the flattened
     codebook; the value ``codebook.numel()`` marks a pruned (zero) position.
     """
     if not isinstance(module, CLUSTERABLE):
-        raise TypeError(f"only Conv2d and Linear layers can share weights, got {type(module)}")
+        raise TypeError(f"only conv (1-3d) and Linear layers can share weights, got {type(module)}")
     if is_shared(module):
         raise ValueError("layer is already shared")
     shape = module.weight.shape
@@ -369,7 +371,7 @@ def prepare_shared(model: nn.Module, layout: dict[str, int | list[int]]) -> nn.M
 
 @torch.no_grad()
 def share_palettized(model: nn.Module, max_k: int = 1 << 16) -> dict[str, int]:
-    """Make every Conv2d/Linear whose surviving weights take at most ``max_k`` distinct values
+    """Make every conv/Linear whose surviving weights take at most ``max_k`` distinct values
     (another tool's palettized output, e.g. coremltools') a shared layer whose codebook is
     exactly those values (in place), so it can be written as an ``.rlc`` file and measured on
     the same scale as ours. Returns k per converted layer; layers with more values stay float."""

@@ -600,7 +600,7 @@ def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Modul
         raise CodecError("a layer is listed twice")
     for name in names:
         if not isinstance(modules.get(name), CLUSTERABLE) or is_shared(modules[name]):
-            raise CodecError(f"layer {name!r} is not a Conv2d/Linear of the architecture")
+            raise CodecError(f"layer {name!r} is not a conv or Linear layer of the architecture")
     compact = _compact_records(manifest, model)
     implied = {f"{n}.{leaf}" for n in compact for leaf in ("running_mean", "running_var")}
     plain = {k: v for k, v in model.state_dict().items()

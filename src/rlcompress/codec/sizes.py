@@ -9,7 +9,7 @@ from rlcompress.clustering.sharing import CLUSTERABLE, is_shared, kept_weight_co
 
 
 def layer_weight_count(model: nn.Module) -> int:
-    """Weights of all Conv2d and Linear layers (what the paper's ratio counts)."""
+    """Weights of all conv (1-3d) and Linear layers (what the paper's ratio counts)."""
     total = 0
     for m in model.modules():
         if isinstance(m, CLUSTERABLE):

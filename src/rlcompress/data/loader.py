@@ -93,6 +93,12 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator, part: slice |
     return apply_cutout(x, size, _part(draws, part or slice(0, total), x.device))
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels_last memory order if it is a 4-D image batch; any other input (a 1-D
+    signal batch for a Conv1d model, a volume for a Conv3d one) contiguous as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
+
+
 def to_model_input(
     images: torch.Tensor,
     mean: tuple[float, ...],

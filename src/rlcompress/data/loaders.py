@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlcompress.data.loader import channels_last
 from rlcompress.dist import shard
 
 
@@ -119,7 +120,7 @@ class LoaderData:
                 raise ValueError(f"the {split} loader gave a different order on a second pass; "
                                  "use a loader without random transforms or shuffling")
             if sel.any():
-                out.append((x[sel].contiguous(memory_format=torch.channels_last), y[sel]))
+                out.append((channels_last(x[sel]), y[sel]))
             pos += len(y)
         return out
 
@@ -130,7 +131,7 @@ class LoaderData:
         out, seen = [], 0
         for x, y in _seeded(self.split(split), seed):
             take = min(len(y), limit - seen)
-            out.append((x[:take].contiguous(memory_format=torch.channels_last), y[:take]))
+            out.append((channels_last(x[:take]), y[:take]))
             seen += take
             if seen >= limit:
                 break

@@ -12,7 +12,7 @@ from rlcompress import dist
 from rlcompress.data import BatchLoader, ImageData
 from rlcompress.data.loaders import LoaderData, Sharded
 from rlcompress.engine.evaluate import evaluate
-from rlcompress.engine.runtime import pick_device
+from rlcompress.engine.runtime import pick_device, to_channels_last
 
 
 def split_loader(data: ImageData | LoaderData, split: str, batch_size: int = 512,
@@ -62,6 +62,6 @@ def evaluate_model(
     """Top-1 / top-5 of ``model`` on one split of ``data`` (divided among the ranks under
     torchrun, the same numbers as one process)."""
     dev = pick_device(device)
-    model.to(dev).to(memory_format=torch.channels_last)
+    to_channels_last(model.to(dev))
     loader = split_loader(data, split, sharded=True)
     return evaluate(model, loader, dev, precision, progress and dist.is_main(), f"eval {split}")

@@ -38,7 +38,13 @@ from rlcompress.data import BatchLoader, ImageData
 from rlcompress.data.loaders import EpochSeeded, LoaderData, Sharded
 from rlcompress.engine.ddp import local_weight, sync_batchnorm, wrap_ddp
 from rlcompress.engine.evaluate import evaluate
-from rlcompress.engine.runtime import autocast, pick_device, seed_everything, set_threads
+from rlcompress.engine.runtime import (
+    autocast,
+    pick_device,
+    seed_everything,
+    set_threads,
+    to_channels_last,
+)
 from rlcompress.fileio import atomic_path, write_json
 from rlcompress.models import CheckpointError, load_weights, save_checkpoint
 from rlcompress.rundir import open_run_dir, read_rows, write_rows
@@ -231,7 +237,7 @@ def short_finetune(model: nn.Module, data: ImageData | LoaderData, cfg: TrainCon
     first = _FirstBatches(loader, steps)
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     if teacher is not None:
         teacher.to(device).eval()
     opt = _optimizer(model, cfg)
@@ -360,13 +366,13 @@ def fit(
     batch_size = getattr(train_loader, "batch_size", None) or cfg.batch_size
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     opt = _optimizer(model, cfg)
     if cfg.distill > 0 and teacher is None:
         raise ValueError("distill > 0 needs a teacher model")
     teacher = teacher.to(device).eval() if cfg.distill > 0 else None
     if teacher is not None and cfg.channels_last:
-        teacher.to(memory_format=torch.channels_last)
+        to_channels_last(teacher)
     start_epoch, best, elapsed = 1, {"val_top1": -1.0, "epoch": 0}, 0.0
     if resume and state_path.is_file():
         start_epoch, best, elapsed, planned = _resume_state(state_path, model, opt)

@@ -34,6 +34,8 @@ from torch import nn
 from rlcompress.pruning.criteria import CRITERIA, num_pruned
 from rlcompress.pruning.measure import count_flops, count_params
 
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 
 def _tp():  # noqa: ANN202 - the module
     try:
@@ -130,7 +132,7 @@ def _producers(group: object, tp: object) -> list[tuple[nn.Module, list[int], li
         m = dep.target.module
         is_out = dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels,
                                  tp.prune_depthwise_conv_out_channels)
-        if is_out and isinstance(m, nn.Conv2d | nn.Linear):
+        if is_out and isinstance(m, (*CONVS, nn.Linear)):
             out.append((m, [int(i) for i in idxs], [int(i) for i in item.root_idxs]))
     return out
 
@@ -167,7 +169,7 @@ def _mask_group(group: object, tp: object) -> None:
 def _grouped_conv(dg: object, group: object) -> str:
     for dep, _ in group:
         m = dep.target.module
-        if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels:
+        if isinstance(m, CONVS) and 1 < m.groups < m.in_channels:
             return f"{dg._module2name.get(m, '?')} is a grouped conv ({m.groups} groups)"
     return ""
 
@@ -200,7 +202,7 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     report = GroupReport(params_before=count_params(model),
                          flops_before=count_flops(model, (1, *shape)))
     before = {n: (m.in_channels, m.out_channels) for n, m in model.named_modules()
-              if isinstance(m, nn.Conv2d)}
+              if isinstance(m, CONVS)}
     # Torch-Pruning follows the autograd graph: a frozen layer (requires_grad=False) would be
     # missing from it, and its channels left unpruned while its neighbours shrink
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -209,7 +211,7 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     roots = [(dg._module2name[g[0].dep.target.module], len(g[0].idxs)) for g in
-             dg.get_all_groups(ignored_layers=linears, root_module_types=[nn.Conv2d])]
+             dg.get_all_groups(ignored_layers=linears, root_module_types=list(CONVS))]
     x = torch.randn(cfg.check_batch, *shape, generator=torch.Generator().manual_seed(cfg.seed))
     for name, channels in roots:
         report.groups.append(_prune_one(model, dg, tp, name, channels, rates.get(name, cfg.rate),
@@ -220,7 +222,7 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     report.flops_after = count_flops(model, (1, *shape))
     report.convs = len(before)
     report.convs_shrunk = sum(1 for n, m in model.named_modules()
-                              if isinstance(m, nn.Conv2d) and (m.in_channels, m.out_channels)
+                              if isinstance(m, CONVS) and (m.in_channels, m.out_channels)
                               != before[n])
     return model, report
 

@@ -28,7 +28,7 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
 from rlcompress.engine.bn import bn_reference, recalibrate_bn
 from rlcompress.engine.fold import FoldedCopy
-from rlcompress.engine.runtime import autocast
+from rlcompress.engine.runtime import autocast, to_channels_last
 
 
 class PolicyEvaluator:
@@ -49,11 +49,11 @@ class PolicyEvaluator:
     ) -> None:
         """``importance``: per-weight Fisher importances already computed for this model and
         sharing configuration (another evaluator's), instead of computing them again."""
-        self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        self.model = to_channels_last(copy.deepcopy(model).eval())
         self.modules = dict(self.model.named_modules())
         self._folded = FoldedCopy.of(self.model)
         if self._folded is not None:
-            self._folded.net.to(memory_format=torch.channels_last)
+            to_channels_last(self._folded.net)
         self.layers = list(layers)
         self.cfg = share_cfg or ShareConfig()
         self.cache = cache or ClusterCache()
