@@ -234,6 +234,23 @@ def test_a_model_whose_output_is_not_class_scores_is_a_clear_error(planted, tmp_
     assert not (tmp_path / "o").exists()  # it fails before any work
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"target_size": None, "target_ratio": 0.0}, "target_ratio must be a number > 0"),
+    ({"share_epochs": -1}, "share_epochs must be a whole number"),
+    ({"episodes": 2.5}, "episodes must be a whole number"),
+    ({"episodes": 0, "strategy": "ddpg"}, "needs at least one episode"),
+    ({"out": "file"}, "out must be a folder"),
+])
+def test_bad_arguments_fail_before_any_work(planted, tmp_path: Path, kwargs: dict, match: str):
+    (tmp_path / "file").write_text("x")
+    args = {"target_size": "4500", "strategy": "uniform", "out": "o", "progress": False,
+            "threads": 1, **kwargs}
+    args["out"] = tmp_path / args["out"]
+    with pytest.raises(ValueError, match=match):
+        rlcompress.compress(PlainNet(), data=planted, **args)
+    assert not (tmp_path / "o").exists()
+
+
 class UpNet(nn.Module):
     """A transposed conv between two convs: pruning the first conv's filters shrinks its
     input channels (dim 0 of a transposed conv's weight)."""

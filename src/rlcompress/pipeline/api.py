@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import numbers
 import warnings
 from pathlib import Path
 
@@ -127,6 +128,19 @@ def _as_float32(model: nn.Module) -> nn.Module:
     return model
 
 
+def _check_args(target_size: object, target_ratio: object, out: Path, **counts: object) -> None:
+    """Arguments the configs below would take or reject only after some work."""
+    if (target_size is None) == (target_ratio is None):
+        raise ValueError("give exactly one of target_size and target_ratio")
+    if target_ratio is not None and not target_ratio > 0:
+        raise ValueError(f"target_ratio must be a number > 0, got {target_ratio!r}")
+    for name, value in counts.items():
+        if not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out must be a folder; {out} is a file")
+
+
 def _claim_out(out: Path, model: nn.Module, settings: dict) -> None:
     """Every stage of ``compress`` resumes from ``out``, so a second call with another model or
     other settings (a smaller budget) would silently reuse the first call's search and
@@ -197,8 +211,8 @@ def compress(
     both; the data loaders are not recorded).
     """
     threads = threads or torch.get_num_threads()
-    if (target_size is None) == (target_ratio is None):
-        raise ValueError("give exactly one of target_size and target_ratio")
+    _check_args(target_size, target_ratio, Path(out), prune_epochs=prune_epochs,
+                share_epochs=share_epochs, episodes=episodes, val_images=val_images)
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
     original = _as_float32(copy.deepcopy(model).eval())  # the caller's model is never modified
@@ -209,10 +223,6 @@ def compress(
                 "val_images": val_images, "seed": seed, "precision": precision,
                 "share": share, "protect": protect, "compact_bn": compact_bn,
                 "prune_rates": prune_rates, "strategy": strategy}
-    _claim_out(out, original, settings)
-    has_test = not isinstance(data, LoaderData) or data.test_loader is not None
-    before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
-              for s in (("val", "test") if has_test else ("val",))}
     if prune_rates is not None and not isinstance(prune_rates, str):
         prune_rates = ",".join(map(str, prune_rates))
     scfg = SearchConfig(strategy=strategy, episodes=episodes, seed=seed, target_ratio=target_ratio or 0.0,
@@ -222,6 +232,10 @@ def compress(
                         protect=tuple(protect))
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads, select=PRUNE_SELECT)
+    _claim_out(out, original, settings)
+    has_test = not isinstance(data, LoaderData) or data.test_loader is not None
+    before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
+              for s in (("val", "test") if has_test else ("val",))}
     share = share or ShareConfig()
     ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
     if prune_rates:

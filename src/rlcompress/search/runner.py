@@ -155,6 +155,10 @@ class SearchConfig:
         if self.strategy not in STRATEGIES:  # before any pruning or training, not after
             raise ValueError(f"unknown search strategy {self.strategy!r}; known: "
                              f"{sorted(STRATEGIES)}")
+        if self.episodes < 1 and self.strategy not in ALLOCATORS:
+            raise ValueError(f"the {self.strategy!r} search needs at least one episode "
+                             f"(episodes={self.episodes}); a one-shot allocator (e.g. 'greedy') "
+                             "needs none")
         if self.prune_rates:
             parse_rates(self.prune_rates)
         unknown = [a for a in self.demo_allocators() if a not in ALLOCATORS]
