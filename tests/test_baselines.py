@@ -38,6 +38,26 @@ def test_scratch_training_and_its_record(image_tar: Path, tmp_path: Path):
     assert (results / "resnet20_metrics.csv").is_file() and (results / "resnet20_curve.png").is_file()
 
 
+def test_the_baseline_command_trains_from_scratch_and_never_overwrites_the_clean_record(
+        image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+
+    results = tmp_path / "results"
+    common = ["--model", "resnet20", "--epochs", "1", "--batch-size", "8", "--source",
+              str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--quiet",
+              "--threads", "1", "--results", str(results)]
+    assert main(["baseline", "--out", str(tmp_path / "s"), *common]) == 0
+    clean = json.loads((results / "resnet20.json").read_text())
+    assert clean["init"] == "scratch" and clean["train_images"] > 0
+    assert clean["command"].startswith("rlcompress baseline") and clean["recipe"]["epochs"] == 1
+    assert (results / "resnet20_metrics.csv").is_file() and (results / "resnet20_curve.png").is_file()
+    start = str(tmp_path / "s" / "best.safetensors")
+    assert main(["baseline", "--out", str(tmp_path / "f"), "--init", start, *common]) == 0
+    tuned = json.loads((results / "resnet20_finetuned.json").read_text())
+    assert tuned["init"] == start and tuned["run_dir"] == str(tmp_path / "f")
+    assert json.loads((results / "resnet20.json").read_text()) == clean
+
+
 def test_default_start_is_the_committed_clean_baseline(tmp_path: Path, monkeypatch):
     import inspect
 

@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("search", help="search k per layer under a size budget (DDPG or random)",
+    p = sub.add_parser("search", help="search k per layer under a size budget (DDPG, random "
+                       "search or a one-shot allocator)",
                        description="Learn the number of clusters k of every layer under a budget "
                        "(--target-ratio or --target-size), scoring each policy on a fixed "
                        "validation subset. Writes episodes.csv, best_policy.json, plots.")
@@ -485,12 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reproduce)
 
     for name, text in [
-        ("baseline", "fine-tune a pretrained model and write results/baseline/<model>.json"),
+        ("baseline", "train a baseline and write results/baseline/<model>.json (from scratch on "
+                     "the train split; from --init weights: <model>_finetuned.json)"),
     ]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--model", default="resnet20", help=f"registered model ({models})")
-        p.add_argument("--init", default="pretrained",
-                       help="weights to start from: 'pretrained' (shared checkpoint) or a path")
+        p.add_argument("--init", default="scratch",
+                       help="weights to start from: 'scratch' (default), 'pretrained' (shared "
+                       "checkpoint, whose training saw the validation images) or a path")
         p.add_argument("--out", default=None, help="run directory (default runs/baseline-MODEL)")
         p.add_argument("--results", default="results/baseline", help="where the JSON result goes")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run")

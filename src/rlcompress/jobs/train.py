@@ -3,6 +3,11 @@ baselines."""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,7 +114,7 @@ def train(
     if (Path(out) / "summary.json").is_file():
         return result
     best, _ = load_checkpoint(Path(out) / "best.safetensors")
-    summary = {"model": model, "init": init, **result}
+    summary = {"model": model, "init": init, "train_images": len(dataset.train), **result}
     summary["val"] = evaluate_model(best, dataset, "val", cfg.precision, cfg.device)
     if test:
         summary["test"] = evaluate_model(best, dataset, "test", cfg.precision, cfg.device)
@@ -144,30 +149,85 @@ def baseline(
     model: str = "resnet20",
     out: str | None = None,
     results: str = "results/baseline",
-    init: str = "pretrained",
+    init: str = "scratch",
     data: DataConfig | None = None,
     cfg: TrainConfig | None = None,
     resume: bool = False,
 ) -> dict:
-    """Fine-tune a pretrained model on the dataset and write ``results/baseline/<model>.json``.
+    """Train a baseline, the reference every compressed row is compared against, and write its
+    record, per-epoch metrics and learning curve under ``results``.
 
-    This is the reference every compressed row is compared against.
+    From scratch (the default) on the train split alone, the record is ``<model>.json``. Started
+    from other weights (``pretrained``, a path) it is ``<model>_finetuned.json``: such a start
+    may have seen the validation images, so its record never replaces the clean one.
     """
     out = out or f"runs/baseline-{model}"
     summary = train(model, out, init, data, cfg, resume=resume or Path(out, "state.pt").is_file())
-    record = {
-        "model": model,
-        "top1": round(summary["test"]["top1"], 2),
-        "top5": round(summary["test"]["top5"], 2),
+    rec = baseline_record(Path(out), summary)
+    name = Path(model).stem + ("" if rec["init"] == "scratch" else "_finetuned")
+    write_baseline(rec, Path(out), Path(results), name)
+    return rec
+
+
+def baseline_record(run: Path, summary: dict | None = None, machine: str | None = None,
+                    command: str | None = None) -> dict:
+    """The baseline record of a finished training run (``summary``: its summary, by default
+    ``run/summary.json``; ``machine`` and ``command`` override what the run's config says,
+    e.g. for a run made on the device machine by a script)."""
+    summary = summary or json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    train_cfg, argv = config["train"], config.get("argv") or []
+    keys = ("epochs", "batch_size", "lr", "schedule", "warmup", "momentum", "weight_decay",
+            "label_smoothing", "seed", "augment", "precision", "select")
+    return {
+        "model": summary["model"], "init": summary.get("init") or "scratch",
+        "train_images": summary.get("train_images"),
+        "top1": round(summary["test"]["top1"], 2), "top5": round(summary["test"]["top5"], 2),
         "val_top1": round(summary["val"]["top1"], 2),
-        "epochs": summary["epochs"],
-        "best_epoch": summary["best_epoch"],
+        "val_test_gap": round(summary["val"]["top1"] - summary["test"]["top1"], 2),
+        "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
         "seconds": summary["seconds"],
-        "run_dir": str(out),
-        "command": "rlcompress " + " ".join(sys.argv[1:]) if sys.argv else "",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "command": command or ("rlcompress " + " ".join(argv[1:]) if argv else ""),
+        "recipe": {k: train_cfg[k] for k in keys if k in train_cfg}
+        | {k: train_cfg[k] for k in ("cutout", "time_budget", "distill") if train_cfg.get(k)},
+        "machine": machine or f"{platform.machine()}, {train_cfg.get('threads') or 'all'} "
+                              f"thread(s) of {os.cpu_count()} cores, torch {torch.__version__}",
+        "run_dir": str(run),
     }
-    Path(results).mkdir(parents=True, exist_ok=True)
-    write_json((Path(results) / f"{Path(model).stem}.json"), record)
-    return record
+
+
+def write_baseline(record: dict, run: Path, results: Path, name: str) -> None:
+    """``<results>/<name>.json``, ``<name>_metrics.csv`` (the run's per-epoch log) and
+    ``<name>_curve.png`` (loss and top-1 per epoch)."""
+    results.mkdir(parents=True, exist_ok=True)
+    write_json(results / f"{name}.json", record)
+    shutil.copyfile(run / "metrics.csv", results / f"{name}_metrics.csv")
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    start = "from scratch" if record["init"] == "scratch" else f"from {record['init']}"
+    plot_curve(rows, results / f"{name}_curve.png", f"{record['model']} {start}: test "
+               f"{record['top1']}%, validation {record['val_top1']}%")
+
+
+def plot_curve(rows: list[dict], path: Path, title: str) -> None:
+    """Training/validation loss and top-1 per epoch of a run's ``metrics.csv`` rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(ep, [float(r["train_loss"]) for r in rows], label="train loss")
+    ax[0].plot(ep, [float(r["val_loss"]) for r in rows], label="validation loss")
+    ax[1].plot(ep, [float(r["train_top1"]) for r in rows], label="train top-1 (augmented)")
+    ax[1].plot(ep, [float(r["val_top1"]) for r in rows], label="validation top-1")
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    ax[1].set_ylim(40, 100)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
