@@ -107,6 +107,7 @@ def _error(argv, capsys) -> str:
     (["prune", "--model", "{tmp}/weights.th", "--out", "{tmp}/p"], "--init"),
     (["evaluate", "{tmp}/notes.rlc"], "notes.rlc: not an .rlc file"),
     (["inspect", "{tmp}"], "not a regular file"),
+    (["export", "{tmp}/notes.rlc", "--out", "{tmp}/x.rlc"], "already an .rlc file"),
     (["share", "--model", "{tmp}/m.safetensors", "--policy", "{tmp}/none.json"], "not found"),
     (["share", "--model", "{tmp}/m.safetensors", "--policy", "k1", "--epochs", "0", "--out",
       "{tmp}/s"], "k must be in [2, 65536]"),

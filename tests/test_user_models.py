@@ -279,6 +279,10 @@ def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: 
     with pytest.raises(CodecError, match="fresh instance of its class"):
         rlcompress.load(tmp_path / "u" / "model.rlc")  # a user model's class is not in the file
     assert loaded.up.weight.shape[0] == loaded.conv.out_channels == 4  # the file kept the widths
+    from rlcompress.codec import inspect_file
+
+    table = inspect_file(tmp_path / "u" / "model.rlc", model=UpNet())
+    assert {r["name"] for r in table["layers"]} == set(report["policy"])
     assert evaluate_model(loaded, planted, "test")["top1"] == pytest.approx(report["test_top1"], abs=0.01)
 
 

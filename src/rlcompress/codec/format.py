@@ -407,8 +407,10 @@ def _build(manifest: dict, model: nn.Module | None, file_bytes: int) -> tuple[nn
         raise CodecError("manifest has no architecture spec")
     limit = _element_limit(file_bytes)
     if model is None and spec.get("arch") == "user":
-        raise CodecError("the file holds your own model's weights, not its code: pass a fresh "
-                         "instance of its class (load(path, model=MyNet()))")
+        raise CodecError("the file holds your own model's weights, not its code, so the command "
+                         "line cannot rebuild it: in Python, pass a fresh instance of its class "
+                         "(rlcompress.load(path, model=MyNet()); inspect_file(path, "
+                         "model=MyNet()) for the per-layer table)")
     try:
         if model is None:
             with torch.device("meta"):
@@ -665,10 +667,12 @@ def _report(manifest: dict, model: nn.Module, version: int = VERSION) -> dict:
             "extra": extra if isinstance(extra, dict) else {}}
 
 
-def inspect_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> dict:
-    """Per-layer table and totals of an ``.rlc`` file (decodes and verifies it)."""
+def inspect_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES,
+                 model: nn.Module | None = None) -> dict:
+    """Per-layer table and totals of an ``.rlc`` file (decodes and verifies it; ``model``: a
+    fresh instance of the class, for a file of a user's own network)."""
     path = Path(path)
-    model, report = load_compressed(path, max_bytes=max_bytes)
+    model, report = load_compressed(path, model, max_bytes=max_bytes)
     try:
         _, tensors, manifest = _parse(_read_file(path, max_bytes))
     except CodecError as exc:

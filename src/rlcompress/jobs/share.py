@@ -47,6 +47,9 @@ def export(
     """Write a shared model (or a shared checkpoint path) to an ``.rlc`` file; returns its sizes
     (``compact_bn``: batch norms as inference scale and shift, see ``save_compressed``)."""
     if isinstance(model, str):
+        if Path(model).suffix == ".rlc":
+            raise ValueError(f"{model} is already an .rlc file: --format onnx, onnx-dense or "
+                             "coreml converts it for deployment")
         model, spec = load_checkpoint(model)
         freeze_qat(model)  # a checkpoint taken during trained quantization
     if spec is None:
