@@ -188,6 +188,14 @@ def test_loaders_that_do_not_yield_input_label_pairs_are_clear_errors(batches, m
         LoaderData(batches, good)
 
 
+def test_a_one_shot_iterator_is_refused_as_a_loader():
+    good = [(torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(ValueError, match="validation loader is a one-shot iterator"):
+        LoaderData(good, iter(good))
+    with pytest.raises(ValueError, match="test loader is a one-shot iterator"):
+        LoaderData(good, good, (b for b in good))
+
+
 def test_the_batch_check_leaves_the_random_stream_alone():
     x, y = torch.randn(64, 3, 4, 4), torch.arange(64) % 4
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)

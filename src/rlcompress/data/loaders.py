@@ -76,6 +76,13 @@ class LoaderData:
     input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        for name, loader in (("training", self.train_loader), ("validation", self.val_loader),
+                             ("test", self.test_loader)):
+            # every stage passes over a loader again (each epoch, each evaluation)
+            if loader is not None and iter(loader) is loader:
+                raise ValueError(f"the {name} loader is a one-shot iterator ({type(loader).__name__}"
+                                 "): pass something that can be iterated again, such as a "
+                                 "DataLoader or a list of batches")
         x, y = check_batch(next(iter(self.val_loader)), "validation")
         # a DataLoader draws a seed from torch's RNG per iterator: this check must not shift
         # the random streams of the training that follows
