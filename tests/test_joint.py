@@ -75,6 +75,14 @@ def test_chains_are_the_exactly_removable_links():
     assert [(c.producer, c.consumer) for c in vgg] == [("c1", "c2")]
 
 
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv1d_and_conv3d_links_are_chains_too(dims: int):
+    from test_user_models import SignalNet
+
+    chains = prunable_chains(SignalNet(dims))
+    assert [(c.producer, c.bn, c.consumer) for c in chains] == [("c1", "b1", "c2")]
+
+
 def _space(model: nn.Module, spec: dict, limit: float) -> JointSpace:
     names = list(clusterable_layers(model))
     budget = make_budget(model, spec, names, SearchConfig(target_size=str(int(limit))), ShareConfig())

@@ -61,6 +61,11 @@ def parse_rates(text: str | list[float] | tuple[float, ...]) -> tuple[float, ...
     return tuple(sorted({0.0, *vals}))
 
 
+# 1-d, 2-d and 3-d alike: a chain links a conv to the next conv of the same kind
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def _zero_preserving(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules[node.target], _ZERO_PRESERVING)
@@ -76,7 +81,7 @@ def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
 
 def _is_plain_conv(node: torch.fx.Node | None, modules: dict[str, nn.Module]) -> bool:
     return (node is not None and node.op == "call_module"
-            and isinstance(modules[node.target], nn.Conv2d) and modules[node.target].groups == 1)
+            and isinstance(modules[node.target], _CONVS) and modules[node.target].groups == 1)
 
 
 def prunable_chains(model: nn.Module) -> list[Chain]:
@@ -92,7 +97,7 @@ def prunable_chains(model: nn.Module) -> list[Chain]:
         if not _is_plain_conv(node, modules):
             continue
         nxt, bn = _only_user(node), None
-        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], nn.BatchNorm2d):
+        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _NORMS):
             bn, nxt = nxt.target, _only_user(nxt)
         if bn is None and modules[node.target].bias is not None:
             continue  # a bias alone would leak a constant into the consumer
