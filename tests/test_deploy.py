@@ -84,6 +84,26 @@ def test_palettized_onnx_is_much_smaller_than_dense(tmp_path: Path):
     assert pal["bytes"] < dense["bytes"] / 4
 
 
+def test_a_compressed_user_conv1d_model_exports_to_onnx(tmp_path: Path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import rlcompress
+    from test_user_models import SignalNet
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 2, 12, generator=g), torch.arange(64) % 4
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    torch.manual_seed(0)
+    _, report = rlcompress.compress(SignalNet(1), loader, loader, target_size="2KB",
+                                    strategy="uniform", prune_epochs=0, share_epochs=0,
+                                    val_images=32, out=tmp_path / "c", progress=False, threads=1)
+    model = rlcompress.load(report["file"], model=SignalNet(1))
+    out = export_onnx(model, tmp_path / "m.onnx", (2, 12))
+    assert set(out["index_bits"]) == set(report["policy"])
+    got = run_onnx(onnx_session(out["file"]), x[:8])
+    np.testing.assert_allclose(got.numpy(), model(x[:8]).detach().numpy(), atol=1e-5)
+
+
 def test_palettized_export_needs_a_shared_model(tmp_path: Path):
     with pytest.raises(ValueError, match="weight-shared"):
         export_onnx(build_model("resnet20").eval(), tmp_path / "x.onnx", (3, 16, 16))
