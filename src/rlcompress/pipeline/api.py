@@ -62,9 +62,8 @@ def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
     """Every stage scores the model's output as one row of class scores per input; a model
     that returns a tuple or dict (logits and features, say) or too few scores for the labels
     would fail deep inside the first evaluation, so it fails here with what to change."""
-    device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(torch.zeros(2, *_example(data).shape[1:], device=device))
+        out = model(torch.zeros(2, *_example(data).shape[1:]))
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the model returns a {type(out).__name__}; compress needs a model "
                          "whose forward returns one (batch, classes) tensor of class scores: "
@@ -215,7 +214,8 @@ def compress(
                 share_epochs=share_epochs, episodes=episodes, val_images=val_images)
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
-    original = _as_float32(copy.deepcopy(model).eval())  # the caller's model is never modified
+    # the caller's model is never modified; every stage moves its copy to its own device
+    original = _as_float32(copy.deepcopy(model).cpu().eval())
     _check_outputs(original, data)
     settings = {"spec": spec, "target_size": target_size, "target_ratio": target_ratio,
                 "prune_rate": prune_rate, "prune_epochs": prune_epochs, "episodes": episodes,
