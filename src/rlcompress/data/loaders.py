@@ -78,8 +78,9 @@ class LoaderData:
     def __post_init__(self) -> None:
         for name, loader in (("training", self.train_loader), ("validation", self.val_loader),
                              ("test", self.test_loader)):
-            # every stage passes over a loader again (each epoch, each evaluation)
-            if loader is not None and iter(loader) is loader:
+            # every stage passes over a loader again (each epoch, each evaluation); iter() is
+            # not called here: a shuffling DataLoader draws its seed from torch's RNG
+            if isinstance(loader, Iterator):
                 raise ValueError(f"the {name} loader is a one-shot iterator ({type(loader).__name__}"
                                  "): pass something that can be iterated again, such as a "
                                  "DataLoader or a list of batches")
