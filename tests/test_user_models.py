@@ -294,20 +294,49 @@ def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: 
     assert evaluate_model(loaded, planted, "test")["top1"] == pytest.approx(report["test_top1"], abs=0.01)
 
 
+class Scale(nn.Module):
+    """A user's own per-channel layer: the pruner shrinks its parameter, the file cannot."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+class ActNet(nn.Module):
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), act
+        self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(torch.relu(self.act(self.conv(x)))).mean((2, 3)))
+
+
 def test_a_layer_the_file_cannot_resize_fails_before_any_training(planted, tmp_path: Path):
-    class PReLUNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8)
-            self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.conv2(self.act(self.conv(x))).mean((2, 3)))
-
-    with pytest.raises(ValueError, match=r"act \(PReLU\).*protect"):
-        rlcompress.compress(PReLUNet(), data=planted, target_size="4KB", strategy="uniform",
-                            out=tmp_path / "p", progress=False, threads=1)
+    with pytest.raises(ValueError, match=r"act \(Scale\).*protect"):
+        rlcompress.compress(ActNet(Scale(8)), data=planted, target_size="4KB",
+                            strategy="uniform", out=tmp_path / "p", progress=False, threads=1)
     assert not (tmp_path / "p" / "prune").exists()
+
+
+@pytest.mark.parametrize("act", ["prelu", "instancenorm"])
+def test_per_channel_prelu_and_instance_norm_are_recorded_and_load_back(planted, tmp_path: Path,
+                                                                         act: str):
+    def make() -> nn.Module:
+        return ActNet(nn.PReLU(8) if act == "prelu" else nn.InstanceNorm2d(8, affine=True))
+
+    torch.manual_seed(0)
+    decoded, report = rlcompress.compress(
+        make(), data=planted, target_size="4KB", prune_rate=0.5, strategy="uniform",
+        prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "a", progress=False,
+        threads=1)
+    assert decoded.act.weight.shape == (4,) and decoded.conv.out_channels == 4
+    loaded = rlcompress.load(report["file"], model=make()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), decoded.eval()(x), rtol=0, atol=1e-6)
 
 
 def test_compress_refuses_a_folder_made_with_another_model_or_settings(planted, tmp_path: Path):

@@ -23,19 +23,24 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Conv1d, nn.Conv2d,
          nn.Conv3d)
 NORMS = (nn.SyncBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Channel/feature sizes of every conv (1-3d, transposed too), batch norm, group norm and
-    linear layer: the spec of a shrunk user model."""
+    """Channel/feature sizes of every conv (1-3d, transposed too), batch, instance and group
+    norm, per-channel PReLU and linear layer: the spec of a shrunk user model."""
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, CONVS):
             shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
         elif isinstance(m, NORMS):
             shapes[name] = {"out": m.num_features}
+        elif isinstance(m, INSTANCE_NORMS):
+            shapes[name] = {"out": m.num_features}
         elif isinstance(m, nn.GroupNorm):
             shapes[name] = {"out": m.num_channels}
+        elif isinstance(m, nn.PReLU) and m.num_parameters > 1:
+            shapes[name] = {"out": m.num_parameters}
         elif isinstance(m, nn.Linear):
             shapes[name] = {"in": m.in_features, "out": m.out_features}
     return shapes
@@ -58,6 +63,11 @@ def _resized(m: nn.Module, shape: dict[str, int]) -> nn.Module | None:
         return _base(m, CONVS)(shape["in"], shape["out"], m.kernel_size, **kw)
     if isinstance(m, NORMS) and m.num_features != shape["out"]:
         return _base(m, NORMS)(shape["out"], m.eps, m.momentum, m.affine, m.track_running_stats)
+    if isinstance(m, INSTANCE_NORMS) and m.num_features != shape["out"]:
+        return _base(m, INSTANCE_NORMS)(shape["out"], m.eps, m.momentum, m.affine,
+                                        m.track_running_stats)
+    if isinstance(m, nn.PReLU) and m.num_parameters != shape["out"]:
+        return nn.PReLU(shape["out"])
     if isinstance(m, nn.GroupNorm) and m.num_channels != shape["out"]:
         return nn.GroupNorm(m.num_groups, shape["out"], m.eps, m.affine)
     if isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (shape["in"], shape["out"]):
