@@ -33,9 +33,7 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
     for name, m in model.named_modules():
         if isinstance(m, CONVS):
             shapes[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
-        elif isinstance(m, NORMS):
-            shapes[name] = {"out": m.num_features}
-        elif isinstance(m, INSTANCE_NORMS):
+        elif isinstance(m, (*NORMS, *INSTANCE_NORMS)):
             shapes[name] = {"out": m.num_features}
         elif isinstance(m, nn.GroupNorm):
             shapes[name] = {"out": m.num_channels}
