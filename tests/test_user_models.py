@@ -248,6 +248,7 @@ def test_a_model_whose_output_is_not_class_scores_is_a_clear_error(planted, tmp_
     ({"episodes": 2.5}, "episodes must be a whole number"),
     ({"episodes": 0, "strategy": "ddpg"}, "needs at least one episode"),
     ({"out": "file"}, "out must be a folder"),
+    ({"target_size": "48 apples"}, "cannot read size"),
 ])
 def test_bad_arguments_fail_before_any_work(planted, tmp_path: Path, kwargs: dict, match: str):
     (tmp_path / "file").write_text("x")

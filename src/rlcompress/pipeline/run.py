@@ -33,7 +33,7 @@ from rlcompress.models import save_checkpoint
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget
-from rlcompress.search.budget import file_ratio_of, parse_size
+from rlcompress.search.budget import parse_target_size
 from rlcompress.search.joint import prunes_nothing
 
 
@@ -116,8 +116,8 @@ class PipelineConfig:
                      unit=("share_distill",))
         if not 0 <= self.prune_rate < 1:
             raise ValueError(f"PipelineConfig.prune_rate must be in [0, 1), got {self.prune_rate}")
-        if not self.target_ratio and file_ratio_of(self.target_size) is None:
-            parse_size(self.target_size)  # an unreadable size fails now, not after loading data
+        if not self.target_ratio:
+            parse_target_size(self.target_size)  # an unreadable size fails now, not after loading data
 
 
 def saved_config(path: Path) -> dict:

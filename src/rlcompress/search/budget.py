@@ -55,6 +55,13 @@ def parse_size(text: str | int | float) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def parse_target_size(text: str | int | float) -> tuple[float | None, int | None]:
+    """A ``--target-size`` as (file ratio, None) for ``"16x"`` or (None, bytes) for a size such
+    as ``"48KB"``; anything else is a ValueError."""
+    ratio = file_ratio_of(text)
+    return (ratio, None) if ratio else (None, parse_size(text))
+
+
 @dataclass
 class Budget:
     """Per-layer costs and a limit, in bits (``paper``) or bytes (``file``)."""

@@ -44,7 +44,7 @@ from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.runtime import set_threads, torch_threads
 from rlcompress.rundir import open_run_dir, read_rows, write_json, write_rows
 from rlcompress.search.allocators import ALLOCATORS, Allocation, AllocContext
-from rlcompress.search.budget import Budget, file_budget, file_ratio_of, paper_budget, parse_size
+from rlcompress.search.budget import Budget, file_budget, paper_budget, parse_target_size
 from rlcompress.search.ddpg import DDPGConfig
 from rlcompress.search.env import ClusterEnv, k_to_action, layer_features
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -159,6 +159,8 @@ class SearchConfig:
             raise ValueError(f"the {self.strategy!r} search needs at least one episode "
                              f"(episodes={self.episodes}); a one-shot allocator (e.g. 'greedy') "
                              "needs none")
+        if self.target_size:
+            parse_target_size(self.target_size)  # an unreadable budget fails before any work
         if self.prune_rates:
             parse_rates(self.prune_rates)
         unknown = [a for a in self.demo_allocators() if a not in ALLOCATORS]
@@ -185,9 +187,8 @@ def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfi
         return b
     fixed = _measured_fixed_bytes(model, spec, names, kept, cfg, share_cfg)
     groups = [codebook_groups(modules[n].weight.shape[0], share_cfg.group_size) for n in names]
-    ratio = file_ratio_of(cfg.target_size)
-    target = (int(reference_sizes(spec, model)["state_bytes"] / ratio) if ratio
-              else parse_size(cfg.target_size))
+    ratio, size = parse_target_size(cfg.target_size)
+    target = int(reference_sizes(spec, model)["state_bytes"] / ratio) if ratio else size
     return file_budget(kept, fixed, target, cfg.k_min, cfg.k_max, groups)
 
 
