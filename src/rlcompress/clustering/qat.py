@@ -159,10 +159,11 @@ def _temperature(codebook: torch.Tensor, tau: float) -> float:
 
 def make_qat(module: nn.Module, codebook: torch.Tensor, indices: torch.Tensor,
              importance: torch.Tensor | None = None, tau: float = 0.0) -> nn.Module:
-    """Turn a conv (1-3d) or Linear layer into a QAT layer in place, starting from its float weights and a
-    clustering (``codebook`` and ``indices`` as in :func:`make_shared`); ``tau > 0``: DKM's
-    soft training forward at that temperature (relative to the mean squared gap between adjacent
-    centroids of ``codebook``)."""
+    """Turn a conv (1-3d) or Linear layer into a QAT layer in place, starting from its float
+    weights and a clustering (``codebook`` and ``indices`` as in :func:`make_shared`);
+    ``tau > 0``: DKM's soft training forward at that temperature (relative to the mean squared
+    gap between adjacent centroids of ``codebook``). A frozen layer's latent weights stay
+    frozen."""
     if not isinstance(module, CLUSTERABLE) or is_shared(module) or is_qat(module):
         raise TypeError("make_qat needs a plain conv (1-3d) or Linear layer")
     weight = module._parameters.pop("weight")

@@ -64,8 +64,8 @@ def seed_everything(seed: int) -> None:
 
 def to_channels_last(model: nn.Module) -> nn.Module:
     """``model`` with its 4-D weights in channels_last order (faster convolutions on the CPU), in
-    place. A model holding 5-D tensors (Conv3d weights) keeps its layout: torch's ``Module.to`` refuses
-    to put those in channels_last order."""
+    place. A model holding 5-D tensors (Conv3d weights) keeps its layout: torch's ``Module.to``
+    refuses to put those in channels_last order."""
     if any(t.dim() == 5 for t in (*model.parameters(), *model.buffers())):
         return model
     return model.to(memory_format=torch.channels_last)

@@ -162,8 +162,8 @@ def baseline(
     may have seen the validation images, so its record never replaces the clean one.
     """
     out = out or f"runs/baseline-{model}"
-    summary = train(model, out, init, data, cfg, resume=resume or Path(out, "state.pt").is_file())
-    rec = baseline_record(Path(out), summary)
+    train(model, out, init, data, cfg, resume=resume or Path(out, "state.pt").is_file())
+    rec = baseline_record(Path(out))  # the run's summary.json, also when it had finished before
     name = Path(model).stem + ("" if rec["init"] == "scratch" else "_finetuned")
     write_baseline(rec, Path(out), Path(results), name)
     return rec
