@@ -165,6 +165,17 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
     if saved.is_file() and saved_config(saved) != asdict(cfg):
         raise FileExistsError(f"{run} holds a run with other settings: continue it with "
                               f"--resume {run}, or choose another --out")
+    init = None if Path(cfg.model).suffix or cfg.init in ("", "none") else cfg.init
+    scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
+                        target_ratio=cfg.target_ratio,
+                        target_size="" if cfg.target_ratio else cfg.target_size,
+                        val_images=cfg.val_images, threads=cfg.threads, progress=progress,
+                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
+                        refine=cfg.refine)
+    if _done(run / "prune") is None:
+        _preflight(cfg, init, scfg)
+    # claimed only once the settings are known to work: a refused command leaves no folder
+    # that would then refuse the corrected one as "a run with other settings"
     run.mkdir(parents=True, exist_ok=True)
     write_json(saved, asdict(cfg))
     data_cfg = data or DataConfig()
@@ -179,15 +190,6 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
                            progress=progress, **kw)
 
     start = run / "baseline" / "best.safetensors"
-    init = None if Path(cfg.model).suffix or cfg.init in ("", "none") else cfg.init
-    scfg = SearchConfig(strategy=cfg.strategy, episodes=cfg.episodes, seed=cfg.seed,
-                        target_ratio=cfg.target_ratio,
-                        target_size="" if cfg.target_ratio else cfg.target_size,
-                        val_images=cfg.val_images, threads=cfg.threads, progress=progress,
-                        prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
-                        refine=cfg.refine)
-    if _done(run / "prune") is None:
-        _preflight(cfg, init, scfg)
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")
     with _timed(run, "baseline"):
         if cfg.baseline_epochs > 0:
