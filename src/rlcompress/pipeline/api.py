@@ -232,15 +232,22 @@ def compress(
                         protect=tuple(protect))
     tcfg = TrainConfig(epochs=prune_epochs, lr=lr, seed=seed, progress=progress,
                        precision=precision, threads=threads, select=PRUNE_SELECT)
+    share = share or ShareConfig()
+    ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
+    # an impossible budget fails before any work: in the joint space even at the largest rates
+    if prune_rates:
+        dense_spec = spec if spec is not None else {"arch": "user", "shapes": layer_shapes(original)}
+        check_budget(original, dense_spec, scfg)
+    else:
+        small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,
+                                                       _example(data), protect)
+        check_budget(small, small_spec, scfg)
+    # claimed only now, so a refused call leaves nothing that would refuse the corrected one
     _claim_out(out, original, settings)
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
-    share = share or ShareConfig()
-    ddpg = DDPGConfig(warmup=max(1, min(30, episodes // 5)))
     if prune_rates:
-        dense_spec = spec if spec is not None else {"arch": "user", "shapes": layer_shapes(original)}
-        check_budget(original, dense_spec, scfg)  # before any work: even the largest rates
         found = run_search(copy.deepcopy(original), dense_spec, data, out / "search", scfg, share,
                            ddpg, resume=True)
         small, small_spec, kept_whole, groups = _prune(
@@ -248,9 +255,6 @@ def compress(
         if prune_epochs > 0 and not prunes_nothing(found["best"]):  # else nothing to recover
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
     else:
-        small, small_spec, kept_whole, groups = _prune(copy.deepcopy(original), spec, prune_rate,
-                                                       _example(data), protect)
-        check_budget(small, small_spec, scfg)  # an impossible budget fails before any training
         if prune_epochs > 0:
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
         found = run_search(small.eval(), small_spec, data, out / "search", scfg, share, ddpg,
