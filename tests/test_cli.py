@@ -133,6 +133,16 @@ def _data_args(tmp: Path) -> list[str]:
     return ["--source", str(tree), "--data-dir", str(tmp / "data"), "--val-size", "8"]
 
 
+@pytest.mark.parametrize("command", ["evaluate", "prune", "search"])
+def test_a_model_of_another_class_count_is_a_one_line_error(command: str, tmp_path: Path, capsys):
+    save_checkpoint(build_model("resnet20", num_classes=5), model_spec("resnet20", num_classes=5),
+                    tmp_path, "m")
+    argv = [command, "--model", str(tmp_path / "m.safetensors")] if command != "evaluate" else \
+        [command, str(tmp_path / "m.safetensors")]
+    argv += ["--out", str(tmp_path / "o")] if command != "evaluate" else []
+    assert "classifies 5 classes, the data has 3" in _error(argv + _data_args(tmp_path), capsys)
+
+
 def test_tampered_state_is_a_one_line_error(tmp_path: Path, capsys):
     out = tmp_path / "run"
     common = [*_data_args(tmp_path), "--batch-size", "8", "--no-progress", "--no-test"]

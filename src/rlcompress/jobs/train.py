@@ -40,14 +40,27 @@ def default_init(model: str, init: str | None) -> str | None:
     return init
 
 
+def check_classes(spec: dict, num_classes: int | None, model: str) -> None:
+    """A model whose classifier has another number of classes than the data would fail at its
+    first loss or evaluation with an IndexError (or silently score a few classes), so it is a
+    ValueError that says which data the model belongs to."""
+    have = spec.get("num_classes")
+    if num_classes and have and have != num_classes:
+        raise ValueError(f"{model} classifies {have} classes, the data has {num_classes}: give "
+                         "the data it was trained on (--source ...)")
+
+
 def resolve_model(
-    model: str, init: str | None = None, num_classes: int = 10, require_weights: bool = False
+    model: str, init: str | None = None, num_classes: int | None = None,
+    require_weights: bool = False,
 ) -> tuple[nn.Module, dict]:
     """A model and its spec from a registered name or a ``X.safetensors``/``X.json`` checkpoint.
 
     ``init`` loads weights into a registered model: a path, ``baseline`` (the committed clean
     baseline of that name, trained from scratch on the train split), ``pretrained`` (the shared
-    checkpoint of that name), or ``scratch``/None for a random init. With ``require_weights``
+    checkpoint of that name), or ``scratch``/None for a random init. ``num_classes``: the data's
+    (a registered model is built with it, default 10; a checkpoint must match it). With
+    ``require_weights``
     (pruning, sharing, searching: stages that need a trained model) a bare model name without
     ``init`` is an error instead of a silently random network.
     """
@@ -59,6 +72,7 @@ def resolve_model(
         from rlcompress.codec import load_compressed
 
         net, manifest = load_compressed(path)
+        check_classes(manifest["spec"], num_classes, model)
         return net, manifest["spec"]
     if path.suffix.lower() in TORCH_SUFFIXES:
         raise ValueError(f"{model} is a torch weights file without an architecture: pass the "
@@ -67,13 +81,17 @@ def resolve_model(
     if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
         if init:
             raise ValueError("--init applies to a model name, not to a checkpoint path")
-        return load_checkpoint(path)
+        net, spec = load_checkpoint(path)
+        check_classes(spec, num_classes, model)
+        return net, spec
     if init is None and require_weights:
         raise ValueError(f"{model!r} is a model name without weights: this stage needs a trained "
                          f"model (a checkpoint X.safetensors, or --init baseline / pretrained / PATH)")
     if init == "baseline":
-        return load_checkpoint(baseline_path(model))
-    spec = model_spec(model, num_classes=num_classes)
+        net, spec = load_checkpoint(baseline_path(model))
+        check_classes(spec, num_classes, f"the {model} baseline")
+        return net, spec
+    spec = model_spec(model, num_classes=num_classes or 10)
     net = build_model(spec)
     if init:
         src = pretrained_path(model) if init == "pretrained" else Path(init)
@@ -135,8 +153,9 @@ def evaluate_checkpoint(
     """Accuracy of a checkpoint (or a registered model with ``init`` weights) on a split."""
     set_threads(threads)
     # a model file is read (and a bad one refused) before any data is looked for
-    net = resolve_model(model, init)[0] if Path(model).suffix else None
+    net, spec = resolve_model(model, init) if Path(model).suffix else (None, {})
     dataset = load_data(data or DataConfig(), progress=progress)
+    check_classes(spec, dataset.num_classes, model)
     if net is None:
         net, _ = resolve_model(model, init, dataset.num_classes)
     if limit:
