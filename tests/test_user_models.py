@@ -260,6 +260,16 @@ def test_bad_arguments_fail_before_any_work(planted, tmp_path: Path, kwargs: dic
     assert not (tmp_path / "o").exists()
 
 
+def test_compress_names_each_stage_as_it_starts(planted, tmp_path: Path, capsys):
+    rlcompress.compress(PlainNet(), data=planted, target_size="4500", strategy="uniform",
+                        prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "o",
+                        threads=1)
+    heads = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert heads == ["[1/3] prune: FPGM at rate 0.4, 0 fine-tuning epochs",
+                     "[2/3] search: k per layer (uniform)",
+                     "[3/3] share: clustering, 0 fine-tuning epochs, then the file"]
+
+
 class UpNet(nn.Module):
     """A transposed conv between two convs: pruning the first conv's filters shrinks its
     input channels (dim 0 of a transposed conv's weight)."""

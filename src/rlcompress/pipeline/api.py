@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import numbers
+import sys
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_re
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 from rlcompress.rundir import claim
 from rlcompress.search import DDPGConfig, SearchConfig, check_budget, run_search
+from rlcompress.search.allocators import ALLOCATORS
 from rlcompress.search.joint import prunes_nothing
 
 
@@ -125,6 +127,18 @@ def _as_float32(model: nn.Module) -> nn.Module:
                       stacklevel=3)
         model.float()
     return model
+
+
+def _stage(progress: bool):  # noqa: ANN202 - a small closure
+    """Prints a header per stage, so the epochs and bars under it say which stage they are."""
+    def say(i: int, what: str) -> None:
+        if progress:
+            print(f"[{i}/3] {what}", file=sys.stderr, flush=True)
+    return say
+
+
+def _epochs(n: int) -> str:
+    return f"{n} fine-tuning epoch{'' if n == 1 else 's'}"
 
 
 def _check_args(target_size: object, target_ratio: object, out: Path, **counts: object) -> None:
@@ -247,18 +261,25 @@ def compress(
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
+    say = _stage(progress)
+    search_what = f"{strategy}" + (f", {episodes} episodes" if strategy not in ALLOCATORS else "")
     if prune_rates:
+        say(1, f"search: a pruning rate per chain and k per layer ({search_what})")
         found = run_search(copy.deepcopy(original), dense_spec, data, out / "search", scfg, share,
                            ddpg, resume=True)
         small, small_spec, kept_whole, groups = _prune(
             copy.deepcopy(original), spec, 0.0, _example(data), protect, found["best"]["rate"])
+        say(2, f"prune: FPGM at the searched rates, {_epochs(prune_epochs)}")
         if prune_epochs > 0 and not prunes_nothing(found["best"]):  # else nothing to recover
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
     else:
+        say(1, f"prune: FPGM at rate {prune_rate}, {_epochs(prune_epochs)}")
         if prune_epochs > 0:
             _finetune(small, small_spec, data, tcfg, out / "prune", [])
+        say(2, f"search: k per layer ({search_what})")
         found = run_search(small.eval(), small_spec, data, out / "search", scfg, share, ddpg,
                            resume=True)
+    say(3, f"share: clustering, {_epochs(share_epochs)}, then the file")
     # the uncompressed model: the teacher, and the batch-norm reference of the fine-tuning's hook
     unshared = copy.deepcopy(small).eval() if share_epochs > 0 else None
     teacher = unshared if distill > 0 else None
