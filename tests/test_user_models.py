@@ -297,6 +297,8 @@ def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: 
     loaded = rlcompress.load(tmp_path / "u" / "model.rlc", model=UpNet())
     with pytest.raises(CodecError, match="fresh instance of its class"):
         rlcompress.load(tmp_path / "u" / "model.rlc")  # a user model's class is not in the file
+    with pytest.raises(CodecError, match="the class the file was made from"):
+        rlcompress.load(tmp_path / "u" / "model.rlc", model=PlainNet())
     assert loaded.up.weight.shape[0] == loaded.conv.out_channels == 4  # the file kept the widths
     from rlcompress.codec import inspect_file
 

@@ -583,7 +583,10 @@ def load_compressed(
     try:
         return _load(path, model, max_bytes)
     except CodecError as exc:
-        raise CodecError(f"{path}: {exc}") from None
+        # with a caller's instance, the likeliest cause is another class than the file's
+        hint = (" (is `model` an instance of the class the file was made from?)"
+                if model is not None else "")
+        raise CodecError(f"{path}: {exc}{hint}") from None
 
 
 def _load(path: Path, model: nn.Module | None, max_bytes: int) -> tuple[nn.Module, dict]:
