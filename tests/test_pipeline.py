@@ -188,6 +188,19 @@ def test_library_api_on_a_mobilenetv2(tmp_path: Path):
     assert report["file_bytes"] <= 16_000
 
 
+def test_library_api_on_a_conv1d_signal_classifier(tmp_path: Path):
+    """The 1-D example: every conv shrinks and is clustered, the file meets the budget, reloads
+    bit-exact (the example asserts it) and runs in onnxruntime like the decoded model."""
+    spec = importlib.util.spec_from_file_location(
+        "compress_signal1d", ROOT / "examples" / "compress_signal1d.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report = mod.main(["--tiny", "--out", str(tmp_path / "sig")])
+    assert report["layers_kept_whole"] == {} and report["file_bytes"] <= 3000
+    assert set(report["policy"]) == {f"features.{i}" for i in range(0, 15, 3)} | {"fc"}
+    assert "skipped" in report["onnx"] or report["onnx"]["max_logit_diff"] < 1e-4
+
+
 def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, tmp_path: Path, capsys):
     """Joint mode: the search runs on the dense model, a budget below the dense model's smallest
     file forces pruning, and the file made at the searched rates meets it."""
