@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import rlcompress
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compress_vgg import train  # noqa: E402 - the same plain training loop as the VGG example
 
 KINDS = ("sine", "square", "sawtooth", "chirp", "burst", "drift")
 
@@ -77,20 +81,6 @@ def loaders(tiny: bool) -> tuple[DataLoader, DataLoader, DataLoader]:
     return (DataLoader(waveforms(n, length, 0), 64, shuffle=True, drop_last=True),
             DataLoader(waveforms(n // 4, length, 1), 250),
             DataLoader(waveforms(n // 4, length, 2), 250))
-
-
-def train(model: nn.Module, loader: DataLoader, epochs: int) -> None:
-    """The user's own training loop."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.05, total_steps=epochs * len(loader))
-    model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
 
 
 def export(model: nn.Module, path: Path, shape: tuple[int, int], x: torch.Tensor) -> dict:
