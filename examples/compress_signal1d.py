@@ -1,6 +1,6 @@
 """Compress a 1-D signal classifier (telemetry, vibration, audio) with the library API.
 
-    python examples/compress_signal1d.py            # train, compress to 12 KB, export ONNX
+    python examples/compress_signal1d.py            # train, compress to 12 KB, export
     python examples/compress_signal1d.py --tiny     # seconds, tiny budgets (the test)
 
 The data are generated here (so the example needs no download): six kinds of two-channel
@@ -96,6 +96,18 @@ def export(model: nn.Module, path: Path, shape: tuple[int, int], x: torch.Tensor
     return {"file": str(path), "bytes": out["bytes"], "max_logit_diff": float(diff)}
 
 
+def export_mlpackage(model: nn.Module, path: Path, shape: tuple[int, int]) -> dict:
+    """The Core ML package, each look-up table checked against the file's weights (needs the
+    [coreml] extra; skipped without it)."""
+    try:
+        from rlcompress.deploy import export_coreml
+
+        out = export_coreml(model, path, shape)
+    except ImportError as exc:
+        return {"skipped": str(exc)}
+    return {"file": str(path), "bytes": out["bytes"], "verified_layers": out["verified_layers"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Train the network, compress it, reload and export the file, and print the report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -128,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
               "train_seconds": round(trained_s, 1),
               "compress_seconds": round(time.perf_counter() - t0, 1),
               "threads": torch.get_num_threads(), **report,
-              "onnx": export(again, Path(args.out) / "model.onnx", shape, x)}
+              "onnx": export(again, Path(args.out) / "model.onnx", shape, x),
+              "coreml": export_mlpackage(again, Path(args.out) / "model.mlpackage", shape)}
     if not args.tiny:
         res = Path(args.results)
         res.mkdir(parents=True, exist_ok=True)

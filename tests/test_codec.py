@@ -75,6 +75,20 @@ def test_round_trip_every_bit_width(bits, tmp_path: Path):
     assert entry["bits"] == bits and entry["encoding"] == "packed"
 
 
+def test_the_same_model_always_writes_the_same_bytes(tmp_path: Path):
+    """safetensors orders the metadata by a hash map's whims; the writer sorts it."""
+    model, spec = _tiny()
+    share_model(model, {"conv": 4, "fc": 4})
+    blobs = []
+    for i in range(8):
+        save_compressed(model, spec, tmp_path / f"{i}.rlc")
+        blobs.append((tmp_path / f"{i}.rlc").read_bytes())
+    assert all(b == blobs[0] for b in blobs)
+    n = struct.unpack("<Q", blobs[0][:8])[0]
+    meta = list(json.loads(blobs[0][8 : 8 + n])["__metadata__"])
+    assert meta == sorted(meta)
+
+
 def test_round_trip_entropy_coded(tmp_path: Path):
     model, spec = _tiny(c=16, f=10)
     share_model(model, {"conv": 16, "fc": 8})

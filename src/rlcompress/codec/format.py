@@ -230,13 +230,26 @@ def save_compressed(
     tensors = {n: b.array() for n, b in blobs.items() if b.size}
     tensors["m"] = np.frombuffer(zlib.compress(text, 9), dtype=np.uint8)
     meta = {"format": FORMAT, "version": str(VERSION), "sha256": _digest(tensors)}
-    blob = st_save(tensors, metadata=meta)
+    blob = _canonical_header(st_save(tensors, metadata=meta))
     elements = sum(t.numel() for t in model.state_dict().values())
     if elements > _element_limit(len(blob)):
         raise ValueError(f"model has {elements} elements, more than a {len(blob)}-byte file may "
                          f"declare ({_element_limit(len(blob))}); the reader would refuse it")
     write_bytes(path, blob)
     return _report(manifest, model)
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """``blob`` with its metadata keys in sorted order. safetensors writes the metadata from a
+    Rust hash map, whose order changes from process to process, so two runs that store the
+    same tensors would otherwise write files that differ in their header bytes."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # never happens with the same keys and values; keep the original then
+        return blob
+    return blob[:8] + text.ljust(n, b" ") + blob[8 + n :]
 
 
 # ------------------------------------------------------------------------------------ reading
