@@ -21,10 +21,11 @@ from rlcompress.checks import check_fields
 from rlcompress.clustering.kmeans import METHODS, Clustering, cluster_1d
 from rlcompress.dist import shard
 from rlcompress.fileio import atomic_path
+from rlcompress.models.shapes import PLAIN_CONVS
 
 # every layer whose weight is a plain (out, in, *kernel) or (out, in) tensor; transposed convs
 # store (in, out, ...) and stay float
-CLUSTERABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+CLUSTERABLE = (*PLAIN_CONVS, nn.Linear)
 
 
 @dataclass

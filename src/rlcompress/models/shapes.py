@@ -20,8 +20,9 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 # the torch classes a spec can resize (a user's subclass is rebuilt as its torch base class)
-CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Conv1d, nn.Conv2d,
-         nn.Conv3d)
+# convs whose weight is (out, in, *kernel): the ones clustered, pruned by groups, chained
+PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, *PLAIN_CONVS)
 NORMS = (nn.SyncBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 

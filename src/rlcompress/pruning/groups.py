@@ -31,10 +31,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from rlcompress.models.shapes import PLAIN_CONVS as CONVS
 from rlcompress.pruning.criteria import CRITERIA, num_pruned
 from rlcompress.pruning.measure import count_flops, count_params
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _tp():  # noqa: ANN202 - the module

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlcompress.clustering.sharing import surviving_mask
+from rlcompress.models.shapes import PLAIN_CONVS
 from rlcompress.pruning.criteria import keep_indices
 from rlcompress.search.budget import Budget, BudgetError
 from rlcompress.search.env import N_FEATURES, ClusterEnv, action_to_k, k_to_action
@@ -62,7 +63,6 @@ def parse_rates(text: str | list[float] | tuple[float, ...]) -> tuple[float, ...
 
 
 # 1-d, 2-d and 3-d alike: a chain links a conv to the next conv of the same kind
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -81,7 +81,7 @@ def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
 
 def _is_plain_conv(node: torch.fx.Node | None, modules: dict[str, nn.Module]) -> bool:
     return (node is not None and node.op == "call_module"
-            and isinstance(modules[node.target], _CONVS) and modules[node.target].groups == 1)
+            and isinstance(modules[node.target], PLAIN_CONVS) and modules[node.target].groups == 1)
 
 
 def prunable_chains(model: nn.Module) -> list[Chain]:
