@@ -53,11 +53,11 @@ def _data(data: ImageData | LoaderData | None, train_loader: object, val_loader:
     return LoaderData(train_loader, val_loader, test_loader)
 
 
-def _example(data: ImageData | LoaderData) -> torch.Tensor:
+def _example(data: ImageData | LoaderData, n: int = 1) -> torch.Tensor:
     if isinstance(data, LoaderData):
-        return torch.zeros(1, *data.input_shape)
+        return torch.zeros(n, *data.input_shape)
     h, w, c = data.train.images.shape[1:]
-    return torch.zeros(1, c, h, w)
+    return torch.zeros(n, c, h, w)
 
 
 def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
@@ -65,7 +65,7 @@ def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
     that returns a tuple or dict (logits and features, say) or too few scores for the labels
     would fail deep inside the first evaluation, so it fails here with what to change."""
     with torch.no_grad():
-        out = model(torch.zeros(2, *_example(data).shape[1:]))
+        out = model(_example(data, 2))
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the model returns a {type(out).__name__}; compress needs a model "
                          "whose forward returns one (batch, classes) tensor of class scores: "
