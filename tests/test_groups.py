@@ -179,3 +179,109 @@ def test_a_group_the_graph_gets_wrong_is_kept_whole_not_a_crash():
     small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
     assert "stem" in report.kept_whole and "fails to run" in report.kept_whole["stem"]
     torch.testing.assert_close(small(x), net(x))
+
+
+class _MLPBlock(nn.Module):
+    """A ConvNeXt-style block: depthwise conv, a norm over channels, a linear MLP, a layer scale."""
+
+    def __init__(self, c: int = 8, norm: str = "layer") -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pw1, self.pw2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.stem(x)
+        h = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        x = x + (self.pw2(nn.functional.gelu(self.pw1(h))) * self.gamma).permute(0, 3, 1, 2)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_linear_hidden_width_is_pruned_and_a_norm_over_channels_keeps_its_group_whole():
+    torch.manual_seed(0)
+    net = _MLPBlock().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.warns(UserWarning, match="gamma"):  # Torch-Pruning names the bare parameter
+        small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    groups = {g.name: g for g in report.groups}
+    assert groups["pw1"].status == "pruned" and groups["pw1"].pruned == 16
+    assert small.pw1.out_features == small.pw2.in_features == 16
+    stream = next(g for g in report.groups if "stem" in g.members)
+    assert stream.status == "kept whole" and "LayerNorm" in stream.reason
+    assert small.stem.out_channels == 8 and small.gamma.shape == (8,)
+    assert "fc" not in groups and small.fc.out_features == 4  # the output layer is never a root
+    # the hidden units removed were computing GELU(...) of zeroed rows: exactly the masked model
+    masked = copy.deepcopy(net)
+    keep = set(range(32))
+    with torch.no_grad():
+        pruned = [i for i in range(32) if not any(torch.equal(net.pw1.weight[i], w) for w in small.pw1.weight)]
+        masked.pw1.weight[pruned] = 0
+        masked.pw1.bias[pruned] = 0
+    assert len(keep - set(pruned)) == 16
+    torch.testing.assert_close(small(x), masked(x), atol=1e-5, rtol=0)
+
+
+class _GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.g1 = nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8)
+        self.c2 = nn.Conv2d(8, 4, 1)  # a fully convolutional classifier: its output is the model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.c2(torch.relu(self.g1(self.c1(x)))).mean((2, 3))
+
+
+def test_group_norm_and_an_output_conv_are_kept_whole_with_their_reasons():
+    torch.manual_seed(0)
+    net = _GroupNormNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    assert set(report.kept_whole) == {"c1", "c2"} and "GroupNorm" in report.kept_whole["c1"]
+    assert "model's output" in report.kept_whole["c2"]  # its 4 channels are the class scores
+    assert torch.equal(small(x), net(x))
+
+
+def _shuffle(y: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = y.shape
+    return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _ShuffleUnit(nn.Module):
+    """A ShuffleNetV2 unit: half the channels pass, half are transformed, then interleaved."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        h = c // 2
+        self.c1, self.b1 = nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h)
+        self.dw, self.b2 = nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h)
+        self.c2, self.b3 = nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        a, b = x.chunk(2, dim=1)
+        b = torch.relu(self.b3(self.c2(self.b2(self.dw(torch.relu(self.b1(self.c1(b))))))))
+        return _shuffle(torch.cat([a, b], 1))
+
+
+class _ShuffleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.u1, self.u2, self.fc = _ShuffleUnit(16), _ShuffleUnit(16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.u2(self.u1(torch.relu(self.bn(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_channel_shuffle_the_graph_gets_wrong_is_kept_whole_not_a_crash():
+    torch.manual_seed(0)
+    net = _ShuffleNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    assert any("channel shuffle" in r for r in report.kept_whole.values()), report.kept_whole
+    assert small(x).shape == (2, 4)
+    for g in report.groups:  # what was pruned passed the check against the masked network
+        assert g.status != "pruned" or g.max_abs_diff <= 1e-5

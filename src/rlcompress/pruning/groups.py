@@ -11,8 +11,9 @@ torchvision-style networks; rlcompress scores, chooses and *checks* the channels
   that layer's mean score (FPGM sums grow with a layer's width and weight scale) and averaged
   over the producers, one importance per group channel;
 * **choose**: ``num_pruned(channels, rate)`` lowest-scored channels, at a per-group rate or a
-  uniform one; groups with a protected layer, grouped (not depthwise) convs, or the model's
-  output are left whole;
+  uniform one; groups with a protected layer, grouped (not depthwise) convs or a norm over
+  channels (group or layer norm) are left whole, and the layers that produce the model's output
+  are never roots;
 * **check**: before a group's pruning is kept, the pruned network must compute what the network
   with those channels masked computes (producers' filters, biases and batch-norm scale and shift
   set to zero) on random inputs, to ``atol``. Where it does not (an op that maps zero to
@@ -136,6 +137,10 @@ def _producers(group: object, tp: object) -> list[tuple[nn.Module, list[int], li
     return out
 
 
+class GraphError(ValueError):
+    """The dependency graph maps a group's channels to indices its layers do not have."""
+
+
 def group_scores(group: object, channels: int, criterion: str = "fpgm") -> torch.Tensor:
     """One importance per group channel: each producer's filter scores over its mean, averaged
     over the producers (lower is pruned first)."""
@@ -143,6 +148,11 @@ def group_scores(group: object, channels: int, criterion: str = "fpgm") -> torch
     total = torch.zeros(channels, dtype=torch.float64)
     count = torch.zeros(channels, dtype=torch.float64)
     for layer, idxs, root in _producers(group, tp):
+        # Torch-Pruning follows a reshape (a channel shuffle, say) with index arithmetic that
+        # can land outside the layer; such a group cannot be trusted at all
+        if max(idxs, default=0) >= layer.weight.shape[0] or max(root, default=0) >= channels:
+            raise GraphError("the graph maps the group's channels outside a layer (a reshape "
+                             "such as a channel shuffle)")
         scores = CRITERIA[criterion](layer.weight.detach()).double()
         scores = scores / scores.mean().clamp(min=1e-12)
         total.index_add_(0, torch.tensor(root), scores[idxs])
@@ -171,6 +181,36 @@ def _grouped_conv(dg: object, group: object) -> str:
         if isinstance(m, CONVS) and 1 < m.groups < m.in_channels:
             return f"{dg._module2name.get(m, '?')} is a grouped conv ({m.groups} groups)"
     return ""
+
+
+def _channel_norm(dg: object, group: object) -> str:
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
+            return (f"{dg._module2name.get(m, '?')} is a {type(m).__name__}: its statistics run "
+                    "over the channels, so removing some changes every other")
+    return ""
+
+
+def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The conv and linear layers whose result the model returns as it is: their output
+    channels are the model's outputs (class scores), never a width to prune."""
+    seen: list[tuple[torch.Tensor, nn.Module]] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out: seen.append((out, mod)))
+             for m in model.modules() if isinstance(m, (*CONVS, nn.Linear))]
+    try:
+        with torch.no_grad():
+            y = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    outs = list(y.values()) if isinstance(y, dict) else list(y) if isinstance(y, (tuple, list)) else [y]
+    return [mod for out, mod in seen if any(out is o for o in outs)]
+
+
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _snapshot(modules: list[nn.Module]) -> list[tuple[nn.Module, dict]]:
@@ -208,9 +248,11 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     for p in model.parameters():
         p.requires_grad_(True)
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    # linear layers are roots too: an MLP's hidden width (a ConvNeXt block's, a VGG head's) is
+    # as removable as a conv's, and a linear SE gate couples into the conv channels it scales
     roots = [(dg._module2name[g[0].dep.target.module], len(g[0].idxs)) for g in
-             dg.get_all_groups(ignored_layers=linears, root_module_types=list(CONVS))]
+             dg.get_all_groups(ignored_layers=output_layers(model, example),
+                               root_module_types=[*CONVS, nn.Linear])]
     x = torch.randn(cfg.check_batch, *shape, generator=torch.Generator().manual_seed(cfg.seed))
     for name, channels in roots:
         report.groups.append(_prune_one(model, dg, tp, name, channels, rates.get(name, cfg.rate),
@@ -230,19 +272,24 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
                cfg: GroupPruneConfig, x: torch.Tensor) -> GroupRecord:
     """Prune one group in place if its check passes; restore it otherwise."""
     root = model.get_submodule(name)
-    full = dg.get_pruning_group(root, tp.prune_conv_out_channels, list(range(channels)))
+    prune_out = dg.get_pruner_of_module(root).prune_out_channels
+    full = dg.get_pruning_group(root, prune_out, list(range(channels)))
     members = _members(dg, full)
     record = GroupRecord(name=name, members=members, channels=channels, rate=rate)
     n_prune = num_pruned(channels, rate) if channels > 1 else 0
     reason = (f"protected layer {sorted(set(members) & set(cfg.protect))[0]}"
               if set(members) & set(cfg.protect) else _grouped_conv(dg, full)
-              or ("rate 0" if n_prune == 0 else ""))
+              or _channel_norm(dg, full) or ("rate 0" if n_prune == 0 else ""))
+    if not reason:
+        try:
+            order = torch.sort(group_scores(full, channels, cfg.criterion), stable=True).indices
+        except GraphError as exc:
+            reason = str(exc)
     if reason:
         record.status, record.reason, record.rate = "kept whole", reason, 0.0
         return record
-    order = torch.sort(group_scores(full, channels, cfg.criterion), stable=True).indices
     idxs = sorted(order[:n_prune].tolist())
-    group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs)
+    group = dg.get_pruning_group(root, prune_out, idxs)
     shape = (1, *x.shape[1:])
     params, flops = count_params(model), count_flops(model, shape)
     saved = _snapshot([model.get_submodule(m) for m in members])
@@ -250,12 +297,12 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
         _mask_group(group, tp)
         want = model(x)  # the channels masked, full width
         _restore(copy.deepcopy(saved))
-        group.prune()
-        failure = ""
-        try:
+        got, failure = None, ""
+        try:  # the graph library's errors, and layers it missed, mean "keep the group whole"
+            group.prune()
             got = model(x)
-        except RuntimeError as exc:  # a layer the graph missed kept its width
-            got, failure = None, f"the pruned network fails to run ({str(exc)[:120]})"
+        except (RuntimeError, IndexError, ValueError) as exc:
+            failure = f"the pruned network fails to run ({_first_line(exc)})"
     if got is None or got.shape != want.shape:
         diff = float("inf")
     else:
@@ -263,7 +310,8 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
     if diff > cfg.atol:
         _restore(saved)
         record.status, record.rate, record.max_abs_diff = "kept whole", 0.0, diff
-        record.reason = failure or ("changes the model's output shape" if diff == float("inf")
+        record.reason = failure or ("its channels reach the model's output (pruning them changes "
+                                    "the output shape)" if diff == float("inf")
                                     else f"pruned output differs from the masked one by "
                                     f"{diff:.2g} (an op that does not map zero to zero, or a "
                                     "pattern the graph gets wrong)")
