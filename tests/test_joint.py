@@ -15,7 +15,7 @@ from torch import nn
 from conftest import planted_data
 from rlcompress.clustering import ShareConfig, clusterable_layers
 from rlcompress.models import build_model, resnet_spec
-from rlcompress.pruning import FilterMasks, PruneConfig, shrink_resnet
+from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.search import BudgetError, DDPGConfig, SearchConfig, run_search
 from rlcompress.search.env import layer_features
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -81,6 +81,61 @@ def test_conv1d_and_conv3d_links_are_chains_too(dims: int):
 
     chains = prunable_chains(SignalNet(dims))
     assert [(c.producer, c.bn, c.consumer) for c in chains] == [("c1", "b1", "c2")]
+
+
+class _MlpHead(nn.Module):
+    """Biased convs without batch norm, and a classifier with two hidden linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc1, self.drop = nn.Linear(8 * 4 * 4, 16), nn.Dropout(0.2)
+        self.fc2, self.fc3 = nn.Linear(16, 12), nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 4), 1)
+        return self.fc3(torch.relu(self.fc2(self.drop(nn.functional.gelu(self.fc1(x))))))
+
+
+def test_linear_hidden_widths_and_biased_convs_are_chains():
+    chains = prunable_chains(_MlpHead())
+    # c2 -> fc1 crosses a flatten (a conv's channels are not a linear's features): no chain
+    assert [(c.producer, c.bn, c.consumer) for c in chains] == [
+        ("c1", None, "c2"), ("fc1", None, "fc2"), ("fc2", None, "fc3")]
+
+
+def test_masked_scoring_of_biased_and_linear_chains_equals_the_pruned_model():
+    from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
+
+    torch.manual_seed(0)
+    model = _MlpHead().eval()
+    with torch.no_grad():  # biases large enough that a leaked one would change the output
+        for m in (model.c1, model.fc1, model.fc2):
+            m.bias.uniform_(-1.0, 1.0)
+    data = planted_data(n_train=32, n_val=48, size=16)
+    names = list(clusterable_layers(model))
+    spec = {"arch": "user", "shapes": layer_shapes(model)}
+    budget = make_budget(model, spec, names, SearchConfig(target_size="1000000"), ShareConfig())
+    space = JointSpace(model, names, budget, RATES)
+    rates = {"c1": 0.5, "fc1": 0.25, "fc2": 0.5}
+    cfg = ShareConfig(method="exact", bn_images=0)
+    joint = JointEvaluator(space, model, names, data, 48, cfg, precision="fp32")
+    small, report = prune_groups(model, torch.zeros(1, 3, 16, 16), GroupPruneConfig(rate=0.0),
+                                 rates=rates)
+    assert {g.name: g.pruned for g in report.groups if g.pruned} == {"c1": 4, "fc1": 4, "fc2": 6}
+    plain = PolicyEvaluator(small, names, data, 48, cfg, precision="fp32")
+    ks = {n: 4 for n in names}
+    assert joint.joint_scores(ks, rates, kl=False) == plain.scores(ks, kl=False)
+    joint.rates = rates
+    with torch.no_grad():
+        joint.load_policy(ks)
+        plain.load_policy(ks)
+        x = joint.inputs[0][0]
+        torch.testing.assert_close(joint.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
+        joint.rates = {}  # the unpruned policy restores every bias
+        joint.load_policy({n: 0 for n in names})
+        torch.testing.assert_close(joint.model(x), model(x), rtol=0, atol=0)
 
 
 def _space(model: nn.Module, spec: dict, limit: float) -> JointSpace:

@@ -158,6 +158,23 @@ def test_joint_compress_on_a_user_model_prunes_the_searched_filters(planted, tmp
         assert getattr(decoded, name).out_channels == 16 - int(rate * 16 + 0.5)
 
 
+def test_joint_compress_prunes_a_hidden_linear_width_and_loads_back(planted, tmp_path: Path):
+    from test_joint import _MlpHead
+
+    torch.manual_seed(0)
+    # c2 protected: the convs' chain is out, so the budget can only be met in the classifier
+    decoded, report = rlcompress.compress(
+        _MlpHead(), data=planted, target_size="1300", prune_rates="0.25,0.5", protect=("c2",),
+        strategy="greedy", prune_epochs=1, share_epochs=1, val_images=32, out=tmp_path / "m",
+        progress=False, precision="fp32", threads=1)
+    assert set(report["rates"]) == {"fc1", "fc2"} and report["rates"]["fc1"] > 0
+    assert report["file_bytes"] <= 1300
+    assert decoded.fc1.out_features == decoded.fc2.in_features == 16 - int(report["rates"]["fc1"] * 16 + 0.5)
+    back = rlcompress.load(report["file"], model=_MlpHead()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(back(x), decoded.eval()(x), rtol=0, atol=0)
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

@@ -213,8 +213,9 @@ def compress(
     the one budget (:mod:`rlcompress.search.joint`), then pruned at those rates, fine-tuned and
     shared; ``prune_rate`` is then unused, and ``protect`` keeps its layers out of the search's
     chains as well as out of the pruner. It is not the default here (it is for ``rlcompress
-    run``): its chains are plain conv-to-conv links, so it cannot prune the depthwise and
-    inverted-residual groups the coupled-group pruner handles in networks like MobileNetV2.
+    run``): its chains are plain conv-to-conv and linear-to-linear links, so it cannot prune
+    the depthwise and inverted-residual groups the coupled-group pruner handles in networks
+    like MobileNetV2.
     ``strategy``: how k (and, joint, the rates) are chosen: ``ddpg`` (the paper's agent,
     ``episodes`` episodes), ``random``, or a one-shot allocator (``greedy``, ``hessian``,
     ``uniform``; one policy from measured sensitivities, minutes instead of an hour). At

@@ -1,13 +1,16 @@
 """The joint search space: a pruning rate and a k for every layer, under one budget.
 
 Which channels can be pruned is found, not assumed: a *chain* is a conv whose output passes
-only through its batch norm and an activation that maps 0 to 0 (ReLU and its kin) into exactly
-one ungrouped conv. Removing filters of the chain's producer (with their batch-norm channels)
-and the matching input channels of its consumer is exact (the consumer never sees those
-channels but as zeros), so a policy can be scored on the dense model with those channels
-masked, and realised later by physically removing them. In a CIFAR ResNet the chains are the
-blocks' inner (``mid``) channels; in a VGG-style net every conv-to-conv link; residual adds and
-concatenations (channels read by several layers) are never chains, so those widths stay.
+only through its batch norm and activations or dropouts that map 0 to 0 (ReLU and its kin) into
+exactly one ungrouped conv of its kind, or a linear layer that reaches another linear layer the
+same way (an MLP's hidden width). Removing filters of the chain's producer (with their bias and
+batch-norm channels) and the matching input channels of its consumer is exact. A policy is
+scored on the dense model with those channels masked (the consumer's weights for them are zero,
+so whatever a pruned channel still carries, a bias through ReLU say, never reaches its output)
+and realised later by physically removing them. In a CIFAR ResNet the
+chains are the blocks' inner (``mid``) channels; in a VGG-style net every conv-to-conv link and
+the hidden layers of its classifier; residual adds and concatenations (channels read by several
+layers) are never chains, so those widths stay.
 
 The search walks the clusterable layers in order; at a chain's producer it first chooses the
 rate (one of ``rates``, 0 included), then k; elsewhere only k. A layer's kept weights - and so
@@ -39,9 +42,9 @@ from rlcompress.search.evaluator import PolicyEvaluator
 
 # activations with f(0) = 0: a masked channel stays exactly zero through them
 _ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardtanh,
-                    nn.Mish, nn.Tanh, nn.ELU)
+                    nn.Mish, nn.Tanh, nn.ELU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _ZERO_FUNCTIONS = {F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish, F.hardtanh,
-                   F.mish, F.elu, torch.relu, torch.tanh, F.tanh}
+                   F.mish, F.elu, torch.relu, torch.tanh, F.tanh, F.dropout}
 JOINT_FEATURES = N_FEATURES + 3
 
 
@@ -79,9 +82,15 @@ def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def _is_plain_conv(node: torch.fx.Node | None, modules: dict[str, nn.Module]) -> bool:
-    return (node is not None and node.op == "call_module"
-            and isinstance(modules[node.target], PLAIN_CONVS) and modules[node.target].groups == 1)
+def _kind(node: torch.fx.Node | None, modules: dict[str, nn.Module]) -> type | None:
+    """The layer class of an ungrouped plain conv or a linear layer (what a chain links), else
+    None: a chain's ends must be of one kind (a conv's channels are not a linear's features)."""
+    if node is None or node.op != "call_module":
+        return None
+    m = modules[node.target]
+    if isinstance(m, nn.Linear) or (isinstance(m, PLAIN_CONVS) and m.groups == 1):
+        return next(c for c in (nn.Linear, *PLAIN_CONVS) if isinstance(m, c))
+    return None
 
 
 def prunable_chains(model: nn.Module) -> list[Chain]:
@@ -94,16 +103,15 @@ def prunable_chains(model: nn.Module) -> list[Chain]:
     modules = dict(model.named_modules())
     chains = []
     for node in graph.nodes:
-        if not _is_plain_conv(node, modules):
+        kind = _kind(node, modules)
+        if kind is None:
             continue
         nxt, bn = _only_user(node), None
         if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _NORMS):
             bn, nxt = nxt.target, _only_user(nxt)
-        if bn is None and modules[node.target].bias is not None:
-            continue  # a bias alone would leak a constant into the consumer
         while nxt is not None and _zero_preserving(nxt, modules):
             nxt = _only_user(nxt)
-        if _is_plain_conv(nxt, modules):
+        if _kind(nxt, modules) is kind:
             chains.append(Chain(str(node.target), bn, str(nxt.target)))
     return chains
 
