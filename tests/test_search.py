@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from torch import nn
 
 from conftest import planted_data
 from rlcompress.models import build_model, resnet_spec
@@ -242,3 +243,30 @@ def test_cli_search_and_resume_from_run_dir(image_tar: Path, tmp_path: Path, cap
     again = json.loads(capsys.readouterr().out)
     assert again["best"] == first["best"] and again["episodes"] == 3
     assert main(["search", "--quiet", *data]) == 2  # neither --model nor --resume RUN_DIR
+
+
+class _Tokens(nn.Module):
+    """A conv stem cut into 16 tokens, a linear layer over the tokens, self-attention (whose
+    output projection is used through its weight, never called) and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.tok = nn.Linear(8, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        t = self.tok(self.stem(x).flatten(2).transpose(1, 2))
+        return self.fc(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+
+def test_features_of_token_linears_and_layers_used_without_a_call():
+    from rlcompress.search.env import layer_features
+
+    names = ["stem", "tok", "attn.out_proj", "fc"]
+    kept = [8 * 3 * 16, 64, 64, 64]
+    feats = layer_features(_Tokens().eval(), names, kept, (1, 3, 16, 16))
+    log_macs = dict(zip(names, feats[:, 7], strict=True))
+    # the token linear runs at 16 positions, the classifier and the never-called projection once
+    assert log_macs["tok"] > log_macs["fc"] == log_macs["attn.out_proj"]

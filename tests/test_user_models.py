@@ -175,6 +175,22 @@ def test_joint_compress_prunes_a_hidden_linear_width_and_loads_back(planted, tmp
     torch.testing.assert_close(back(x), decoded.eval()(x), rtol=0, atol=0)
 
 
+def test_an_attention_block_is_compressed_and_its_projection_shared(planted, tmp_path: Path):
+    from test_search import _Tokens
+
+    torch.manual_seed(0)
+    decoded, report = rlcompress.compress(
+        _Tokens(), data=planted, target_size="3000", strategy="greedy", prune_epochs=0,
+        share_epochs=0, val_images=32, out=tmp_path / "t", progress=False, precision="fp32",
+        threads=1)
+    k = report["policy"]["attn.out_proj"]
+    # the attention calls its projection's weight directly: the shared weight is what it uses
+    assert decoded.attn.out_proj.weight.unique().numel() <= k
+    back = rlcompress.load(report["file"], model=_Tokens()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(back(x), decoded.eval()(x), rtol=0, atol=0)
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

@@ -52,9 +52,14 @@ def layer_features(
     """Static features per layer (columns 0-7 of the state), min-max normalised."""
     modules = dict(model.named_modules())
     spatial: dict[str, int] = {}
+
+    def positions(m: nn.Module, o: torch.Tensor) -> int:
+        # a conv slides over (N, C, *space); a linear layer over every position before its
+        # features (tokens of a transformer block, say)
+        return int(np.prod(o.shape[1:-1] if isinstance(m, nn.Linear) else o.shape[2:]))
+
     hooks = [modules[n].register_forward_hook(
-        lambda m, i, o, n=n: spatial.__setitem__(n, int(np.prod(o.shape[2:])) if o.dim() > 2 else 1))
-        for n in layers]
+        lambda m, i, o, n=n: spatial.__setitem__(n, positions(m, o))) for n in layers]
     was = model.training
     model.eval()
     model(torch.zeros(input_shape))
@@ -69,7 +74,9 @@ def layer_features(
         cout = m.out_features if is_lin else m.out_channels
         kernel = 1 if is_lin else m.kernel_size[0]
         stride = 1 if is_lin else m.stride[0]
-        macs = kept[i] * spatial[name]
+        # a layer whose weight the model uses without calling it (an attention block's output
+        # projection, applied by F.multi_head_attention_forward) was never seen: count it once
+        macs = kept[i] * spatial.get(name, 1)
         rows.append([i, float(is_lin), cin, cout, kernel, stride, math.log(kept[i] + 1),
                      math.log(macs + 1)])
     f = np.asarray(rows, dtype=np.float64)
