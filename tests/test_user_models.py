@@ -191,6 +191,59 @@ def test_an_attention_block_is_compressed_and_its_projection_shared(planted, tmp
     torch.testing.assert_close(back(x), decoded.eval()(x), rtol=0, atol=0)
 
 
+class NormedNet(PlainNet):
+    """PlainNet with its convs reparametrized, as audio and GAN-style models often are."""
+
+    def __init__(self, kind: str = "weight_norm") -> None:
+        super().__init__()
+        from torch.nn.utils import parametrizations
+
+        wrap = {"weight_norm": parametrizations.weight_norm,
+                "spectral_norm": parametrizations.spectral_norm,
+                "old_weight_norm": nn.utils.weight_norm}[kind]
+        self.c1, self.c2 = wrap(self.c1), wrap(self.c2)
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm"])
+def test_reparametrized_weights_are_folded_pruned_shared_and_load_back(planted, tmp_path: Path,
+                                                                       kind: str):
+    from rlcompress.models.shapes import fold_parametrizations
+
+    torch.manual_seed(0)
+    model = NormedNet(kind).eval()
+    x = torch.randn(2, 3, 16, 16)
+    want = model(x)
+    plain = copy.deepcopy(model)
+    assert fold_parametrizations(plain) == ["c1", "c2"]
+    torch.testing.assert_close(plain(x), want)  # the same function, plain weights
+    with pytest.warns(UserWarning, match="folded into plain weights"):
+        decoded, report = rlcompress.compress(
+            model, data=planted, target_size="3000", strategy="greedy", prune_epochs=0,
+            share_epochs=0, val_images=32, out=tmp_path / "w", progress=False, precision="fp32",
+            threads=1)
+    torch.testing.assert_close(model(x), want, rtol=0, atol=0)  # the caller's model still works
+    assert report["layers_kept_whole"] == {} and decoded.c1.out_channels < 16
+    assert decoded.c2.weight.unique().numel() <= report["policy"]["c2"]
+    back = rlcompress.load(report["file"], model=NormedNet(kind)).eval()
+    got = back.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in decoded.state_dict().items())
+
+
+def test_the_deprecated_weight_norm_is_folded_in_place_and_refused_by_compress(planted, tmp_path: Path):
+    from rlcompress.models.shapes import fold_parametrizations
+
+    torch.manual_seed(0)
+    model = NormedNet("old_weight_norm").eval()
+    with pytest.raises(ValueError, match="parametrizations.weight_norm"):
+        rlcompress.compress(model, data=planted, target_size="3000", out=tmp_path / "o",
+                            progress=False, threads=1)
+    x = torch.randn(2, 3, 16, 16)
+    want = model(x)
+    assert fold_parametrizations(model) == ["c1", "c2"]  # what load does to the instance given
+    assert not hasattr(model.c1, "weight_g") and isinstance(model.c1.weight, nn.Parameter)
+    torch.testing.assert_close(model(x), want)
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

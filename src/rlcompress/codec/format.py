@@ -414,6 +414,7 @@ def _v1_layers(raw: object) -> list[_Layer]:
 def _build(manifest: dict, model: nn.Module | None, file_bytes: int) -> tuple[nn.Module, dict]:
     """The model to fill: from the spec (bounded on the meta device first) or the caller's."""
     from rlcompress.models import apply_layer_shapes, build_model
+    from rlcompress.models.shapes import fold_parametrizations
 
     spec = manifest.get("spec")
     if not isinstance(spec, dict):
@@ -432,6 +433,7 @@ def _build(manifest: dict, model: nn.Module | None, file_bytes: int) -> tuple[nn
             model = build_model(spec)
         elif "shapes" in spec:
             _check_shapes(spec["shapes"], limit)
+            fold_parametrizations(model)  # the file holds plain weights (compress folded them)
             apply_layer_shapes(model, spec["shapes"])
     except CodecError:
         raise

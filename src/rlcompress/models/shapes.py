@@ -6,7 +6,9 @@ rebuilds the model from them) need it, and the codec must not import pruning.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -81,3 +83,43 @@ def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> n
         if fresh is not None:
             set_module(model, name, fresh)
     return model
+
+
+# the deprecated hook-based reparametrizations and their removers
+_HOOKS = {"WeightNorm": nn.utils.remove_weight_norm, "SpectralNorm": nn.utils.remove_spectral_norm}
+
+
+def fold_parametrizations(model: nn.Module) -> list[str]:
+    """Replace every weight reparametrization (``weight_norm``, ``spectral_norm``, a user's
+    ``parametrize.register_parametrization``) by the plain tensor it computes now, in place;
+    returns the names of the layers changed.
+
+    A compressed file stores a layer's weight as a codebook and indices: the tensors a
+    parametrization computes it from (weight_norm's g and v) could be neither clustered nor
+    pruned, and Torch-Pruning fails on them. The model computes the same function after.
+    """
+    folded = []
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            _fold_parametrized(m)
+            folded.append(name)
+        for hook in list(m._forward_pre_hooks.values()):
+            remove = _HOOKS.get(type(hook).__name__)
+            if remove is not None and hasattr(hook, "name"):
+                remove(m, hook.name)
+                if name not in folded:
+                    folded.append(name)
+    return folded
+
+
+@torch.no_grad()
+def _fold_parametrized(m: nn.Module) -> None:
+    # not parametrize.remove_parametrizations: it deletes the property from the module's
+    # generated class, which a deep copy shares with the original, so folding a copy would
+    # break the caller's model
+    values = {t: getattr(m, t).detach().clone() for t in m.parametrizations}
+    grads = {t: any(p.requires_grad for p in m.parametrizations[t].parameters()) for t in values}
+    del m._modules["parametrizations"]
+    m.__class__ = m.__class__.__bases__[0]
+    for t, value in values.items():
+        m.register_parameter(t, nn.Parameter(value, requires_grad=grads[t]))

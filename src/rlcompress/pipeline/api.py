@@ -36,6 +36,7 @@ from rlcompress.models import (
     weights_digest,
 )
 from rlcompress.models.resnet_cifar import ARCH
+from rlcompress.models.shapes import fold_parametrizations
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 from rlcompress.rundir import claim
@@ -58,6 +59,17 @@ def _example(data: ImageData | LoaderData, n: int = 1) -> torch.Tensor:
         return torch.zeros(n, *data.input_shape)
     h, w, c = data.train.images.shape[1:]
     return torch.zeros(n, c, h, w)
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as exc:  # torch's deprecated hook forms hold a computed, uncopyable weight
+        raise ValueError(
+            f"the model cannot be copied ({str(exc).split('.')[0]}); the deprecated "
+            "torch.nn.utils.weight_norm / spectral_norm are the usual cause: use "
+            "torch.nn.utils.parametrizations.weight_norm / spectral_norm, or call "
+            "torch.nn.utils.remove_weight_norm on each layer first") from exc
 
 
 def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
@@ -230,7 +242,11 @@ def compress(
     data = _data(data, train_loader, val_loader, test_loader)
     out = Path(out)
     # the caller's model is never modified; every stage moves its copy to its own device
-    original = _as_float32(copy.deepcopy(model).cpu().eval())
+    original = _as_float32(_copy(model).cpu().eval())
+    folded = fold_parametrizations(original)
+    if folded:
+        warnings.warn(f"weight_norm / spectral_norm / parametrizations on {', '.join(folded)} "
+                      "are folded into plain weights in the compressed model", stacklevel=2)
     _check_outputs(original, data)
     settings = {"spec": spec, "target_size": target_size, "target_ratio": target_ratio,
                 "prune_rate": prune_rate, "prune_epochs": prune_epochs, "episodes": episodes,

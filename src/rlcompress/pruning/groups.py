@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from rlcompress.models.shapes import PLAIN_CONVS as CONVS
+from rlcompress.models.shapes import fold_parametrizations
 from rlcompress.pruning.criteria import CRITERIA, num_pruned
 from rlcompress.pruning.measure import count_flops, count_params
 
@@ -229,10 +230,12 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
 
     ``example`` is one input batch (its shape is what the graph is traced with). ``rates`` maps
     a group's name (its first conv, as reported) to its own rate. The caller's model is not
-    modified.
+    modified; in the copy, weight reparametrizations (weight_norm, ...) are folded into plain
+    weights (:func:`~rlcompress.models.shapes.fold_parametrizations`).
     """
     tp, cfg, rates = _tp(), cfg or GroupPruneConfig(), rates or {}
     model = copy.deepcopy(model).eval()
+    fold_parametrizations(model)  # Torch-Pruning cannot resize weight_norm's g and v
     names = {n for n, _ in model.named_modules()}
     missing = [p for p in cfg.protect if p not in names]
     if missing:
@@ -301,7 +304,7 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
         try:  # the graph library's errors, and layers it missed, mean "keep the group whole"
             group.prune()
             got = model(x)
-        except (RuntimeError, IndexError, ValueError) as exc:
+        except (RuntimeError, IndexError, ValueError, KeyError, AttributeError) as exc:
             failure = f"the pruned network fails to run ({_first_line(exc)})"
     if got is None or got.shape != want.shape:
         diff = float("inf")
