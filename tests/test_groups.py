@@ -285,3 +285,88 @@ def test_a_channel_shuffle_the_graph_gets_wrong_is_kept_whole_not_a_crash():
     assert small(x).shape == (2, 4)
     for g in report.groups:  # what was pruned passed the check against the masked network
         assert g.status != "pruned" or g.max_abs_diff <= 1e-5
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        w = torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))
+        return x * nn.functional.hardsigmoid(self.fc2(w))
+
+
+class _MBConv(nn.Module):
+    """EfficientNet's block: expansion, depthwise, squeeze-and-excitation, projection, add."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.exp, self.b1 = nn.Conv2d(c, 4 * c, 1, bias=False), nn.BatchNorm2d(4 * c)
+        self.dw = nn.Conv2d(4 * c, 4 * c, 3, padding=1, groups=4 * c, bias=False)
+        self.b2, self.se = nn.BatchNorm2d(4 * c), _SE(4 * c)
+        self.pr, self.b3 = nn.Conv2d(4 * c, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        h = self.se(nn.functional.silu(self.b2(self.dw(nn.functional.silu(self.b1(self.exp(x)))))))
+        return x + self.b3(self.pr(h))
+
+
+class _EffNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.blocks = nn.Sequential(_MBConv(8), _MBConv(8))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.fc(self.blocks(nn.functional.silu(self.bn(self.stem(x)))).mean((2, 3)))
+
+
+class _Inception(nn.Module):
+    """Three branches (1x1, 1x1 then 3x3, pool then 1x1) concatenated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.a, self.b1, self.b2 = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+        self.p, self.bn2, self.fc = nn.Conv2d(8, 4, 1), nn.BatchNorm2d(12), nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = torch.relu(self.bn(self.stem(x)))
+        pool = nn.functional.max_pool2d(x, 3, 1, 1)
+        y = torch.cat([self.a(x), self.b2(torch.relu(self.b1(x))), self.p(pool)], 1)
+        return self.fc(torch.relu(self.bn2(y)).mean((2, 3)))
+
+
+class _UNet(nn.Module):
+    """A U-Net-style classifier: downsample, upsample, skip concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d1, self.d2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.u, self.fc = nn.Conv2d(24, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        a = torch.relu(self.d1(x))
+        b = nn.functional.interpolate(torch.relu(self.d2(nn.functional.max_pool2d(a, 2))), scale_factor=2)
+        return self.fc(torch.relu(self.u(torch.cat([a, b], 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("net, groups", [
+    (_EffNet, 5),  # the residual stream; per block the expansion (with its SE gate), the squeeze
+    (_Inception, 5),  # the stem, each branch's output range, the inner 3x3's input
+    (_UNet, 3),  # the skip through the concatenation, the upsampled path, the decoder
+])
+def test_user_architectures_are_pruned_in_every_group_and_rebuild_from_their_spec(net: type, groups: int):
+    torch.manual_seed(0)
+    model = net()
+    randomise_batchnorm(model)
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    small, report = prune_groups(model, x, GroupPruneConfig(rate=0.5))
+    assert report.kept_whole == {} and len(report.groups) == groups
+    assert report.params_after < 0.5 * report.params_before
+    rebuilt = apply_layer_shapes(net(), layer_shapes(small))
+    rebuilt.load_state_dict(small.state_dict())
+    assert torch.equal(rebuilt.eval()(x), small(x))
