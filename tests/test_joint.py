@@ -15,6 +15,7 @@ from torch import nn
 from conftest import planted_data
 from rlcompress.clustering import ShareConfig, clusterable_layers
 from rlcompress.models import build_model, resnet_spec
+from rlcompress.models.zoo import randomise_batchnorm
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.search import BudgetError, DDPGConfig, SearchConfig, run_search
 from rlcompress.search.env import layer_features
@@ -105,25 +106,49 @@ def test_linear_hidden_widths_and_biased_convs_are_chains():
         ("c1", None, "c2"), ("fc1", None, "fc2"), ("fc2", None, "fc3")]
 
 
-def test_masked_scoring_of_biased_and_linear_chains_equals_the_pruned_model():
+class _NormHead(nn.Module):
+    """A batch norm without scale and shift, and a head of linear, BatchNorm1d, ReLU, dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=False)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.BatchNorm1d(16),
+                                  nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = torch.relu(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return self.head(nn.functional.adaptive_avg_pool2d(x, 4))
+
+
+@pytest.mark.parametrize("net, rates, pruned", [
+    (_MlpHead, {"c1": 0.5, "fc1": 0.25, "fc2": 0.5}, {"c1": 4, "fc1": 4, "fc2": 6}),
+    # b1 has no scale and shift to zero: c1 is no chain (the group pruner keeps it whole too)
+    (_NormHead, {"head.1": 0.25}, {"head.1": 4}),
+])
+def test_masked_scoring_of_biased_and_linear_chains_equals_the_pruned_model(net: type, rates: dict,
+                                                                            pruned: dict):
     from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 
     torch.manual_seed(0)
-    model = _MlpHead().eval()
+    model = net()
+    randomise_batchnorm(model)
+    model.eval()
     with torch.no_grad():  # biases large enough that a leaked one would change the output
-        for m in (model.c1, model.fc1, model.fc2):
-            m.bias.uniform_(-1.0, 1.0)
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.uniform_(-1.0, 1.0)
     data = planted_data(n_train=32, n_val=48, size=16)
     names = list(clusterable_layers(model))
     spec = {"arch": "user", "shapes": layer_shapes(model)}
     budget = make_budget(model, spec, names, SearchConfig(target_size="1000000"), ShareConfig())
     space = JointSpace(model, names, budget, RATES)
-    rates = {"c1": 0.5, "fc1": 0.25, "fc2": 0.5}
+    assert {names[i] for i in space.prunable} == set(rates)
     cfg = ShareConfig(method="exact", bn_images=0)
     joint = JointEvaluator(space, model, names, data, 48, cfg, precision="fp32")
     small, report = prune_groups(model, torch.zeros(1, 3, 16, 16), GroupPruneConfig(rate=0.0),
                                  rates=rates)
-    assert {g.name: g.pruned for g in report.groups if g.pruned} == {"c1": 4, "fc1": 4, "fc2": 6}
+    assert {g.name: g.pruned for g in report.groups if g.pruned} == pruned
     plain = PolicyEvaluator(small, names, data, 48, cfg, precision="fp32")
     ks = {n: 4 for n in names}
     assert joint.joint_scores(ks, rates, kl=False) == plain.scores(ks, kl=False)

@@ -244,6 +244,26 @@ def test_the_deprecated_weight_norm_is_folded_in_place_and_refused_by_compress(p
     torch.testing.assert_close(model(x), want)
 
 
+def test_a_searched_chain_the_pruner_keeps_whole_is_a_warning(planted, tmp_path: Path, monkeypatch):
+    import rlcompress.pipeline.api as api
+
+    real = api._prune
+
+    def keeps_whole(*args: object) -> tuple:  # as if the group failed its exactness check
+        small, spec, kept, groups = real(*args)
+        rates = args[5] if len(args) > 5 else {}
+        return small, spec, {**kept, **{n: "a reason" for n, r in (rates or {}).items() if r}}, groups
+
+    monkeypatch.setattr(api, "_prune", keeps_whole)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"pruned c1, c2, but the pruner kept them whole \(a reason; a reason\)"):
+        _, report = rlcompress.compress(
+            PlainNet(), data=planted, target_size="2000", prune_rates="0.25,0.5", strategy="greedy",
+            prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "k", progress=False,
+            precision="fp32", threads=1)
+    assert any(report["rates"].values())
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

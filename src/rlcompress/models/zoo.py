@@ -158,13 +158,15 @@ class DenseNetTiny(nn.Module):
 
 @torch.no_grad()
 def randomise_batchnorm(model: nn.Module, seed: int = 1) -> None:
-    """Give every BatchNorm2d non-trivial statistics and affine parameters (seeded), so an
-    equivalence check cannot pass by a wrong channel map meeting identical channels."""
+    """Give every batch norm (1-3d) non-trivial statistics and, where it has them, affine
+    parameters (seeded), so an equivalence check cannot pass by a wrong channel map meeting
+    identical channels."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             n = m.num_features
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)

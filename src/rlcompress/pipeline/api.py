@@ -286,6 +286,11 @@ def compress(
                            ddpg, resume=True)
         small, small_spec, kept_whole, groups = _prune(
             copy.deepcopy(original), spec, 0.0, _example(data), protect, found["best"]["rate"])
+        missed = {n: kept_whole[n] for n, r in found["best"]["rate"].items() if r > 0 and n in kept_whole}
+        if missed:  # the search counted those bytes as saved
+            warnings.warn(f"the search pruned {', '.join(missed)}, but the pruner kept them whole "
+                          f"({'; '.join(missed.values())}): the file may exceed the budget",
+                          stacklevel=2)
         say(2, f"prune: FPGM at the searched rates, {_epochs(prune_epochs)}")
         if prune_epochs > 0 and not prunes_nothing(found["best"]):  # else nothing to recover
             _finetune(small, small_spec, data, tcfg, out / "prune", [])

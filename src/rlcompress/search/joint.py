@@ -108,6 +108,8 @@ def prunable_chains(model: nn.Module) -> list[Chain]:
             continue
         nxt, bn = _only_user(node), None
         if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _NORMS):
+            if not modules[nxt.target].affine:
+                continue  # no scale and shift to zero: a removed channel is not zero after it
             bn, nxt = nxt.target, _only_user(nxt)
         while nxt is not None and _zero_preserving(nxt, modules):
             nxt = _only_user(nxt)
