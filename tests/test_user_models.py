@@ -264,6 +264,26 @@ def test_a_searched_chain_the_pruner_keeps_whole_is_a_warning(planted, tmp_path:
     assert any(report["rates"].values())
 
 
+def test_a_loader_ending_on_a_batch_of_one_trains_a_batch_norm_head(tmp_path: Path):
+    from test_joint import _NormHead
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> TensorDataset:
+        y = torch.arange(n) % 4
+        return TensorDataset(torch.randn(n, 3, 16, 16, generator=g) + y.view(-1, 1, 1, 1), y)
+
+    # 65 = 4 x 16 + 1: the last training batch holds one image, which BatchNorm1d cannot train on
+    train = DataLoader(split(65), batch_size=16, shuffle=True)
+    val, test = DataLoader(split(32), batch_size=16), DataLoader(split(32), batch_size=16)
+    torch.manual_seed(0)
+    _, report = rlcompress.compress(
+        _NormHead(), train_loader=train, val_loader=val, test_loader=test, target_size="3000",
+        strategy="greedy", prune_epochs=1, share_epochs=1, val_images=32, out=tmp_path / "b",
+        progress=False, precision="fp32", threads=1)
+    assert report["file_bytes"] <= 3000 and "test_top1" in report
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

@@ -109,6 +109,8 @@ def recalibrate_bn(
     dev = torch.device(device)
     try:
         for x, _ in batches:
+            if len(x) < 2:  # a batch norm over (N, C) cannot take one sample (a loader's last)
+                continue
             with autocast(dev, precision):
                 model(x.to(dev))
             seen += len(x)

@@ -47,6 +47,7 @@ from rlcompress.engine.runtime import (
 )
 from rlcompress.fileio import atomic_path, write_json
 from rlcompress.models import CheckpointError, load_weights, save_checkpoint
+from rlcompress.models.shapes import NORMS
 from rlcompress.rundir import open_run_dir, read_rows, write_rows
 
 # epoch lines where no progress bar shows them (``rlcompress ... --quiet`` sends them to stderr)
@@ -287,7 +288,13 @@ def _train_epoch(
     seen, step = 0, step0
     bar = tqdm(loader, desc=desc, disable=not cfg.progress, leave=False)
     graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+    # a user's loader may end on a batch of one, on which a batch norm over (N, C) cannot train
+    # (and any batch norm learns a meaningless statistic); across ranks every step must run
+    skip_single = dist.world_size() == 1 and any(isinstance(m, NORMS) for m in model.modules())
     for i, (x, y) in enumerate(bar):
+        if skip_single and len(y) == 1:
+            step += 1
+            continue
         if graphs:  # CUDA graph outputs of the last step may be overwritten from here on
             torch.compiler.cudagraph_mark_step_begin()
         lr = lr_at(step, total_steps, cfg)

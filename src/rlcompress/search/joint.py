@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlcompress.clustering.sharing import surviving_mask
-from rlcompress.models.shapes import PLAIN_CONVS
+from rlcompress.models.shapes import NORMS, PLAIN_CONVS
 from rlcompress.pruning.criteria import keep_indices
 from rlcompress.search.budget import Budget, BudgetError
 from rlcompress.search.env import N_FEATURES, ClusterEnv, action_to_k, k_to_action
@@ -65,8 +65,6 @@ def parse_rates(text: str | list[float] | tuple[float, ...]) -> tuple[float, ...
     return tuple(sorted({0.0, *vals}))
 
 
-# 1-d, 2-d and 3-d alike: a chain links a conv to the next conv of the same kind
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _zero_preserving(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -107,7 +105,7 @@ def prunable_chains(model: nn.Module) -> list[Chain]:
         if kind is None:
             continue
         nxt, bn = _only_user(node), None
-        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], _NORMS):
+        if nxt is not None and nxt.op == "call_module" and isinstance(modules[nxt.target], NORMS):
             if not modules[nxt.target].affine:
                 continue  # no scale and shift to zero: a removed channel is not zero after it
             bn, nxt = nxt.target, _only_user(nxt)
