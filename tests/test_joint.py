@@ -150,7 +150,17 @@ def test_masked_scoring_of_biased_and_linear_chains_equals_the_pruned_model(net:
                                  rates=rates)
     assert {g.name: g.pruned for g in report.groups if g.pruned} == pruned
     plain = PolicyEvaluator(small, names, data, 48, cfg, precision="fp32")
-    ks = {n: 4 for n in names}
+    x = _scores_and_outputs_agree(joint, plain, {n: 4 for n in names}, rates)
+    with torch.no_grad():
+        joint.rates = {}  # the unpruned float policy gives the dense model back
+        joint.load_policy({n: 0 for n in names})
+        torch.testing.assert_close(joint.model(x), model(x), rtol=0, atol=0)
+
+
+def _scores_and_outputs_agree(joint: JointEvaluator, plain: PolicyEvaluator, ks: dict[str, int],
+                              rates: dict[str, float]) -> torch.Tensor:
+    """The masked dense model and the physically pruned one score and compute alike; returns
+    the input batch compared."""
     assert joint.joint_scores(ks, rates, kl=False) == plain.scores(ks, kl=False)
     joint.rates = rates
     with torch.no_grad():
@@ -158,9 +168,7 @@ def test_masked_scoring_of_biased_and_linear_chains_equals_the_pruned_model(net:
         plain.load_policy(ks)
         x = joint.inputs[0][0]
         torch.testing.assert_close(joint.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
-        joint.rates = {}  # the unpruned policy restores every bias
-        joint.load_policy({n: 0 for n in names})
-        torch.testing.assert_close(joint.model(x), model(x), rtol=0, atol=0)
+    return x
 
 
 def _space(model: nn.Module, spec: dict, limit: float) -> JointSpace:
@@ -185,13 +193,7 @@ def test_masked_scoring_equals_the_physically_pruned_model():
     masks.apply(pruned)
     small, _ = shrink_resnet(pruned, spec, masks)
     plain = PolicyEvaluator(small, names, data, 48, cfg, precision="fp32")
-    assert joint.joint_scores(ks, rates, kl=False) == plain.scores(ks, kl=False)
-    joint.rates = rates
-    with torch.no_grad():
-        joint.load_policy(ks)
-        plain.load_policy(ks)
-        x = joint.inputs[0][0]
-        torch.testing.assert_close(joint.model(x), plain.model(x), rtol=1e-4, atol=1e-4)
+    _scores_and_outputs_agree(joint, plain, ks, rates)
 
 
 def test_repeated_policies_are_answered_from_memory_with_the_same_scores():
