@@ -220,6 +220,7 @@ def test_random_search_and_file_budget(tmp_path: Path):
     with pytest.raises(BudgetError):
         run_search(*_tiny(), data, tmp_path / "tight",
                    SearchConfig(**{**CFG, "target_ratio": 0.0, "target_size": "2KB"}))
+    assert not (tmp_path / "tight").exists()  # a refused search leaves no run folder
 
 
 def test_cli_search_and_resume_from_run_dir(image_tar: Path, tmp_path: Path, capsys):

@@ -290,9 +290,8 @@ def run_search(
     ``source`` (e.g. the model's path) is recorded in ``config.json`` so that
     ``rlcompress search --resume RUN_DIR`` can restart from the directory alone."""
     cfg, share_cfg, ddpg_cfg = cfg or SearchConfig(), share_cfg or ShareConfig(), ddpg_cfg or DDPGConfig()
-    run = open_run_dir(out, resume)
-    if resume and (run / "summary.json").is_file():
-        return json.loads((run / "summary.json").read_text())
+    if resume and (Path(out) / "summary.json").is_file():
+        return json.loads((Path(out) / "summary.json").read_text())
     set_threads(cfg.threads)
     t_start = time.perf_counter()
     model = model.eval()
@@ -303,6 +302,7 @@ def run_search(
              if cfg.prune_rates else None)
     if space is None:
         budget.check()
+    run = open_run_dir(out, resume)  # only now: an impossible budget leaves no folder behind
     ref = reference_sizes(spec, model)
     others = sum(kept_weight_count(m) for n, m in clusterable_layers(model).items()
                  if n not in names)
