@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from rlcompress.cli import build_parser, main
 from rlcompress.models import build_model, model_spec, save_checkpoint
 
-SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"], ["prune"], ["share"], ["export"], ["inspect"], ["search"], ["reproduce"]]
+SUBCOMMANDS = [["data", "prepare"], ["data", "info"], ["train"], ["evaluate"], ["baseline"], ["run"], ["prune"], ["share"], ["export"], ["inspect"], ["search"], ["reproduce"], ["compress"]]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=" ".join)
@@ -107,6 +108,7 @@ def _error(argv, capsys) -> str:
     (["prune", "--model", "{tmp}/weights.th", "--out", "{tmp}/p"], "--init"),
     (["evaluate", "{tmp}/notes.rlc"], "notes.rlc: not an .rlc file"),
     (["inspect", "{tmp}"], "not a regular file"),
+    (["evaluate", "{tmp}/m.safetensors", "--class", "nets.py:Net"], "--class names the class of a compressed file"),
     (["export", "{tmp}/notes.rlc", "--out", "{tmp}/x.rlc"], "already an .rlc file"),
     (["share", "--model", "{tmp}/m.safetensors", "--policy", "{tmp}/none.json"], "not found"),
     (["share", "--model", "{tmp}/m.safetensors", "--policy", "k1", "--epochs", "0", "--out",
@@ -179,3 +181,57 @@ def test_an_interrupt_says_how_that_command_continues(argv, hint):
 
     text = _resume_hint(build_parser().parse_args(argv))
     assert (hint in text) if hint else text == ""
+
+
+NETS = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        self.c2, self.b2 = nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        return self.fc(torch.relu(self.b2(self.c2(x))).mean((2, 3)))
+'''
+
+
+def test_compress_a_user_class_from_the_command_line(tmp_path: Path, capsys):
+    import torch
+
+    (tmp_path / "nets.py").write_text(NETS)
+    ref, args = f"{tmp_path / 'nets.py'}:Net", '{"num_classes": 3, "width": 16}'
+    from rlcompress.models.user import import_model
+
+    torch.manual_seed(0)
+    torch.save(import_model(ref, args).state_dict(), tmp_path / "w.pt")
+    out, data = tmp_path / "c", _data_args(tmp_path)
+    argv = ["compress", "--model", ref, "--class-args", args, "--init", str(tmp_path / "w.pt"),
+            "--out", str(out), "--target-size", "4000", "--strategy", "greedy", "--prune-epochs",
+            "0", "--share-epochs", "0", "--val-images", "8", "--precision", "fp32", "--threads",
+            "1", "--quiet", *data]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["file_bytes"] <= 4000 and (out / "model.rlc").is_file()
+    rlc = str(out / "model.rlc")
+    assert main(["inspect", rlc, "--class", ref, "--class-args", args, "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in table["layers"]} == set(report["policy"])
+    assert main(["evaluate", rlc, "--class", ref, "--class-args", args, "--precision", "fp32",
+                 "--quiet", *data]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["test_top1"], abs=0.01)
+    assert "--class nets.py:MyNet" in _error(["inspect", rlc], capsys)
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        assert main(["export", rlc, "--class", ref, "--class-args", args, "--format", "onnx",
+                     "--out", str(tmp_path / "m.onnx")]) == 0
+        assert json.loads(capsys.readouterr().out)["index_bits"].keys() == report["policy"].keys()
+    assert "no such Python file" in _error([*argv[:2], "nope.py:Net", *argv[3:]], capsys)
+    assert "has no 'Nope'" in _error([*argv[:2], f"{ref[:-4]}:Nope", *argv[3:]], capsys)
+    assert "--class-args must be a JSON object" in _error([*argv[:4], "{width", *argv[5:]], capsys)
+    assert "unexpected keyword" in _error([*argv[:4], '{"depth": 3}', *argv[5:]], capsys)
+    assert "trained weights" in _error([*argv[:6], "scratch", *argv[7:]], capsys)

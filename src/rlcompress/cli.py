@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ from rlcompress.jobs import (
 from rlcompress.jobs.deploy import FORMATS as EXPORT_FORMATS
 from rlcompress.jobs.deploy import export_deploy
 from rlcompress.models import MODEL_SPECS, CheckpointError
+from rlcompress.models.user import import_model
+from rlcompress.pipeline.api import compress, compress_class
 from rlcompress.pipeline.run import PipelineConfig
 from rlcompress.pruning import CRITERIA, PruneConfig
 from rlcompress.search import STRATEGIES, BudgetError, DDPGConfig, SearchConfig
@@ -115,7 +118,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     _print(evaluate_checkpoint(args.model, args.init, args.split, config_from_args(DataConfig, args),
-                               args.precision, args.limit, args.threads, progress=not args.quiet))
+                               args.precision, args.limit, args.threads, progress=not args.quiet,
+                               model_class=args.model_class, class_args=args.class_args))
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:
@@ -156,11 +160,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
                       codebook_dtype=args.codebook_dtype, compact_bn=args.compact_bn))
         return
     _print(export_deploy(args.checkpoint, args.out, args.format, tuple(args.image_size),
-                         args.verify, config_from_args(DataConfig, args)))
+                         args.verify, config_from_args(DataConfig, args),
+                         model_class=args.model_class, class_args=args.class_args))
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    info = inspect_file(args.file)
+    model = import_model(args.model_class, args.class_args) if args.model_class else None
+    info = inspect_file(args.file, model=model)
     if args.json:
         _print(info)
         return
@@ -235,6 +241,74 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(markdown_table(table))
 
 
+def _cmd_compress(args: argparse.Namespace) -> None:
+    options = {k: getattr(args, k) for k in (
+        "target_size", "target_ratio", "strategy", "prune_rate", "prune_rates", "prune_epochs",
+        "episodes", "share_epochs", "distill", "lr", "val_images", "out", "seed", "precision",
+        "threads", "compact_bn")}
+    _print(compress_class(args.model, args.init, args.class_args, config_from_args(DataConfig, args),
+                          protect=tuple(args.protect), progress=not args.quiet, **options))
+
+
+def _class_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--class", dest="model_class", default=None, metavar="MODULE:CLASS",
+                   help="for an .rlc of your own model: its class, as pkg.module:Class or "
+                   "file.py:Class (the file holds weights and widths, not code)")
+    p.add_argument("--class-args", default=None, metavar="JSON",
+                   help='keyword arguments of that class, as JSON (e.g. \'{"num_classes": 10}\')')
+
+
+def _lib_default(name: str) -> object:
+    """``rlcompress.compress``'s own default: the command cannot drift from the library."""
+    return inspect.signature(compress).parameters[name].default
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="compress your own model class: prune, search, share, "
+                       "write an .rlc file",
+                       description="rlcompress.compress from the command line, for a model class "
+                       "of your own: coupled-group FPGM pruning, the search for k per layer (and a "
+                       "rate per chain with --prune-rates) under the budget, weight sharing with "
+                       "fine-tuning, the .rlc file and a report. Resumes from --out.")
+    p.add_argument("--model", required=True, metavar="MODULE:CLASS",
+                   help="your model's class: pkg.module:Class or file.py:Class")
+    p.add_argument("--class-args", default=None, metavar="JSON",
+                   help='keyword arguments of the class, as JSON (e.g. \'{"num_classes": 10}\')')
+    p.add_argument("--init", required=True,
+                   help="its trained weights: .safetensors or a torch file (read weights-only)")
+    p.add_argument("--out", default="runs/compress", help="output folder (resumable)")
+    p.add_argument("--target-size", default=None, help="file budget, e.g. 48KB (or a ratio: 16x)")
+    p.add_argument("--target-ratio", type=float, default=None, help="the paper's ratio instead")
+    p.add_argument("--strategy", default=_lib_default("strategy"), choices=sorted(STRATEGIES),
+                   help="how k (and, joint, the rates) are chosen")
+    p.add_argument("--prune-rate", type=float, default=_lib_default("prune_rate"),
+                   help="FPGM rate of every group")
+    p.add_argument("--prune-rates", default=None,
+                   help="joint search: the rates each chain may take, e.g. 0,0.2,0.4,0.6")
+    p.add_argument("--protect", nargs="*", default=[], help="layers never pruned")
+    p.add_argument("--prune-epochs", type=int, default=_lib_default("prune_epochs"),
+                   help="fine-tuning epochs after pruning")
+    p.add_argument("--episodes", type=int, default=_lib_default("episodes"),
+                   help="search episodes (ddpg, random)")
+    p.add_argument("--share-epochs", type=int, default=_lib_default("share_epochs"),
+                   help="fine-tuning epochs after sharing")
+    p.add_argument("--distill", type=float, default=_lib_default("distill"),
+                   help="distillation weight from the pruned model while sharing (0: labels)")
+    p.add_argument("--lr", type=float, default=_lib_default("lr"), help="fine-tuning learning rate")
+    p.add_argument("--val-images", type=int, default=_lib_default("val_images"),
+                   help="validation images per reward")
+    p.add_argument("--seed", type=int, default=_lib_default("seed"), help="seed of every stage")
+    p.add_argument("--precision", default=_lib_default("precision"),
+                   choices=["bf16", "fp16", "fp32"], help="training and inference precision")
+    p.add_argument("--threads", type=int, default=_lib_default("threads"),
+                   help="CPU threads (0: one per core)")
+    p.add_argument("--compact-bn", action="store_true",
+                   help="store batch norms as inference scale and shift")
+    add_config_args(p, DataConfig)
+    _common(p)
+    p.set_defaults(func=_cmd_compress)
+
+
 def _codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="auto", choices=["auto", "packed", "ans"],
                    help="index coding: packed bits, ANS entropy coding, or the smaller per layer")
@@ -304,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference precision")
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of N images")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
+    _class_args(p)
     add_config_args(p, DataConfig)
     _common(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -367,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="run the ONNX file with onnxruntime on the test split against PyTorch")
     _codec_args(p)
+    _class_args(p)
     add_config_args(p, DataConfig, skip=("image_size",))
     p.set_defaults(func=_cmd_export)
 
@@ -375,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "stored bytes, index entropy and bits per weight.")
     p.add_argument("file", help="the .rlc file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _class_args(p)
     p.set_defaults(func=_cmd_inspect)
+    _add_compress(sub)
 
     p = sub.add_parser("search", help="search k per layer under a size budget (DDPG, random "
                        "search or a one-shot allocator)",

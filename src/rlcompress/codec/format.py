@@ -421,10 +421,10 @@ def _build(manifest: dict, model: nn.Module | None, file_bytes: int) -> tuple[nn
         raise CodecError("manifest has no architecture spec")
     limit = _element_limit(file_bytes)
     if model is None and spec.get("arch") == "user":
-        raise CodecError("the file holds your own model's weights, not its code, so the command "
-                         "line cannot rebuild it: in Python, pass a fresh instance of its class "
-                         "(rlcompress.load(path, model=MyNet()); inspect_file(path, "
-                         "model=MyNet()) for the per-layer table)")
+        raise CodecError("the file holds your own model's weights, not its code: name its "
+                         "class (on the command line --class nets.py:MyNet, with --class-args "
+                         "'{...}' if it takes any; in Python rlcompress.load(path, "
+                         "model=MyNet()) or inspect_file(path, model=MyNet()))")
     try:
         if model is None:
             with torch.device("meta"):

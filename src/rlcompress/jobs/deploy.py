@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rlcompress.clustering.qat import freeze_qat
 from rlcompress.data import DataConfig, ImageData, load_data
@@ -41,16 +42,25 @@ def verify_onnx(path: str | Path, model: torch.nn.Module, data: ImageData,
             "max_logit_diff": worst, "logit_images": min(seen, logit_images), "test_images": seen}
 
 
+def _in_channels(model: nn.Module, spec: dict) -> int:
+    if "in_channels" in spec:
+        return int(spec["in_channels"])
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3  # a user model: its first conv's
+
+
 def export_deploy(source: str, out: str, fmt: str = "onnx", image_size: tuple[int, int] = (32, 32),
-                  verify: bool = False, data: DataConfig | None = None) -> dict:
+                  verify: bool = False, data: DataConfig | None = None,
+                  model_class: str | None = None, class_args: str | dict | None = None) -> dict:
     """Export an ``.rlc`` file or a shared checkpoint as ONNX (``onnx``: palettized;
     ``onnx-dense``: float weights; with ``verify``, compared with the decoded model on the test
-    split) or as a Core ML package (``coreml``: always verified layer by layer)."""
+    split) or as a Core ML package (``coreml``: always verified layer by layer). A user model's
+    ``.rlc`` needs its ``model_class`` (``file.py:Class``, built with ``class_args``)."""
     if fmt not in FORMATS[1:]:
         raise ValueError(f"format must be one of {FORMATS[1:]} here, got {fmt!r}")
-    model, spec = resolve_model(source)
+    model, spec = resolve_model(source, model_class=model_class, class_args=class_args)
     freeze_qat(model)
-    shape = (int(spec.get("in_channels", 3)), *image_size)
+    shape = (_in_channels(model, spec), *image_size)
     t0 = time.perf_counter()
     if fmt == "coreml":
         report = export_coreml(model, out, shape)

@@ -26,6 +26,7 @@ from rlcompress.models import (
     load_weights,
     model_spec,
 )
+from rlcompress.models.user import import_model
 from rlcompress.paths import baseline_path, pretrained_path
 
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
@@ -52,7 +53,8 @@ def check_classes(spec: dict, num_classes: int | None, model: str) -> None:
 
 def resolve_model(
     model: str, init: str | None = None, num_classes: int | None = None,
-    require_weights: bool = False,
+    require_weights: bool = False, model_class: str | None = None,
+    class_args: str | dict | None = None,
 ) -> tuple[nn.Module, dict]:
     """A model and its spec from a registered name or a ``X.safetensors``/``X.json`` checkpoint.
 
@@ -62,16 +64,21 @@ def resolve_model(
     (a registered model is built with it, default 10; a checkpoint must match it). With
     ``require_weights``
     (pruning, sharing, searching: stages that need a trained model) a bare model name without
-    ``init`` is an error instead of a silently random network.
+    ``init`` is an error instead of a silently random network. ``model_class`` (with
+    ``class_args``) names the class of a compressed user model's file
+    (:func:`rlcompress.models.user.import_model`).
     """
     path = Path(model)
     init = None if init == "scratch" else init
+    if model_class and path.suffix != ".rlc":
+        raise ValueError("--class names the class of a compressed file of your own model (.rlc)")
     if path.suffix == ".rlc":
         if init:
             raise ValueError("--init applies to a model name, not to a compressed file")
         from rlcompress.codec import load_compressed
 
-        net, manifest = load_compressed(path)
+        instance = import_model(model_class, class_args) if model_class else None
+        net, manifest = load_compressed(path, model=instance)
         check_classes(manifest["spec"], num_classes, model)
         return net, manifest["spec"]
     if path.suffix.lower() in TORCH_SUFFIXES:
@@ -149,11 +156,15 @@ def evaluate_checkpoint(
     limit: int = 0,
     threads: int = 0,
     progress: bool = True,
+    model_class: str | None = None,
+    class_args: str | dict | None = None,
 ) -> dict:
-    """Accuracy of a checkpoint (or a registered model with ``init`` weights) on a split."""
+    """Accuracy of a checkpoint (or a registered model with ``init`` weights, or a user model's
+    ``.rlc`` with its ``model_class``) on a split."""
     set_threads(threads)
     # a model file is read (and a bad one refused) before any data is looked for
-    net, spec = resolve_model(model, init) if Path(model).suffix else (None, {})
+    net, spec = (resolve_model(model, init, model_class=model_class, class_args=class_args)
+                 if Path(model).suffix else (None, {}))
     dataset = load_data(data or DataConfig(), progress=progress)
     check_classes(spec, dataset.num_classes, model)
     if net is None:

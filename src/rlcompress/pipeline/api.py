@@ -24,7 +24,7 @@ from rlcompress.clustering.quantize import hard_bn_hook, quantize, sharing_spec
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report
-from rlcompress.data import ImageData
+from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.engine.train import PRUNE_SELECT
@@ -37,6 +37,7 @@ from rlcompress.models import (
 )
 from rlcompress.models.resnet_cifar import ARCH
 from rlcompress.models.shapes import fold_parametrizations
+from rlcompress.models.user import import_model
 from rlcompress.pruning import FilterMasks, PruneConfig, layer_shapes, shrink_resnet
 from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 from rlcompress.rundir import claim
@@ -332,6 +333,29 @@ def compress(
         report["test_top1"] = round(evaluate_model(decoded, data, "test", precision)["top1"], 2)
     write_json((out / "report.json"), report)
     return decoded, report
+
+
+def compress_class(
+    model: str,
+    init: str,
+    class_args: str | dict | None = None,
+    data: DataConfig | None = None,
+    **options: object,
+) -> dict:
+    """``rlcompress compress``: :func:`compress` a user's own class from the command line.
+
+    ``model`` names the class as ``pkg.module:Class`` or ``file.py:Class``, built with
+    ``class_args`` (a dict, or JSON text); ``init`` is its trained weights (``.safetensors`` or
+    a torch file, read with ``weights_only=True``); ``data`` the dataset (CIFAR-10 by default,
+    or an image folder); ``options`` are :func:`compress`'s. Returns the report."""
+    if not init or init in ("scratch", "baseline", "pretrained"):
+        raise ValueError("compress needs the trained weights of your model: --init PATH "
+                         "(.safetensors, .pt, .pth)")
+    net = import_model(model, class_args)
+    load_weights(net, load_state_dict_file(init))
+    dataset = load_data(data or DataConfig(), progress=bool(options.get("progress", True)))
+    _, report = compress(net, data=dataset, **options)
+    return report
 
 
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
