@@ -325,3 +325,14 @@ def test_ratios_by_hand():
     dense = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False), nn.Flatten(), nn.Linear(36, 2))
     assert float_state_bytes(dense) > 82 * 4
     assert float_state_bytes(dense) < 82 * 4 + 300
+
+
+def test_a_user_modules_tensor_shapes_are_validated_before_anything_is_built():
+    from rlcompress.codec.format import _check_shapes
+
+    _check_shapes({"block.gamma": {"out": 4, "shape": [4]}}, 100)
+    for bad in ([0], "4", [4] * 9, [10**7], [2.5]):
+        with pytest.raises(CodecError, match="list of positive sizes"):
+            _check_shapes({"block.gamma": {"out": 4, "shape": bad}}, 10**9)
+    with pytest.raises(CodecError, match="more weights"):
+        _check_shapes({"block.gamma": {"out": 1000, "shape": [1000, 1000]}}, 10**5)

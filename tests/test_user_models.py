@@ -16,6 +16,7 @@ from rlcompress.clustering import share_model
 from rlcompress.codec.format import CodecError
 from rlcompress.data.loaders import LoaderData
 from rlcompress.pruning import FilterMasks, PruneConfig, shrink_generic
+from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
 
 
 def test_validation_subset_is_class_stratified_on_a_sorted_loader():
@@ -434,7 +435,7 @@ def test_a_pruned_transposed_conv_is_recorded_and_loads_back(planted, tmp_path: 
 
 
 class Scale(nn.Module):
-    """A user's own per-channel layer: the pruner shrinks its parameter, the file cannot."""
+    """A user's own per-channel layer: the pruner shrinks its parameter with its channels."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -442,6 +443,17 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.weight.view(1, -1, 1, 1)
+
+
+class ScaleShift(Scale):
+    """The same with a per-channel buffer, which the graph library does not shrink."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.register_buffer("shift", torch.rand(channels) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.shift.view(1, -1, 1, 1)
 
 
 class ActNet(nn.Module):
@@ -454,11 +466,36 @@ class ActNet(nn.Module):
         return self.fc(self.conv2(torch.relu(self.act(self.conv(x)))).mean((2, 3)))
 
 
-def test_a_layer_the_file_cannot_resize_fails_before_any_training(planted, tmp_path: Path):
+def test_a_users_per_channel_module_is_recorded_and_loads_back(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    decoded, report = rlcompress.compress(
+        ActNet(Scale(8)), data=planted, target_size="4KB", prune_rate=0.5, strategy="uniform",
+        prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "s", progress=False,
+        threads=1)
+    assert decoded.act.weight.shape == (4,) and report["layers_kept_whole"] == {}
+    back = rlcompress.load(report["file"], model=ActNet(Scale(8)))
+    got = back.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in decoded.state_dict().items())
+
+
+def test_a_group_whose_buffer_the_graph_misses_is_restored_whole():
+    torch.manual_seed(0)
+    net, x = ActNet(ScaleShift(8)).eval(), torch.randn(2, 3, 8, 8)
+    small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    assert "fails to run" in report.kept_whole["conv"]
+    # the bare parameter the graph library did shrink is put back with its group
+    assert torch.equal(small.act.weight, net.act.weight) and torch.equal(small.conv.weight, net.conv.weight)
+    assert small(x).shape == (2, 4)
+
+
+def test_a_layer_the_spec_does_not_record_is_refused_right_after_pruning():
+    from rlcompress.pipeline.api import _check_rebuild
+    from rlcompress.pruning import layer_shapes
+
+    small, _ = prune_groups(ActNet(Scale(8)), torch.zeros(1, 3, 8, 8), GroupPruneConfig(rate=0.5))
+    shapes = {n: s for n, s in layer_shapes(small).items() if not n.startswith("act.")}
     with pytest.raises(ValueError, match=r"act \(Scale\).*protect"):
-        rlcompress.compress(ActNet(Scale(8)), data=planted, target_size="4KB",
-                            strategy="uniform", out=tmp_path / "p", progress=False, threads=1)
-    assert not (tmp_path / "p" / "prune").exists()
+        _check_rebuild(ActNet(Scale(8)), small, {"arch": "user", "shapes": shapes})
 
 
 @pytest.mark.parametrize("act", ["prelu", "instancenorm"])

@@ -459,6 +459,13 @@ def _check_shapes(shapes: object, limit: int) -> None:
         if not (isinstance(s, dict) and _is_int(s.get("in", 1), 1, 1 << 20)
                 and _is_int(s.get("out"), 1, 1 << 20)):
             raise CodecError(f"spec shapes[{name!r}] must give positive in/out widths")
+        dims = s.get("shape")
+        if dims is not None:  # a user module's own tensor
+            if not (isinstance(dims, list) and 1 <= len(dims) <= 8
+                    and all(_is_int(d, 1, 1 << 20) for d in dims)):
+                raise CodecError(f"spec shapes[{name!r}] must give a list of positive sizes")
+            total += math.prod(dims)
+            continue
         total += s.get("in", 1) * s["out"]
     if total > limit:
         raise CodecError("spec shapes declare more weights than the file's size allows")

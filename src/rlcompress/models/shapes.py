@@ -29,9 +29,10 @@ NORMS = (nn.SyncBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
-def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+def layer_shapes(model: nn.Module) -> dict[str, dict]:
     """Channel/feature sizes of every conv (1-3d, transposed too), batch, instance and group
-    norm, per-channel PReLU and linear layer: the spec of a shrunk user model."""
+    norm, per-channel PReLU and linear layer, and the shapes of the tensors a user's own module
+    holds: the spec of a shrunk user model."""
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, CONVS):
@@ -44,7 +45,34 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
             shapes[name] = {"out": m.num_parameters}
         elif isinstance(m, nn.Linear):
             shapes[name] = {"in": m.in_features, "out": m.out_features}
+        elif not type(m).__module__.startswith("torch."):
+            shapes.update(_own_tensors(name, m))
     return shapes
+
+
+def _own_tensors(name: str, m: nn.Module) -> dict[str, dict]:
+    """The shapes of a user module's own parameters and buffers (a layer scale, a per-channel
+    gain): the pruner shrinks them with their channels, and a fresh instance must take them.
+    A torch module of a kind not handled above is left out: its attributes (a layer norm's
+    ``normalized_shape``) would not follow a replaced tensor."""
+    own = {**dict(m.named_parameters(recurse=False)), **dict(m.named_buffers(recurse=False))}
+    return {f"{name}.{leaf}" if name else leaf: {"out": int(t.shape[0]), "shape": list(t.shape)}
+            for leaf, t in own.items() if t is not None and t.dim() >= 1}
+
+
+def _resize_tensor(model: nn.Module, name: str, shape: list[int]) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    old = getattr(owner, leaf)
+    if list(old.shape) == list(shape):
+        return
+    fresh = torch.empty(shape, dtype=old.dtype)
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(fresh, requires_grad=old.requires_grad)
+    elif leaf in owner._buffers:
+        owner._buffers[leaf] = fresh
+    else:
+        raise KeyError(f"{name} is neither a parameter nor a buffer")
 
 
 def _base(m: nn.Module, classes: tuple[type, ...]) -> type:
@@ -79,6 +107,9 @@ def _resized(m: nn.Module, shape: dict[str, int]) -> nn.Module | None:
 def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
     """Resize a freshly built user model's layers to ``shapes`` (before loading its weights)."""
     for name, shape in shapes.items():
+        if "shape" in shape:  # a user module's own tensor
+            _resize_tensor(model, name, shape["shape"])
+            continue
         fresh = _resized(model.get_submodule(name), shape)
         if fresh is not None:
             set_module(model, name, fresh)

@@ -209,6 +209,15 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return [mod for out, mod in seen if any(out is o for o in outs)]
 
 
+def _owners(model: nn.Module, group: object) -> list[nn.Module]:
+    """The modules holding the bare parameters a group prunes (a layer scale, a user's gain):
+    Torch-Pruning targets the parameter itself, so restoring the members alone would leave it
+    shrunk."""
+    bare = {id(dep.target.module) for dep, _ in group if isinstance(dep.target.module, nn.Parameter)}
+    return [m for m in model.modules()
+            if any(id(p) in bare for p in m.parameters(recurse=False))] if bare else []
+
+
 def _first_line(exc: Exception, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -295,7 +304,7 @@ def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: in
     group = dg.get_pruning_group(root, prune_out, idxs)
     shape = (1, *x.shape[1:])
     params, flops = count_params(model), count_flops(model, shape)
-    saved = _snapshot([model.get_submodule(m) for m in members])
+    saved = _snapshot([model.get_submodule(m) for m in members] + _owners(model, group))
     with torch.no_grad():
         _mask_group(group, tp)
         want = model(x)  # the channels masked, full width
