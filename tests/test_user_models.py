@@ -285,6 +285,35 @@ def test_a_loader_ending_on_a_batch_of_one_trains_a_batch_norm_head(tmp_path: Pa
     assert report["file_bytes"] <= 3000 and "test_top1" in report
 
 
+class AuxNet(PlainNet):
+    """An auxiliary head used only in training, as in GoogLeNet: returned beside the logits
+    (``tuple``), or folded into them (``sum``)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.aux, self.mode = nn.Linear(16, 4), mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple:  # noqa: D102
+        h = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        out = self.fc(torch.relu(self.b3(self.c3(h))).mean((2, 3)))
+        if not self.training:
+            return out
+        aux = self.aux(h.mean((2, 3)))
+        return (out, aux) if self.mode == "tuple" else out + 0.1 * aux
+
+
+@pytest.mark.parametrize("mode, match", [
+    ("tuple", "in training mode the model returns a tuple"),
+    ("sum", "the pruned model fails in training mode"),
+])
+def test_a_head_used_only_in_training_is_a_clear_error_before_training(planted, tmp_path: Path,
+                                                                       mode: str, match: str):
+    with pytest.raises(ValueError, match=match):
+        rlcompress.compress(AuxNet(mode), data=planted, target_size="4500", strategy="greedy",
+                            prune_rate=0.5, out=tmp_path / "a", progress=False, threads=1)
+    assert not (tmp_path / "a" / "prune").exists()
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

@@ -79,6 +79,13 @@ def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
     would fail deep inside the first evaluation, so it fails here with what to change."""
     with torch.no_grad():
         out = model(_example(data, 2))
+        # compress trains the model too: a forward that differs in training (auxiliary heads,
+        # as in GoogLeNet or Inception-v3) is checked on a copy, whose batch norms may move
+        trained = copy.deepcopy(model).train()(_example(data, 2))
+    if not isinstance(trained, torch.Tensor):
+        raise ValueError(f"in training mode the model returns a {type(trained).__name__} "
+                         "(auxiliary heads?); compress fine-tunes it, so its forward must return "
+                         "the logits alone in training too: wrap it, or drop the extra heads")
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the model returns a {type(out).__name__}; compress needs a model "
                          "whose forward returns one (batch, classes) tensor of class scores: "
@@ -104,7 +111,20 @@ def _prune(model: nn.Module, spec: dict | None, rate: float, example: torch.Tens
                                  rates=rates)
     small_spec = {"arch": "user", "shapes": layer_shapes(small)}
     _check_rebuild(model, small, small_spec)
+    _check_trains(small, example)
     return small, {**small_spec, "origin": origin}, report.kept_whole, report.to_dict()
+
+
+def _check_trains(small: nn.Module, example: torch.Tensor) -> None:
+    """The pruner traces and checks the model in inference mode; a layer used only in training
+    would keep its width and fail at the first fine-tuning step, so it fails here."""
+    try:
+        with torch.no_grad():
+            copy.deepcopy(small).train()(example.expand(2, *example.shape[1:]))
+    except RuntimeError as exc:
+        raise ValueError(f"the pruned model fails in training mode ({str(exc).splitlines()[0]}): "
+                         "a layer it uses only in training was not pruned with its inputs; "
+                         "protect the layers that feed it (protect=...)") from exc
 
 
 def _check_rebuild(original: nn.Module, small: nn.Module, spec: dict) -> None:
