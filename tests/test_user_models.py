@@ -314,6 +314,19 @@ def test_a_head_used_only_in_training_is_a_clear_error_before_training(planted, 
     assert not (tmp_path / "a" / "prune").exists()
 
 
+def test_a_compiled_model_is_compressed_through_the_module_it_wraps(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    model = PlainNet()
+    compiled = torch.compile(model)  # nothing is compiled until it runs, and it never does here
+    decoded, report = rlcompress.compress(
+        compiled, data=planted, target_size="4500", strategy="greedy", prune_epochs=1,
+        share_epochs=1, val_images=32, out=tmp_path / "c", progress=False, precision="fp32",
+        threads=1)
+    assert not any(n.startswith("_orig_mod") for n in decoded.state_dict())
+    back = rlcompress.load(report["file"], model=torch.compile(PlainNet()))
+    assert isinstance(back, PlainNet) and torch.equal(back.c3.weight, decoded.c3.weight)
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(
