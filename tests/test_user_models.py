@@ -327,6 +327,22 @@ def test_a_compiled_model_is_compressed_through_the_module_it_wraps(planted, tmp
     assert isinstance(back, PlainNet) and torch.equal(back.c3.weight, decoded.c3.weight)
 
 
+def test_int32_labels_from_numpy_train_and_evaluate(tmp_path: Path):
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> DataLoader:
+        y = torch.arange(n) % 4
+        x = torch.randn(n, 3, 16, 16, generator=g) + y.view(-1, 1, 1, 1)
+        return DataLoader(TensorDataset(x, y.int()), batch_size=16)  # cross_entropy takes int64
+
+    torch.manual_seed(0)
+    _, report = rlcompress.compress(
+        PlainNet(), train_loader=split(64), val_loader=split(32), test_loader=split(32),
+        target_size="4500", strategy="greedy", prune_epochs=1, share_epochs=1, val_images=32,
+        out=tmp_path / "i", progress=False, precision="fp32", threads=1)
+    assert report["file_bytes"] <= 4500 and report["test_top1"] >= 0
+
+
 def test_compress_with_a_one_shot_allocator(planted, tmp_path: Path):
     torch.manual_seed(0)
     _, report = rlcompress.compress(

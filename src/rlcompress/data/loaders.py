@@ -65,6 +65,21 @@ class Sharded:
             yield x[part], y[part]
 
 
+class LongLabels:
+    """A loader whose integer labels are given as int64, the class-index type every loss takes
+    (labels from NumPy are often int32, which ``cross_entropy`` refuses)."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader.loader if isinstance(loader, LongLabels) else loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for x, y in self.loader:
+            yield x, y.long()
+
+
 @dataclass
 class LoaderData:
     """A user's train / validation (/ test) DataLoaders in place of an :class:`ImageData`."""
@@ -92,6 +107,10 @@ class LoaderData:
             check_batch(next(iter(self.train_loader)), "training")
         finally:
             torch.set_rng_state(state)
+        # int64 labels cost nothing to pass through (``.long()`` returns the tensor itself)
+        self.train_loader, self.val_loader = LongLabels(self.train_loader), LongLabels(self.val_loader)
+        if self.test_loader is not None:
+            self.test_loader = LongLabels(self.test_loader)
         self.input_shape = tuple(x.shape[1:])
         if not self.num_classes:
             self.num_classes = int(y.max()) + 1
