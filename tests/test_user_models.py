@@ -317,7 +317,8 @@ def test_a_head_used_only_in_training_is_a_clear_error_before_training(planted, 
 def test_a_compiled_model_is_compressed_through_the_module_it_wraps(planted, tmp_path: Path):
     torch.manual_seed(0)
     model = PlainNet()
-    compiled = torch.compile(model)  # nothing is compiled until it runs, and it never does here
+    # nothing is compiled until it runs, and it never does here; DataParallel's prefix goes too
+    compiled = torch.compile(nn.DataParallel(model))
     decoded, report = rlcompress.compress(
         compiled, data=planted, target_size="4500", strategy="greedy", prune_epochs=1,
         share_epochs=1, val_images=32, out=tmp_path / "c", progress=False, precision="fp32",

@@ -62,16 +62,23 @@ def _example(data: ImageData | LoaderData, n: int = 1) -> torch.Tensor:
     return torch.zeros(n, c, h, w)
 
 
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The module inside ``torch.compile``'s wrapper: every stage traces, prunes, swaps layers
-    and trains it eagerly (the wrapper's graphs would go stale at the first change, and its
-    state names carry an ``_orig_mod.`` prefix); compile the returned model again."""
-    inner = getattr(model, "_orig_mod", None)
-    return inner if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else model
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile``'s or a data-parallel wrapper: every stage traces,
+    prunes, swaps layers and trains it eagerly on one device (a compiled graph would go stale
+    at the first change, and the wrappers' state names carry an ``_orig_mod.`` or ``module.``
+    prefix); compile or wrap the returned model again."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
 
 
 def _copy(model: nn.Module) -> nn.Module:
-    model = _uncompiled(model)
+    model = _unwrapped(model)
     try:
         return copy.deepcopy(model)
     except RuntimeError as exc:  # torch's deprecated hook forms hold a computed, uncopyable weight
@@ -390,4 +397,4 @@ def compress_class(
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Load an ``.rlc`` file as a model (``model``: a fresh instance, for a user's own class;
     a ``torch.compile``-d one is filled through the module it wraps)."""
-    return load_compressed(path, _uncompiled(model) if model is not None else None)[0]
+    return load_compressed(path, _unwrapped(model) if model is not None else None)[0]
