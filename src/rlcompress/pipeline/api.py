@@ -98,14 +98,14 @@ def _check_outputs(model: nn.Module, data: ImageData | LoaderData) -> None:
         # compress trains the model too: a forward that differs in training (auxiliary heads,
         # as in GoogLeNet or Inception-v3) is checked on a copy, whose batch norms may move
         trained = copy.deepcopy(model).train()(_example(data, 2))
-    if not isinstance(trained, torch.Tensor):
-        raise ValueError(f"in training mode the model returns a {type(trained).__name__} "
-                         "(auxiliary heads?); compress fine-tunes it, so its forward must return "
-                         "the logits alone in training too: wrap it, or drop the extra heads")
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the model returns a {type(out).__name__}; compress needs a model "
                          "whose forward returns one (batch, classes) tensor of class scores: "
                          "wrap it in a module that returns the logits alone")
+    if not isinstance(trained, torch.Tensor):
+        raise ValueError(f"in training mode the model returns a {type(trained).__name__} "
+                         "(auxiliary heads?); compress fine-tunes it, so its forward must return "
+                         "the logits alone in training too: wrap it, or drop the extra heads")
     if out.dim() != 2 or out.shape[0] != 2:
         raise ValueError(f"the model returns a tensor of shape {tuple(out.shape)} for 2 inputs; "
                          "compress needs one row of class scores per input, (batch, classes)")
