@@ -102,6 +102,13 @@ def test_a_compressed_user_conv1d_model_exports_to_onnx(tmp_path: Path):
     assert set(out["index_bits"]) == set(report["policy"])
     got = run_onnx(onnx_session(out["file"]), x[:8])
     np.testing.assert_allclose(got.numpy(), model(x[:8]).detach().numpy(), atol=1e-5)
+    from rlcompress.cli import main  # the same from the command line, with the class named
+
+    assert main(["export", report["file"], "--class", "test_user_models:SignalNet", "--class-args",
+                 '{"dims": 1}', "--input-shape", "2", "12", "--format", "onnx", "--out",
+                 str(tmp_path / "c.onnx")]) == 0
+    got = run_onnx(onnx_session(tmp_path / "c.onnx"), x[:8])
+    np.testing.assert_allclose(got.numpy(), model(x[:8]).detach().numpy(), atol=1e-5)
 
 
 def test_palettized_export_needs_a_shared_model(tmp_path: Path):

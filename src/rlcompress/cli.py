@@ -119,7 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     _print(evaluate_checkpoint(args.model, args.init, args.split, config_from_args(DataConfig, args),
                                args.precision, args.limit, args.threads, progress=not args.quiet,
-                               model_class=args.model_class, class_args=args.class_args))
+                               model_class=args.model_class, class_args=args.class_args,
+                         input_shape=args.input_shape))
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:
@@ -161,7 +162,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
         return
     _print(export_deploy(args.checkpoint, args.out, args.format, tuple(args.image_size),
                          args.verify, config_from_args(DataConfig, args),
-                         model_class=args.model_class, class_args=args.class_args))
+                         model_class=args.model_class, class_args=args.class_args,
+                         input_shape=args.input_shape))
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
@@ -441,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input height and width of the ONNX graph (the batch is dynamic)")
     p.add_argument("--verify", action="store_true",
                    help="run the ONNX file with onnxruntime on the test split against PyTorch")
+    p.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="the model's input without the batch, for inputs other than images "
+                   "(e.g. 2 128: a Conv1d model on 2-channel signals); replaces --image-size")
     _codec_args(p)
     _class_args(p)
     add_config_args(p, DataConfig, skip=("image_size",))

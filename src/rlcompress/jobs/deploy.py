@@ -51,16 +51,19 @@ def _in_channels(model: nn.Module, spec: dict) -> int:
 
 def export_deploy(source: str, out: str, fmt: str = "onnx", image_size: tuple[int, int] = (32, 32),
                   verify: bool = False, data: DataConfig | None = None,
-                  model_class: str | None = None, class_args: str | dict | None = None) -> dict:
+                  model_class: str | None = None, class_args: str | dict | None = None,
+                  input_shape: tuple[int, ...] | None = None) -> dict:
     """Export an ``.rlc`` file or a shared checkpoint as ONNX (``onnx``: palettized;
     ``onnx-dense``: float weights; with ``verify``, compared with the decoded model on the test
     split) or as a Core ML package (``coreml``: always verified layer by layer). A user model's
-    ``.rlc`` needs its ``model_class`` (``file.py:Class``, built with ``class_args``)."""
+    ``.rlc`` needs its ``model_class`` (``file.py:Class``, built with ``class_args``);
+    ``input_shape`` (without the batch) replaces (channels, *image_size) for other inputs, e.g.
+    (2, 128) for a Conv1d model on 2-channel signals."""
     if fmt not in FORMATS[1:]:
         raise ValueError(f"format must be one of {FORMATS[1:]} here, got {fmt!r}")
     model, spec = resolve_model(source, model_class=model_class, class_args=class_args)
     freeze_qat(model)
-    shape = (_in_channels(model, spec), *image_size)
+    shape = tuple(input_shape) if input_shape else (_in_channels(model, spec), *image_size)
     t0 = time.perf_counter()
     if fmt == "coreml":
         report = export_coreml(model, out, shape)
