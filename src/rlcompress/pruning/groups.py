@@ -149,11 +149,12 @@ def group_scores(group: object, channels: int, criterion: str = "fpgm") -> torch
     total = torch.zeros(channels, dtype=torch.float64)
     count = torch.zeros(channels, dtype=torch.float64)
     for layer, idxs, root in _producers(group, tp):
-        # Torch-Pruning follows a reshape (a channel shuffle, say) with index arithmetic that
-        # can land outside the layer; such a group cannot be trusted at all
+        # Torch-Pruning follows a reshape (a channel shuffle) or a channel pad (an option-A
+        # shortcut) with index arithmetic that can land outside the layer; such a group cannot
+        # be trusted at all
         if max(idxs, default=0) >= layer.weight.shape[0] or max(root, default=0) >= channels:
-            raise GraphError("the graph maps the group's channels outside a layer (a reshape "
-                             "such as a channel shuffle)")
+            raise GraphError("the graph maps the group's channels outside a layer (index "
+                             "arithmetic through a channel pad, a reshape or a channel shuffle)")
         scores = CRITERIA[criterion](layer.weight.detach()).double()
         scores = scores / scores.mean().clamp(min=1e-12)
         total.index_add_(0, torch.tensor(root), scores[idxs])
