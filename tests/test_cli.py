@@ -173,6 +173,7 @@ def test_help_defaults_are_the_defaults_used():
     (["run", "--quick"], "`rlcompress run --resume runs/pipeline-quick`"),
     (["run", "--out", "r1"], "`rlcompress run --resume r1`"),
     (["frontier", "--model", "resnet20"], "rerun the same command"),
+    (["compress", "--model", "nets.py:Net", "--init", "w.pt"], "rerun the same command"),
     (["train", "--out", "t"], "rerun with --resume"),
     (["evaluate", "x.rlc"], ""),
 ])

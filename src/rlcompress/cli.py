@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     """How the interrupted command continues (each resumes its own way, some not at all)."""
-    if args.command in ("frontier", "reproduce"):
+    if args.command in ("frontier", "reproduce", "compress"):
         return "; rerun the same command to continue"
     if args.command == "run":
         return f"; rerun the same command, or `rlcompress run --resume {_run_dir(args)}`, to continue"
