@@ -370,3 +370,27 @@ def test_user_architectures_are_pruned_in_every_group_and_rebuild_from_their_spe
     rebuilt = apply_layer_shapes(net(), layer_shapes(small))
     rebuilt.load_state_dict(small.state_dict())
     assert torch.equal(rebuilt.eval()(x), small(x))
+
+
+class _CRNN(nn.Module):
+    """Convs feeding a GRU (audio, telemetry): the graph library cannot build the group of the
+    conv the GRU reads, and used to raise inside its walk, ending it for every group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(2, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.c2, self.b2 = nn.Conv1d(16, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.rnn, self.fc = nn.GRU(16, 12, batch_first=True), nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        return self.fc(self.rnn(x.transpose(1, 2))[0][:, -1])
+
+
+def test_a_group_the_graph_library_cannot_build_is_kept_whole_and_the_others_pruned():
+    torch.manual_seed(0)
+    net, x = _CRNN().eval(), torch.randn(2, 2, 24)
+    small, report = prune_groups(net, x, GroupPruneConfig(rate=0.5))
+    assert "cannot build its group" in report.kept_whole["c2"]
+    assert {g.name: g.pruned for g in report.groups} == {"c2": 0, "c1": 8}
+    assert small.c1.out_channels == small.c2.in_channels == 8 and small(x).shape == (2, 4)

@@ -119,8 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     _print(evaluate_checkpoint(args.model, args.init, args.split, config_from_args(DataConfig, args),
                                args.precision, args.limit, args.threads, progress=not args.quiet,
-                               model_class=args.model_class, class_args=args.class_args,
-                         input_shape=args.input_shape))
+                               model_class=args.model_class, class_args=args.class_args))
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:

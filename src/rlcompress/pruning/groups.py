@@ -261,13 +261,12 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
     for p in model.parameters():
         p.requires_grad_(True)
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    # linear layers are roots too: an MLP's hidden width (a ConvNeXt block's, a VGG head's) is
-    # as removable as a conv's, and a linear SE gate couples into the conv channels it scales
-    roots = [(dg._module2name[g[0].dep.target.module], len(g[0].idxs)) for g in
-             dg.get_all_groups(ignored_layers=output_layers(model, example),
-                               root_module_types=[*CONVS, nn.Linear])]
     x = torch.randn(cfg.check_batch, *shape, generator=torch.Generator().manual_seed(cfg.seed))
-    for name, channels in roots:
+    for name, channels, failure in _roots(dg, output_layers(model, example)):
+        if failure:
+            report.groups.append(GroupRecord(name=name, members=[name], channels=channels,
+                                             status="kept whole", reason=failure))
+            continue
         report.groups.append(_prune_one(model, dg, tp, name, channels, rates.get(name, cfg.rate),
                                         cfg, x))
     for n, p in model.named_parameters():  # pruned layers hold new Parameters
@@ -279,6 +278,39 @@ def prune_groups(model: nn.Module, example: torch.Tensor, cfg: GroupPruneConfig 
                               if isinstance(m, CONVS) and (m.in_channels, m.out_channels)
                               != before[n])
     return model, report
+
+
+def _roots(dg: object, ignored: list[nn.Module]) -> list[tuple[str, int, str]]:
+    """(name, channels, why it cannot be pruned or "") of every group's root, in the graph's
+    order. Torch-Pruning's own ``get_all_groups`` does this, but one group it cannot build (a
+    conv feeding a GRU) raises inside its generator and ends the walk for every other group.
+    Linear layers are roots too: an MLP's hidden width (a ConvNeXt block's, a VGG head's) is as
+    removable as a conv's, and a linear SE gate couples into the conv channels it scales."""
+    ignored = [*ignored, *getattr(dg, "IGNORED_LAYERS_IN_TRACING", [])]
+    visited: set[int] = set()
+    out = []
+    for m in list(dg.module2node):
+        if not isinstance(m, (*CONVS, nn.Linear)) or id(m) in visited or any(m is i for i in ignored):
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        channels = pruner.get_out_channels(m) if pruner is not None else None
+        if channels is None:
+            continue
+        name = dg._module2name[m]
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
+        except (IndexError, KeyError, ValueError, RuntimeError) as exc:
+            visited.add(id(m))
+            out.append((name, channels, f"the graph library cannot build its group ({_first_line(exc)})"))
+            continue
+        prunable = True
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                visited.add(id(dep.target.module))
+                prunable = prunable and not any(dep.target.module is i for i in ignored)
+        if prunable and len(group):
+            out.append((name, channels, ""))
+    return out
 
 
 def _prune_one(model: nn.Module, dg: object, tp: object, name: str, channels: int, rate: float,
