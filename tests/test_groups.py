@@ -394,3 +394,14 @@ def test_a_group_the_graph_library_cannot_build_is_kept_whole_and_the_others_pru
     assert "cannot build its group" in report.kept_whole["c2"]
     assert {g.name: g.pruned for g in report.groups} == {"c2": 0, "c1": 8}
     assert small.c1.out_channels == small.c2.in_channels == 8 and small(x).shape == (2, 4)
+
+
+def test_a_plain_mlp_loses_hidden_units_but_never_a_class_score():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Dropout(0.1),
+                        nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    small, report = prune_groups(mlp, x, GroupPruneConfig(rate=0.5))
+    assert {g.name: g.pruned for g in report.groups} == {"1": 8, "4": 4}  # "6" returns the scores
+    assert [m.out_features for m in small if isinstance(m, nn.Linear)] == [8, 4, 4]
+    assert all(g.max_abs_diff <= 1e-5 for g in report.groups)
