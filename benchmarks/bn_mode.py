@@ -22,7 +22,7 @@ from rlcompress.engine import evaluate_model, set_threads
 from rlcompress.fileio import write_json
 from rlcompress.models import load_checkpoint
 
-DEFAULT = ["checkpoints/scratch-resnet20/best.safetensors",
+DEFAULT = ["checkpoints/scratch-106ep-resnet20/best.safetensors",
            "checkpoints/scratch-cpu160-resnet20/best.safetensors"]
 
 

@@ -57,6 +57,9 @@ CHECKPOINTS = {  # the clean baselines (trained on the train split only) are the
     "resnet20": "checkpoints/scratch-resnet20/best.safetensors",
     "resnet20-fpgm": "checkpoints/fpgm-scratch-resnet20/finetune/best.safetensors",
     "resnet32": "checkpoints/scratch-resnet32/best.safetensors",
+    # the ResNet-20 baseline before session 22 (results/bench/peers_clean_v2.json, where its
+    # rows are named resnet20)
+    "resnet20-106ep": "checkpoints/scratch-106ep-resnet20/best.safetensors",
     # the CPU-trained clean baseline of sessions 7-10 (results/bench/peers_clean.json)
     "resnet20-cpu160": "checkpoints/scratch-cpu160-resnet20/best.safetensors",
     # history: the shared checkpoint fine-tuned on this data (results/bench/peers.json)

@@ -20,11 +20,15 @@ peers=results/bench/peers_clean_v2.json
 [ "$model" = resnet20 ] || peers=results/bench/peers_clean_v2_$model.json
 # the points do not depend on the peers: a frontier may start before its peers benchmark ends
 # (rerun with --collect-only once it has, to add them to the tables)
-extra_args=()
-[ "$model" = resnet20 ] && extra_args=(--no-share-dkm-bn)  # its committed points (see above)
+extra_args=() start=$model
+# its committed points (see above), built on the ResNet-20 baseline before session 22's
+if [ "$model" = resnet20 ]; then
+  extra_args=(--no-share-dkm-bn --name resnet20)
+  start=checkpoints/scratch-106ep-resnet20/best.safetensors
+fi
 if [ -f "$peers" ]; then extra_args+=(--peers "$peers" --peers-model "$model")
 else echo "frontier.sh: no $peers yet; the tables will lack coremltools' points" >&2; fi
-rlcompress frontier --model "$model" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
+rlcompress frontier --model "$start" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
     --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
     --random-seeds 1 --allocator-demos hessian,greedy --refine 60 --episodes 200 \
     --val-images 1000 "${extra_args[@]}" --out "runs/frontier/$model" --quiet "$@"

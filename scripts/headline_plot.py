@@ -47,6 +47,16 @@ def paper_points(model: str) -> list[dict]:
             for name, (top1, _top5, ratio) in table["rows"].items()]
 
 
+def baseline_file(frontier_model: str, model: str) -> Path:
+    """The baseline record of the checkpoint a frontier started from: ``checkpoints/scratch-
+    <model>/`` is ``results/baseline/<model>.json``, an earlier baseline kept as
+    ``checkpoints/scratch-<tag>-<model>/`` is ``<model>_<tag>.json`` (a frontier built on it
+    must not be measured against the current baseline)."""
+    folder = Path(frontier_model).parent.name
+    tag = folder.removeprefix("scratch-").removesuffix(model).strip("-")
+    return Path("results/baseline") / (f"{model}_{tag}.json" if tag else f"{model}.json")
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Collect the points, draw the figure, write both files."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frontier", nargs="*", default=None,
                     help="frontier files, first existing wins (default: the model's finished, "
                          "then partial file)")
-    ap.add_argument("--baseline", default=None, help="default: results/baseline/<model>.json")
+    ap.add_argument("--baseline", default=None,
+                    help="default: the record of the frontier's start (see baseline_file)")
     ap.add_argument("--out", default="results/headline")
     args = ap.parse_args(argv)
     sources = args.frontier or [f"results/frontier/{args.model}.json",
@@ -62,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = frontier_file(sources)
     if path is None:
         raise SystemExit(f"no frontier file among {sources}: run `rlcompress frontier` first")
-    base = json.loads(Path(args.baseline or f"results/baseline/{args.model}.json").read_text())["top1"]
+    start = json.loads(path.read_text())["model"]
+    base = json.loads(Path(args.baseline or baseline_file(start, args.model)).read_text())["top1"]
     lines = frontier_lines(path)
     paper = paper_points(args.model)
     report = {"model": args.model, "frontier": str(path), "baseline_top1": base,

@@ -124,3 +124,31 @@ def test_a_bare_model_name_defaults_to_the_clean_baseline(tmp_path: Path):
     ckpt = tmp_path / "m.safetensors"
     ckpt.write_bytes(b"")
     assert default_init(str(ckpt), None) is None and default_init(str(tmp_path), None) is None
+
+
+def test_a_distilled_baseline_record_names_its_teacher_weights_and_temperature(tmp_path: Path):
+    from rlcompress.jobs.train import baseline_record
+
+    train = {"epochs": 3, "lr": 0.2, "distill": 0.5, "distill_temperature": 4.0, "threads": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"train": train, "teacher": "resnet32"}))
+    summary = {"model": "resnet20", "epochs": 3, "best_epoch": 2, "seconds": 1.0,
+               "test": {"top1": 90.0, "top5": 99.0}, "val": {"top1": 90.5}}
+    recipe = baseline_record(tmp_path, summary)["recipe"]
+    assert recipe["distill"] == 0.5 and recipe["distill_temperature"] == 4.0
+    assert recipe["teacher"] == "checkpoints/scratch-resnet32/best.safetensors"
+    (tmp_path / "config.json").write_text(json.dumps({"train": {**train, "distill": 0.0},
+                                                      "teacher": None}))
+    recipe = baseline_record(tmp_path, summary)["recipe"]
+    assert "teacher" not in recipe and "distill_temperature" not in recipe
+
+
+def test_the_headline_measures_a_frontier_against_the_baseline_it_started_from():
+    spec = importlib.util.spec_from_file_location("headline_plot",
+                                                  ROOT / "scripts" / "headline_plot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    old = mod.baseline_file("checkpoints/scratch-106ep-resnet20/best.safetensors", "resnet20")
+    assert old == Path("results/baseline/resnet20_106ep.json")
+    assert (ROOT / old).is_file()
+    now = mod.baseline_file("/x/checkpoints/scratch-resnet32/best.safetensors", "resnet32")
+    assert now == Path("results/baseline/resnet32.json")

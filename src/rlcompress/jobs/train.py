@@ -27,7 +27,7 @@ from rlcompress.models import (
     model_spec,
 )
 from rlcompress.models.user import import_model
-from rlcompress.paths import baseline_path, pretrained_path
+from rlcompress.paths import BASELINE_DIR, baseline_path, pretrained_path
 
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".tar", ".ckpt", ".bin")
 
@@ -219,11 +219,23 @@ def baseline_record(run: Path, summary: dict | None = None, machine: str | None 
         "seconds": summary["seconds"],
         "command": command or ("rlcompress " + " ".join(argv[1:]) if argv else ""),
         "recipe": {k: train_cfg[k] for k in keys if k in train_cfg}
-        | {k: train_cfg[k] for k in ("cutout", "time_budget", "distill") if train_cfg.get(k)},
+        | {k: train_cfg[k] for k in ("cutout", "time_budget", "distill") if train_cfg.get(k)}
+        | _teacher(config),
         "machine": machine or f"{platform.machine()}, {train_cfg.get('threads') or 'all'} "
                               f"thread(s) of {os.cpu_count()} cores, torch {torch.__version__}",
         "run_dir": str(run),
     }
+
+
+def _teacher(config: dict) -> dict:
+    """The distillation part of a recipe: the temperature and which weights taught (a bare
+    model name stands for its committed clean baseline, so the file is named)."""
+    train_cfg, teacher = config["train"], config.get("teacher")
+    if not train_cfg.get("distill") or not teacher:
+        return {}
+    if default_init(teacher, None):
+        teacher = f"{BASELINE_DIR.format(model=teacher)}/best.safetensors"
+    return {"distill_temperature": train_cfg.get("distill_temperature", 1.0), "teacher": teacher}
 
 
 def write_baseline(record: dict, run: Path, results: Path, name: str) -> None:
