@@ -55,7 +55,8 @@ def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch
 def frontier_args(ap: argparse.ArgumentParser) -> None:
     """The options of every benchmark that reads a frontier's committed records."""
     ap.add_argument("--name", default="resnet20")
-    ap.add_argument("--model", default="checkpoints/scratch-resnet20/best.safetensors",
+    # the ResNet-20 frontier was built on the baseline before session 22's
+    ap.add_argument("--model", default="checkpoints/scratch-106ep-resnet20/best.safetensors",
                     help="the frontier's starting weights (checked against the records' digest)")
     ap.add_argument("--mode", default="dkm0.04", help="the frontier's training mode (dkm0.04: "
                     "the ResNet-20 frontier's; dkm0.04-bn: with batch-norm re-estimation)")

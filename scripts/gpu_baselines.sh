@@ -21,6 +21,12 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl gymnasium==1.4.0 farama-notifications
 # then run with carry [".devdata", ".whl"] and SOURCE=$PWD/.devdata/cifar10-jpeg.tar.xz.
+# The tracked files alone are ~58 MB (session 22), so the tree overran 64 MiB with the data:
+#   rm -rf results/bench/*_files results/paper_tables   # before the call (no training reads them)
+#   git checkout -- results/bench results/paper_tables   # right after it
+# A call brings back at most 8 files from $OUT (none more than two folders down): each model
+# here leaves two (its log and its snapshot), so at most four recipes per call, and nothing
+# else written there (session 22 lost a finished ResNet-32 snapshot as the ninth file).
 # Several recipes at once (compared on validation), e.g. ResNet-20 distilled from the ResNet-32
 # baseline: for v in "kd5 --teacher resnet32 --distill 0.5" "c8 --cutout 8"; do set -- $v;
 #   n=$1; shift; MODELS=resnet20 bash scripts/gpu_baselines.sh $OUT/$n 380 "$@" & done; wait

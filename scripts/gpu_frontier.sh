@@ -10,10 +10,13 @@
 #   SHARE_EPOCHS (15), THREADS per process (cores / processes), SOURCE (dataset), DATA_ARGS
 #   (more data options, for the preparation too),
 #   CALL_SECONDS: stop every process after this long (a point not finished by then is lost).
-# Each finished point's record and .rlc file land in OUTDIR/results/frontier-gpu/ as they finish
-# (a call cut short keeps them). The device's copy of the data keeps 10 test images per class,
-# so the points' test top-1 is measured again here before any table is made:
-#   python scripts/remeasure_points.py FILES_AT/results/frontier-gpu NAME
+# The device call brings back at most 8 files from OUTDIR, none more than two folders down, so
+# the finished points' records and .rlc files travel as one archive, OUTDIR/frontier-gpu.tar.gz,
+# rewritten as points finish (a call cut short keeps them), and the per-point logs as
+# OUTDIR/logs.tar.gz. The device's copy of the data keeps 10 test images per class, so the
+# points' test top-1 is measured again here before any table is made:
+#   mkdir -p /tmp/fg && tar -C /tmp/fg -xzf FILES_AT/frontier-gpu.tar.gz
+#   python scripts/remeasure_points.py /tmp/fg/results/frontier-gpu NAME
 # which copies them into results/frontier-gpu/ with this machine's full-split accuracies; then
 #   bash scripts/gpu_frontier.sh --collect NAME   (tables, here, from the records alone; give it
 #   the call's MODEL, RATIOS, PRUNE_EPOCHS and SHARE_EPOCHS: the records are keyed by them)
@@ -41,16 +44,18 @@ data=(--data-dir "$runs/data")
 # shellcheck disable=SC2206
 data+=(${DATA_ARGS:-})  # e.g. --val-size N for a small dataset
 # one process prepares the decoded data; the points then read it concurrently
-python3 -m rlcompress data prepare "${data[@]}" > "$out/data.log" 2>&1 || { cat "$out/data.log"; exit 1; }
+logs=$runs/logs
+mkdir -p "$logs"
+python3 -m rlcompress data prepare "${data[@]}" > "$logs/data.log" 2>&1 || { cat "$logs/data.log"; exit 1; }
 read -r -a points <<< "${POINTS:-uniform greedy hessian ddpg:0 ddpg:1 ddpg:2}"
 read -r -a ratios <<< "${RATIOS:-16 32}"
 n=$(( ${#points[@]} * ${#ratios[@]} ))
 threads=${THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
-echo "gpu_frontier: $n processes, $threads thread(s) each" | tee "$out/launch.log"
+echo "gpu_frontier: $n processes, $threads thread(s) each"
 for r in "${ratios[@]}"; do
   for p in "${points[@]}"; do
     strategy=${p%%:*}; seeds=(); [ "$p" != "$strategy" ] && seeds=(--only-seeds "${p#*:}")
-    log="$out/${r}x-${p/:/-s}.log"
+    log="$logs/${r}x-${p/:/-s}.log"
     cmd=(python3 -m rlcompress frontier --model "$model" --name "$name" --results "$results"
       --out "$runs/frontier" --ratios "$r" --strategies "$strategy" --seeds 3 "${seeds[@]}"
       --threads "$threads" "${schedule[@]}" "${data[@]}" "$@")
@@ -60,12 +65,14 @@ for r in "${ratios[@]}"; do
   done
 done
 snapshot() {  # finished points only: their records and files (an .rlc is written first)
-  [ -d "$results" ] || return 0
-  mkdir -p "$out/$results"
-  cp -r "$results/." "$out/$results/" 2>/dev/null || true
+  [ -d "$results" ] && tar -czf "$out/frontier-gpu.tar.gz.tmp" "$results" 2>/dev/null \
+    && mv "$out/frontier-gpu.tar.gz.tmp" "$out/frontier-gpu.tar.gz"
+  tar -C "$runs" -czf "$out/logs.tar.gz.tmp" logs 2>/dev/null \
+    && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"
+  return 0
 }
 while [ -n "$(jobs -rp)" ]; do sleep 10; snapshot; done
 wait
 snapshot
-grep -h "frontier $name: point" "$out"/*x-*.log || true
-for f in "$out"/*x-*.log; do echo "== $f"; tail -n 2 "$f"; done
+grep -h "frontier $name: point" "$logs"/*x-*.log || true
+for f in "$logs"/*x-*.log; do echo "== $f"; tail -n 2 "$f"; done
