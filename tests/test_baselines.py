@@ -152,3 +152,41 @@ def test_the_headline_measures_a_frontier_against_the_baseline_it_started_from()
     assert (ROOT / old).is_file()
     now = mod.baseline_file("/x/checkpoints/scratch-resnet32/best.safetensors", "resnet32")
     assert now == Path("results/baseline/resnet32.json")
+
+
+def test_a_teacher_that_may_have_seen_the_validation_images_is_named(tmp_path: Path):
+    from rlcompress.data import DataConfig
+    from rlcompress.jobs.train import teacher_doubt
+
+    def run(name: str, init: str, val_size: int = 5000) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(
+            {"init": init, "data": {"val_size": val_size, "split_seed": 0}}))
+        return str(tmp_path / name / "best.safetensors")
+
+    data = DataConfig()
+    assert teacher_doubt("resnet32", data) == ""  # the committed clean baseline
+    assert teacher_doubt(run("clean", "scratch"), data) == ""
+    assert "saw every original training image" in teacher_doubt(run("shared", "pretrained"), data)
+    assert "another train/validation split" in teacher_doubt(run("other", "scratch", 1000), data)
+    tuned = run("tuned", run("base", "pretrained"))
+    assert "saw every original training image" in teacher_doubt(tuned, data)
+    assert "no training record" in teacher_doubt(str(tmp_path / "x.safetensors"), data)
+
+
+def test_training_from_a_teacher_that_saw_validation_warns(image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+    from rlcompress.models import build_model, model_spec, save_checkpoint
+
+    spec = model_spec("resnet20", num_classes=3)
+    net = build_model(spec)
+    save_checkpoint(net, spec, tmp_path / "teacher", "best")
+    (tmp_path / "teacher" / "config.json").write_text(json.dumps({"init": "pretrained"}))
+    args = ["train", "--model", "resnet20", "--epochs", "1", "--batch-size", "8", "--source",
+            str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--quiet",
+            "--threads", "1", "--out", str(tmp_path / "run"), "--no-test",
+            "--teacher", str(tmp_path / "teacher" / "best.safetensors"), "--distill", "0.5"]
+    with pytest.warns(UserWarning, match="saw every original training image.*not be clean"):
+        assert main(args) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["teacher"].endswith("best.safetensors") and config["train"]["distill"] == 0.5

@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None,
                    help="distil from this model (a checkpoint X.safetensors, or a model name for "
                    "its committed clean baseline) with weight --distill; validation stays clean "
-                   "only if the teacher never trained on it")
+                   "only if the teacher never trained on it (the training record beside its "
+                   "weights is checked; a warning says why where it may have)")
     add_config_args(p, TrainConfig)
     add_config_args(p, DataConfig)
     _common(p)

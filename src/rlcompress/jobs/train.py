@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -132,6 +133,10 @@ def train(
     if teacher is not None:
         teacher_net, _ = resolve_model(teacher, default_init(teacher, None), dataset.num_classes,
                                        require_weights=True)
+        doubt = teacher_doubt(teacher, data_cfg)
+        if doubt:
+            warnings.warn(f"teacher {teacher}: {doubt}, so this run's validation top-1 (and the "
+                          f"epoch it selects) may not be clean", stacklevel=2)
     extra = {"model": model, "init": init, "teacher": teacher, "data": data_cfg.__dict__,
              "argv": sys.argv}
     result = fit(net, spec, dataset, cfg, out, resume=resume, extra_config=extra,
@@ -225,6 +230,28 @@ def baseline_record(run: Path, summary: dict | None = None, machine: str | None 
                               f"thread(s) of {os.cpu_count()} cores, torch {torch.__version__}",
         "run_dir": str(run),
     }
+
+
+def teacher_doubt(teacher: str, data: DataConfig, depth: int = 0) -> str:
+    """Why a teacher may have trained on this run's validation images ('' if its run folder
+    shows it did not): distilling from it would leak them into the student. Read from the
+    ``config.json`` a training writes beside its weights."""
+    weights = baseline_path(teacher) if default_init(teacher, None) else Path(teacher)
+    config_file = weights.parent / "config.json"
+    if weights.suffix != ".safetensors" or not config_file.is_file():
+        return "no training record (config.json) beside its weights to check its data"
+    config = json.loads(config_file.read_text())
+    init, split = config.get("init"), config.get("data") or {}
+    if init == "pretrained" or str(init or "").endswith((".th", ".pt", ".pth")):
+        return f"it started from {init}, whose training saw every original training image"
+    for key in ("val_size", "split_seed"):
+        if key in split and split[key] != getattr(data, key):
+            return (f"it trained on another train/validation split ({key} {split[key]}, "
+                    f"here {getattr(data, key)})")
+    if str(init or "").endswith(".safetensors") and depth < 8:  # fine-tuned from a checkpoint
+        inner = teacher_doubt(str(init), data, depth + 1)
+        return f"it started from {init}: {inner}" if inner else ""
+    return ""
 
 
 def _teacher(config: dict) -> dict:
