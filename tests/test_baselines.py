@@ -190,3 +190,27 @@ def test_training_from_a_teacher_that_saw_validation_warns(image_tar: Path, tmp_
         assert main(args) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["teacher"].endswith("best.safetensors") and config["train"]["distill"] == 0.5
+
+
+def test_a_run_trained_without_test_is_measured_here_and_keeps_the_measurement(
+        image_tar: Path, tmp_path: Path):
+    from rlcompress.cli import main
+
+    run, data = tmp_path / "run", ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"),
+                                   "--val-size", "3"]
+    assert main(["train", "--model", "resnet20", "--epochs", "1", "--batch-size", "8", *data,
+                 "--out", str(run), "--quiet", "--threads", "1", "--no-test"]) == 0
+    assert "test" not in json.loads((run / "summary.json").read_text())
+    spec = importlib.util.spec_from_file_location("scratch_baseline",
+                                                  ROOT / "scripts" / "scratch_baseline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rec = mod.main([str(run), "--results", str(tmp_path / "results"), *data])
+    summary = json.loads((run / "summary.json").read_text())
+    assert round(summary["test"]["top1"], 2) == rec["top1"] and summary["test"]["n"] == 12
+    assert summary["test_measured_on"]
+    # data other than the run's (its validation top-1 disagrees) is refused, not measured
+    untested = {k: v for k, v in summary.items() if k not in ("test", "test_measured_on")}
+    (run / "summary.json").write_text(json.dumps({**untested, "val": {"top1": 0.5}}))
+    with pytest.raises(SystemExit, match="other data"):
+        mod.main([str(run), "--results", str(tmp_path / "results"), *data])
