@@ -172,6 +172,7 @@ def test_a_teacher_that_may_have_seen_the_validation_images_is_named(tmp_path: P
     tuned = run("tuned", run("base", "pretrained"))
     assert "saw every original training image" in teacher_doubt(tuned, data)
     assert "no training record" in teacher_doubt(str(tmp_path / "x.safetensors"), data)
+    assert "cannot check" in teacher_doubt(run("foreign", "resnet20.th"), data)
 
 
 def test_training_from_a_teacher_that_saw_validation_warns(image_tar: Path, tmp_path: Path):

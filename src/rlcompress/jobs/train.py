@@ -242,8 +242,11 @@ def teacher_doubt(teacher: str, data: DataConfig, depth: int = 0) -> str:
         return "no training record (config.json) beside its weights to check its data"
     config = json.loads(config_file.read_text())
     init, split = config.get("init"), config.get("data") or {}
-    if init == "pretrained" or str(init or "").endswith((".th", ".pt", ".pth")):
-        return f"it started from {init}, whose training saw every original training image"
+    if init == "pretrained":
+        return "it started from the shared checkpoint, whose training saw every original " \
+               "training image"
+    if str(init or "").endswith(TORCH_SUFFIXES):
+        return f"it started from {init}, weights trained on data this cannot check"
     for key in ("val_size", "split_seed"):
         if key in split and split[key] != getattr(data, key):
             return (f"it trained on another train/validation split ({key} {split[key]}, "
