@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--source", default="")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--image-size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"))
     args = ap.parse_args(argv)
-    cfg = DataConfig(source=args.source, data_dir=args.data_dir, val_size=args.val_size)
+    cfg = DataConfig(source=args.source, data_dir=args.data_dir, val_size=args.val_size,
+                     image_size=(args.image_size[0], args.image_size[1]))
     report = remeasure(args.folder, args.name, args.results, cfg)
     for p in report["remeasured"]:
         print(f"{p['point']}: test {p['top1']:.2f}, val {p['val_top1']:.2f} "

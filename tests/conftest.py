@@ -68,6 +68,14 @@ def image_tar(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def small_tar(tmp_path: Path) -> Path:
+    """The tiny archive at 16x16 pixels: a quarter of the compute of ``image_tar`` for the
+    end-to-end runs of whole networks (load it with ``--image-size 16 16``)."""
+    tree = write_image_tree(tmp_path / "tree16", size=16)
+    return make_tar(tree, tmp_path / "tiny16.tar.gz")
+
+
+@pytest.fixture
 def pickle_dir(tmp_path: Path) -> Path:
     return write_pickle_batches(tmp_path / "cifar-10-batches-py")
 

@@ -20,7 +20,7 @@ def _example():
     return mod
 
 
-def _dense_checkpoint_and_data(image_tar: Path, tmp_path: Path) -> list[str]:
+def _dense_checkpoint_and_data(tar: Path, tmp_path: Path) -> list[str]:
     """Save a seeded 3-class ResNet-20 as ``tmp_path/dense.safetensors``; the CLI's data args
     for the tiny image archive."""
     from rlcompress.models import build_model, model_spec, save_checkpoint
@@ -28,7 +28,8 @@ def _dense_checkpoint_and_data(image_tar: Path, tmp_path: Path) -> list[str]:
     torch.manual_seed(0)
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "dense")
-    return ["--source", str(image_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3"]
+    return ["--source", str(tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3",
+            "--image-size", "16", "16"]
 
 
 def test_library_api_on_a_non_resnet(tmp_path: Path):
@@ -61,10 +62,10 @@ def test_run_refuses_an_unreadable_size_before_any_work(tmp_path: Path, capsys):
     assert "cannot read size" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, capsys):
+def test_run_pipeline_end_to_end_and_resume(small_tar: Path, tmp_path: Path, capsys):
     from rlcompress.cli import main
 
-    data = _dense_checkpoint_and_data(image_tar, tmp_path)
+    data = _dense_checkpoint_and_data(small_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
             "--prune-rates", "", "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
@@ -89,7 +90,7 @@ def test_run_pipeline_end_to_end_and_resume(image_tar: Path, tmp_path: Path, cap
     assert json.loads((out / "report.json").read_text())["top1"] == report["top1"]
 
 
-def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
+def test_reproduce_table_on_tiny_data(small_tar: Path, tmp_path: Path):
     from rlcompress.data import DataConfig
     from rlcompress.engine import TrainConfig
     from rlcompress.jobs import train
@@ -99,7 +100,8 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
     torch.manual_seed(0)
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "dense")
-    data = DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=3)
+    data = DataConfig(source=str(small_tar), data_dir=str(tmp_path / "d"), val_size=3,
+                      image_size=(16, 16))
     tiny = TrainConfig(epochs=1, batch_size=4, progress=False, precision="fp32")
     train(str(tmp_path / "dense.safetensors"), str(tmp_path / "base"), None, data, tiny)
     results = tmp_path / "results"
@@ -150,10 +152,10 @@ def test_reproduce_table_on_tiny_data(image_tar: Path, tmp_path: Path):
                   only=("k16",), core="new", **kw)
 
 
-def test_impossible_budget_fails_before_any_training(image_tar: Path, tmp_path: Path, capsys):
+def test_impossible_budget_fails_before_any_training(small_tar: Path, tmp_path: Path, capsys):
     from rlcompress.cli import main
 
-    data = _dense_checkpoint_and_data(image_tar, tmp_path)
+    data = _dense_checkpoint_and_data(small_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
             "--target-ratio", "500", "--out", str(out), "--quiet", *data]
@@ -201,13 +203,13 @@ def test_library_api_on_a_conv1d_signal_classifier(tmp_path: Path):
     assert "skipped" in report["onnx"] or report["onnx"]["max_logit_diff"] < 1e-4
 
 
-def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, tmp_path: Path, capsys):
+def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(small_tar: Path, tmp_path: Path, capsys):
     """Joint mode: the search runs on the dense model, a budget below the dense model's smallest
     file forces pruning, and the file made at the searched rates meets it."""
     from rlcompress.cli import main
     from rlcompress.codec import load_compressed
 
-    data = _dense_checkpoint_and_data(image_tar, tmp_path)
+    data = _dense_checkpoint_and_data(small_tar, tmp_path)
     out = tmp_path / "run"
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0.25,0.5",
             "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
@@ -222,11 +224,11 @@ def test_run_pipeline_joint_mode_prunes_at_the_searched_rates(image_tar: Path, t
         assert name.endswith("conv1") and mid == width - int(rate * width + 0.5)
 
 
-def test_joint_run_that_prunes_nothing_skips_the_pruning_stage(image_tar: Path, tmp_path: Path):
+def test_joint_run_that_prunes_nothing_skips_the_pruning_stage(small_tar: Path, tmp_path: Path):
     from rlcompress.cli import main
     from rlcompress.codec import load_compressed
 
-    data = _dense_checkpoint_and_data(image_tar, tmp_path)
+    data = _dense_checkpoint_and_data(small_tar, tmp_path)
     out = tmp_path / "run"
     # a generous budget: the uniform allocator keeps every chain whole
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--prune-rates", "0,0.5",

@@ -77,12 +77,34 @@ def test_weighted_exact_never_worse_than_weighted_lloyd(n, k, seed):
         assert exact <= _weighted_sse(x, w, lloyd.codebook.astype(np.float64)) * (1 + 1e-5) + 1e-9
 
 
+def test_weighted_exact_fills_the_empty_clusters_ckwrap_leaves():
+    """Zero importances (dead channels) are floored to a tiny weight; ckwrap then may return an
+    empty cluster whose centre is 0/0. The result must still be k finite centroids, no worse
+    than k-1."""
+    import ckwrap
+
+    rng = np.random.default_rng(10)
+    x, w = np.sort(rng.normal(size=600)), rng.exponential(size=600)
+    w[rng.random(600) < 0.1] = 0.0
+    raw = ckwrap.ckmeans(x, 128, weights=np.maximum(w, w.max() * 1e-12))
+    assert (np.asarray(raw.sizes) == 0).any()  # the case this guards against still happens
+    res = exact_1d(x, 128, weights=w)
+    assert np.isfinite(res.codebook).all() and len(np.unique(res.codebook)) == 128
+    fewer = exact_1d(x, 127, weights=w)
+    floor = np.maximum(w, w.max() * 1e-12)
+    assert _weighted_sse(x, floor, res.codebook.astype(np.float64)) <= \
+        _weighted_sse(x, floor, fewer.codebook.astype(np.float64)) * (1 + 1e-9)
+
+
 def test_weights_steer_the_centroids_and_are_checked():
     x = np.array([0.0, 0.1, 0.2, 1.0, 1.1, 5.0])
     heavy_tail = np.array([1, 1, 1, 1, 1, 1000.0])
     # with the outlier made important, it gets a centroid to itself
     assert 5.0 in cluster_1d(x, 2, "sensitive", weights=heavy_tail).codebook
-    assert 5.0 not in cluster_1d(x, 2, "exact").codebook or True
+    # and a weighted centroid is the weighted mean of its cluster
+    pair = np.array([0.0, 1.0, 10.0, 11.0])
+    assert cluster_1d(pair, 2, "exact").codebook.tolist() == [0.5, 10.5]
+    assert cluster_1d(pair, 2, "sensitive", weights=np.array([1, 3, 1, 1.0])).codebook.tolist() == [0.75, 10.5]
     with pytest.raises(ValueError, match="importances"):
         cluster_1d(x, 2, "sensitive")
     for bad in (-np.ones(6), np.full(6, np.nan), np.zeros(6), np.ones(5)):

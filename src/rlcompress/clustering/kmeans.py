@@ -132,7 +132,14 @@ def exact_1d(x: np.ndarray, k: int, weights: np.ndarray | None = None) -> Cluste
     w = _check_weights(weights, x)
     order = np.argsort(x, kind="stable")
     res = ckwrap.ckmeans(xs, k, weights=w[order])
-    return _finish(x, np.unique(np.asarray(res.centers, dtype=np.float64)))
+    cents = np.asarray(res.centers, dtype=np.float64)
+    # ckwrap can return empty clusters (centre 0/0 = NaN) when runs of weights sit at the floor
+    # (dead channels give zero Fisher importance): drop them, then re-seed the missing centroids
+    # at the worst-fitted weights, which can only lower the error of the nearest assignment
+    cents = np.unique(cents[np.isfinite(cents)])
+    if len(cents) < k:
+        cents = _reseed(xs, cents, k - len(cents))
+    return _finish(x, cents)
 
 
 def _check_weights(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
