@@ -67,9 +67,11 @@ def test_run_pipeline_end_to_end_and_resume(small_tar: Path, tmp_path: Path, cap
 
     data = _dense_checkpoint_and_data(small_tar, tmp_path)
     out = tmp_path / "run"
+    # the paper's mode and its DDPG agent (the default greedy allocator runs in the joint test)
     args = ["run", "--model", str(tmp_path / "dense.safetensors"), "--baseline-epochs", "0",
-            "--prune-rates", "", "--prune-epochs", "1", "--episodes", "3", "--share-epochs", "1", "--val-images", "3",
-            "--target-ratio", "10", "--out", str(out), "--quiet", *data]
+            "--prune-rates", "", "--prune-epochs", "1", "--strategy", "ddpg", "--episodes", "3",
+            "--share-epochs", "1", "--val-images", "3", "--target-ratio", "10", "--out", str(out),
+            "--quiet", *data]
     assert main(args) == 0
     assert "compressed test top-1" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())

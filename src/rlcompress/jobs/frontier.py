@@ -374,7 +374,8 @@ def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
               "physical", data_cfg, TrainConfig(epochs=cfg.prune_epochs, lr=cfg.prune_lr,
                                                 seed=seed, threads=cfg.threads,
                                                 progress=cfg.progress,
-                                                select=cfg.prune_select), resume=True)
+                                                select=cfg.prune_select), resume=True,
+              latency=False)
         start = str(run / "prune" / "finetune" / "best.safetensors")
     tcfg = TrainConfig(epochs=cfg.share_epochs, lr=cfg.share_lr, distill=cfg.share_distill,
                        seed=seed, threads=cfg.threads, progress=cfg.progress)

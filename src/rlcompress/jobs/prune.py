@@ -67,8 +67,13 @@ def prune(
     cfg: TrainConfig | None = None,
     resume: bool = False,
     results: str | None = None,
+    latency: bool = True,
 ) -> dict:
-    """Prune a trained model, fine-tune it and write ``summary.json`` (and ``results`` if given)."""
+    """Prune a trained model, fine-tune it and write ``summary.json`` (and ``results`` if given).
+
+    ``latency``: time CPU forward passes of the dense and the pruned model for the summary
+    (``latency_ms``; None without), a few seconds per model that a frontier point does not use.
+    """
     pcfg, data_cfg, cfg = prune_cfg or PruneConfig(), data or DataConfig(), cfg or TrainConfig()
     run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
@@ -107,7 +112,8 @@ def prune(
         "params": count_params(best), "params_dense": count_params(dense),
         "flops": count_flops(best), "flops_dense": count_flops(dense),
         "latency_ms": {"pruned": _latencies(best, cfg.threads or torch.get_num_threads()),
-                       "dense": _latencies(dense, cfg.threads or torch.get_num_threads())},
+                       "dense": _latencies(dense, cfg.threads or torch.get_num_threads())}
+        if latency else None,
         "kept_filters": masks.kept_filters(),
         "epochs": result["epochs"], "best_epoch": result["best_epoch"],
         "seconds": result["seconds"], "run_dir": str(run),
