@@ -161,6 +161,14 @@ def test_cache_hits_and_disk(tmp_path: Path):
     fresh = ClusterCache(tmp_path / "c")
     c = fresh.get("l", x, 8, cfg)
     assert fresh.hits == 1 and np.array_equal(c.labels, a.labels)
+    # a stale file with NaN centres (written before empty clusters were re-seeded) is redone
+    (file,) = (tmp_path / "c").glob("*.npz")
+    np.savez(file, codebook=np.full(8, np.nan), labels=a.labels, sse=a.sse)
+    again = ClusterCache(tmp_path / "c")
+    d = again.get("l", x, 8, cfg)
+    assert again.misses == 1 and again.hits == 0 and np.array_equal(d.codebook, a.codebook)
+    with np.load(file) as z:
+        assert np.isfinite(z["codebook"]).all()
 
 
 def test_share_job_end_to_end(image_tar: Path, tmp_path: Path, capsys):

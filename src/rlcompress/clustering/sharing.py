@@ -159,11 +159,15 @@ class ClusterCache:
             self.hits += 1
             return self.memory[key]
         file = self.path / f"{'-'.join(map(str, key)).replace('/', '_')}.npz" if self.path else None
+        result = None
         if file is not None and file.is_file():
             with np.load(file, allow_pickle=False) as z:
                 result = Clustering(z["codebook"], z["labels"], float(z["sse"]))
-            self.hits += 1
-        else:
+            # a file written before weighted k-means re-seeded ckwrap's empty clusters may
+            # hold NaN centres: computed again below, and overwritten
+            result = result if np.isfinite(result.codebook).all() else None
+            self.hits += result is not None
+        if result is None:
             self.misses += 1
             result = cluster_1d(values, k, cfg.method, cfg.kmeans_init, cfg.kmeans_seed, weights)
             if file is not None:
