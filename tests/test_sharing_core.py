@@ -96,6 +96,31 @@ def test_weighted_exact_fills_the_empty_clusters_ckwrap_leaves():
         _weighted_sse(x, floor, fewer.codebook.astype(np.float64)) * (1 + 1e-9)
 
 
+def test_a_layer_the_output_ignores_gets_zero_importance_and_plain_clusters():
+    """A layer defined but never called (an auxiliary head) must not stop the sensitive
+    clustering: a warning names it, and its weights are clustered with equal weights."""
+    from rlcompress.clustering.sharing import cluster_layer
+
+    class WithAux(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.aux = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    net = WithAux()
+    batches = [(torch.randn(16, 6), torch.randint(0, 3, (16,)))]
+    with pytest.warns(UserWarning, match=r"\['aux'\] take no part"):
+        imp = fisher_importance(net, batches, ["fc", "aux"])
+    assert (imp["fc"] > 0).any() and not imp["aux"].any()
+    cfg = ShareConfig()  # the default, Fisher-weighted method
+    res, _ = cluster_layer(net.aux.weight, 4, cfg, name="aux", importance=imp["aux"])
+    plain = exact_1d(net.aux.weight.detach().flatten().numpy().astype(np.float64), 4)
+    assert np.allclose(np.sort(res.codebook), np.sort(plain.codebook), atol=1e-6)
+
+
 def test_weights_steer_the_centroids_and_are_checked():
     x = np.array([0.0, 0.1, 0.2, 1.0, 1.1, 5.0])
     heavy_tail = np.array([1, 1, 1, 1, 1, 1000.0])

@@ -159,6 +159,28 @@ def test_joint_compress_on_a_user_model_prunes_the_searched_filters(planted, tmp
         assert getattr(decoded, name).out_channels == 16 - int(rate * 16 + 0.5)
 
 
+class WithAuxHead(PlainNet):
+    """A user's net with a head its ``forward`` never calls (a training-only auxiliary)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux = nn.Linear(16, 4)
+
+
+def test_compress_a_model_with_a_layer_forward_never_calls(planted, tmp_path: Path):
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"\['aux'\] take no part"):
+        decoded, report = rlcompress.compress(
+            WithAuxHead(), data=planted, target_size="3500", prune_epochs=0, episodes=2,
+            share_epochs=0, val_images=32, out=tmp_path / "a", progress=False,
+            precision="fp32", threads=1)
+    assert "aux" in report["policy"] and report["file_bytes"] <= 3500
+    back = rlcompress.load(report["file"], model=WithAuxHead()).eval()
+    back.to(memory_format=torch.channels_last)  # the layout compress() evaluated in
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(back(x), decoded.eval()(x), rtol=0, atol=0)
+
+
 def test_joint_compress_prunes_a_hidden_linear_width_and_loads_back(planted, tmp_path: Path):
     from test_joint import _MlpHead
 

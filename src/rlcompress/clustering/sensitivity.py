@@ -9,6 +9,7 @@ importance: they are not clustered at all.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -29,7 +30,9 @@ def fisher_importance(
     Batches are split into ``micro_batch``-sized pieces: a squared gradient of a smaller batch
     is closer to the per-example Fisher (the mean of per-example squared gradients), while a
     large batch's gradient averages most of it away. The model's mode and gradients are left as
-    they were; batch norm uses its running statistics.
+    they were; batch norm uses its running statistics. A layer the output does not depend on
+    (defined but never called in ``forward``, e.g. an auxiliary head) gets zero importance and
+    a warning; clustering then treats its weights alike (:func:`cluster_layer`).
     """
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
@@ -43,14 +46,16 @@ def fisher_importance(
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    count = 0
+    count, unused = 0, set(params)
     try:
         for x, y in batches:
             for i in range(0, len(y), micro_batch):
                 loss = F.cross_entropy(model(x[i : i + micro_batch].float()), y[i : i + micro_batch])
-                grads = torch.autograd.grad(loss, list(params.values()))
+                grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
                 for n, g in zip(params, grads, strict=True):
-                    sums[n] += g.detach().float() ** 2
+                    if g is not None:
+                        sums[n] += g.detach().float() ** 2
+                        unused.discard(n)
                 count += 1
     finally:
         for p, flag in zip(model.parameters(), flags, strict=True):
@@ -58,4 +63,8 @@ def fisher_importance(
         model.train(was_training)
     if count == 0:
         raise ValueError("no calibration batches: Fisher importance needs data")
+    if unused:
+        warnings.warn(f"layers {sorted(unused)} take no part in the model's output (not called "
+                      "in forward?): they get zero importance and are clustered unweighted",
+                      stacklevel=2)
     return {n: (s / count * surviving_mask(params[n])).cpu() for n, s in sums.items()}

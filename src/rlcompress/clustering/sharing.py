@@ -267,6 +267,10 @@ def cluster_layer(
             raise ValueError(f"clustering method {cfg.method!r} needs the importance of layer "
                              f"{name or '?'} (see rlcompress.clustering.fisher_importance)")
         weights = importance.detach().float().cpu()[mask].numpy().astype(np.float64)
+        if not (weights > 0).any():
+            # no weight of the layer moves the loss (an unused layer, or every unit dead):
+            # nothing to steer the centroids, so plain k-means (equal weights)
+            weights = np.ones_like(weights)
     return (cache or ClusterCache()).get(name, values, k, cfg, weights), mask
 
 
