@@ -67,11 +67,16 @@ def image_tar(tmp_path: Path) -> Path:
     return make_tar(tree, tmp_path / "tiny.tar.gz")
 
 
+# the image size of ``small_tar``, as a DataConfig field and as command-line options
+SMALL_SIZE = (16, 16)
+SMALL_ARGS = ["--image-size", str(SMALL_SIZE[0]), str(SMALL_SIZE[1])]
+
+
 @pytest.fixture
 def small_tar(tmp_path: Path) -> Path:
     """The tiny archive at 16x16 pixels: a quarter of the compute of ``image_tar`` for the
-    end-to-end runs of whole networks (load it with ``--image-size 16 16``)."""
-    tree = write_image_tree(tmp_path / "tree16", size=16)
+    end-to-end runs of whole networks (load it with ``SMALL_ARGS`` or ``SMALL_SIZE``)."""
+    tree = write_image_tree(tmp_path / "tree16", size=SMALL_SIZE[0])
     return make_tar(tree, tmp_path / "tiny16.tar.gz")
 
 

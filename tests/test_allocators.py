@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark, planted_data
+from conftest import SMALL_ARGS, SMALL_SIZE, load_benchmark, planted_data
 from rlcompress.clustering import clusterable_layers
 from rlcompress.models import build_model, resnet_spec
 from rlcompress.search import SearchConfig, run_search
 from rlcompress.search.allocators import ALLOCATORS, hutchinson_traces, knapsack
 
-# the tiny archive at 16x16 pixels (the ``small_tar`` fixture)
-SMALL = ["--image-size", "16", "16"]
 CFG = dict(target_ratio=6.0, val_images=64, progress=False, k_max=64, threads=1, rescore=0)
 
 
@@ -122,7 +120,7 @@ def test_frontier_cli_tiny_writes_points_and_resumes(small_tar: Path, tmp_path: 
             "--results", str(tmp_path / "res"), "--ratios", "10", "--strategies",
             "uniform", "random", "--seeds", "2", "--episodes", "2", "--share-epochs", "0",
             "--val-images", "3", "--threads", "1", "--source", str(small_tar), "--data-dir",
-            str(tmp_path / "d"), "--val-size", "3", "--quiet", *SMALL]
+            str(tmp_path / "d"), "--val-size", "3", "--quiet", *SMALL_ARGS]
     peer_file = tmp_path / "peer.rlc"
     peer_file.write_bytes(b"x" * 5000)
     (tmp_path / "peers.json").write_text(json.dumps([
@@ -217,12 +215,12 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
             str(tmp_path / "run"), "--results", str(tmp_path / "res"), "--ratios", "24",
             "--strategies", "greedy", "hessian", "--prune-rates", "0.5", "--prune-epochs", "0",
             "--share-epochs", "0", "--val-images", "3", "--threads", "1", "--source",
-            str(small_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--quiet", *SMALL]
+            str(small_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", "--quiet", *SMALL_ARGS]
     assert main(args) == 0
     result = json.loads((tmp_path / "res" / "dense.json").read_text())
     assert result["config"]["prune_rates"] == "0.5" and len(result["points"]) == 2
     data = load_data(DataConfig(source=str(small_tar), data_dir=str(tmp_path / "d"), val_size=3,
-                                image_size=(16, 16)),
+                                image_size=SMALL_SIZE),
                      progress=False)
     for p in result["points"]:
         assert p["file_bytes"] <= p["budget_bytes"] and set(p["rate"].values()) <= {0.0, 0.5}
@@ -235,7 +233,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--val-images", "3",
             "--ft-steps", "2", "--mode", "dkm0.04-bn", "--source", str(small_tar), "--data-dir", str(tmp_path / "d"),
-            "--val-size", "3", *SMALL, "--threads", "1", "--out", str(tmp_path / "fr.json")]
+            "--val-size", "3", *SMALL_ARGS, "--threads", "1", "--out", str(tmp_path / "fr.json")]
     report = bench.main(argv)
     assert len(report["rows"]) == 2 and report["per_budget"][0]["spearman_ft2"] is None
     assert all(0 <= r["reward_ft"] <= 100 and 0 <= r["reward_top1"] <= 100 for r in report["rows"])
@@ -249,7 +247,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
             str(tmp_path / "res" / "points" / "dense"), "--repeat", "24x-greedy-s0", "--seeds",
             "3", "--work", str(tmp_path / "noise"), "--mode", "dkm0.04-bn", "--source", str(small_tar), "--data-dir",
-            str(tmp_path / "d"), "--val-size", "3", *SMALL, "--threads", "1", "--out",
+            str(tmp_path / "d"), "--val-size", "3", *SMALL_ARGS, "--threads", "1", "--out",
             str(tmp_path / "noise.json")]
     report = noise.main(argv)
     (group,) = [g for g in report["groups"] if g["source"] == "retrained"]
@@ -267,7 +265,7 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     (tmp_path / "res" / "files" / "dense" / "24x-hessian-s0.rlc").write_bytes(b"RLC1 cut off")
     moved = load_benchmark("remeasure_points", "scripts").main(
         [str(tmp_path / "res"), "dense", "--results", str(tmp_path / "here"), "--source",
-         str(small_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", *SMALL])
+         str(small_tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3", *SMALL_ARGS])
     assert moved["skipped"] == ["24x-hessian-s0.dkm0.04-bn.json"]
     (row,) = [json.loads(p.read_text())["value"]
               for p in (tmp_path / "here" / "points" / "dense").glob("*.dkm0.04-bn.json")]

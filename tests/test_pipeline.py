@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import rlcompress
+from conftest import SMALL_ARGS, SMALL_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _dense_checkpoint_and_data(tar: Path, tmp_path: Path) -> list[str]:
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "dense")
     return ["--source", str(tar), "--data-dir", str(tmp_path / "d"), "--val-size", "3",
-            "--image-size", "16", "16"]
+            *SMALL_ARGS]
 
 
 def test_library_api_on_a_non_resnet(tmp_path: Path):
@@ -103,7 +104,7 @@ def test_reproduce_table_on_tiny_data(small_tar: Path, tmp_path: Path):
     save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
                     tmp_path, "dense")
     data = DataConfig(source=str(small_tar), data_dir=str(tmp_path / "d"), val_size=3,
-                      image_size=(16, 16))
+                      image_size=SMALL_SIZE)
     tiny = TrainConfig(epochs=1, batch_size=4, progress=False, precision="fp32")
     train(str(tmp_path / "dense.safetensors"), str(tmp_path / "base"), None, data, tiny)
     results = tmp_path / "results"
