@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from rlcompress.cli import add_config_args, config_from_args
 from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
 from rlcompress.data import DataConfig
@@ -63,18 +64,12 @@ def frontier_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--points", default="", help="the frontier's records folder "
                     "(default: results/frontier/points/<name>)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--source", default="", help="dataset source (default: found as usual)")
-    ap.add_argument("--data-dir", default="", help="dataset cache folder (default: data/)")
-    ap.add_argument("--val-size", type=int, default=5000, help="the validation split's size")
-    ap.add_argument("--image-size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"),
-                    help="height and width of the dataset's images")
+    add_config_args(ap, DataConfig)  # --source, --data-dir, --val-size, --image-size, ...
 
 
 def frontier_data(args: argparse.Namespace) -> DataConfig:
     """The data settings ``frontier_args`` gave."""
-    return DataConfig(source=args.source, val_size=args.val_size,
-                      image_size=(args.image_size[0], args.image_size[1]),
-                      **({"data_dir": args.data_dir} if args.data_dir else {}))
+    return config_from_args(DataConfig, args)
 
 
 def frontier_records(folder: Path, mode: str, model: str) -> dict[str, dict]:

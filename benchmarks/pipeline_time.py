@@ -2,6 +2,8 @@
 
     python benchmarks/pipeline_time.py --quick     # -> results/pipeline/quick.json, quick.rlc
     python benchmarks/pipeline_time.py             # -> results/pipeline/default.json, default.rlc
+    python benchmarks/pipeline_time.py --quick --epoch-images 0
+        # --quick with whole fine-tuning epochs, as before session 24 -> quick-epoch-images-0.*
 
 Runs the pipeline with its defaults from the committed clean baseline in a fresh run directory
 and writes the report, wall and CPU seconds per stage (CPU: every thread of this process), the
@@ -18,6 +20,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Run and time the pipeline; returns what it writes."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="time `rlcompress run --quick`")
+    ap.add_argument("--epoch-images", type=int, default=None,
+                    help="with --quick: training images per fine-tuning epoch instead of "
+                         "quick's own (0: whole epochs)")
     ap.add_argument("--run-dir", default="", help="default runs/bench-pipeline-<name>")
     ap.add_argument("--results", default="results/pipeline")
     ap.add_argument("--resume", action="store_true",
@@ -39,12 +45,20 @@ def main(argv: list[str] | None = None) -> dict:
                          "starting afresh")
     args = ap.parse_args(argv)
     name = "quick" if args.quick else "default"
+    cfg = PipelineConfig(quick=args.quick)
+    if args.epoch_images is not None:
+        if not args.quick:
+            ap.error("--epoch-images goes with --quick")
+        # quick's settings with another epoch length (no longer "quick": resolved() would
+        # put quick's own back)
+        cfg = replace(cfg.resolved(), quick=False, epoch_images=args.epoch_images)
+        name = f"quick-epoch-images-{args.epoch_images}"
     run = Path(args.run_dir or f"runs/bench-pipeline-{name}")
     if run.exists() and not args.resume:
         shutil.rmtree(run)
     load = os.getloadavg()
     w0, c0 = time.perf_counter(), time.process_time()
-    report = run_pipeline(PipelineConfig(quick=args.quick), str(run), DataConfig(), progress=False)
+    report = run_pipeline(cfg, str(run), DataConfig(), progress=False)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,8 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.copyfile(report["file"], kept)
     decoded = evaluate_file(kept, load_data(DataConfig(), progress=False))["test"]["top1"]
     result = {
-        "command": f"python benchmarks/pipeline_time.py{' --quick' if args.quick else ''}",
-        "equivalent": f"rlcompress run{' --quick' if args.quick else ''}",
+        "command": "python benchmarks/pipeline_time.py"
+                   + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
+        "equivalent": f"rlcompress run{' --quick' if args.quick else ''}" if cfg.quick or not
+                      args.quick else "rlcompress run --prune-epochs 1 --share-epochs 1 --episodes 30 "
+                      f"--val-images 500 --epoch-images {args.epoch_images}",
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "stages": report["seconds"],
         "load_average_before": [round(x, 2) for x in load],
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -21,6 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
+from rlcompress.cli import add_config_args, config_from_args
 from rlcompress.codec.format import CodecError
 from rlcompress.data import DataConfig, load_data
 from rlcompress.fileio import write_json
@@ -68,14 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("folder", type=Path)
     ap.add_argument("name")
     ap.add_argument("--results", type=Path, default=Path("results/frontier-gpu"))
-    ap.add_argument("--source", default="")
-    ap.add_argument("--data-dir", default="data")
-    ap.add_argument("--val-size", type=int, default=5000)
-    ap.add_argument("--image-size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"))
+    add_config_args(ap, DataConfig)
     args = ap.parse_args(argv)
-    cfg = DataConfig(source=args.source, data_dir=args.data_dir, val_size=args.val_size,
-                     image_size=(args.image_size[0], args.image_size[1]))
-    report = remeasure(args.folder, args.name, args.results, cfg)
+    report = remeasure(args.folder, args.name, args.results, config_from_args(DataConfig, args))
     for p in report["remeasured"]:
         print(f"{p['point']}: test {p['top1']:.2f}, val {p['val_top1']:.2f} "
               f"(there: val {p['val_top1_device']:.2f})")

@@ -21,6 +21,7 @@ import platform
 import shutil
 from pathlib import Path
 
+from rlcompress.cli import add_config_args, config_from_args
 from rlcompress.data import DataConfig
 from rlcompress.fileio import write_json
 from rlcompress.jobs.train import baseline_record, write_baseline
@@ -64,15 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-images", type=int, default=45000)
     ap.add_argument("--machine", help="where it trained (default: this machine)")
     ap.add_argument("--command", help="the command that trained it (default: from its config)")
-    ap.add_argument("--source", default="", help="data for a --no-test run's measurement "
-                    "(default: the shared CIFAR-10, found as usual)")
-    ap.add_argument("--data-dir", default="", help="its decoded cache (default: data/)")
-    ap.add_argument("--val-size", type=int, default=5000)
+    add_config_args(ap, DataConfig)  # the data a --no-test run is measured on
     args = ap.parse_args(argv)
     if not (args.run / "summary.json").is_file():
         raise SystemExit(f"{args.run}: no summary.json, the training has not finished")
-    data = DataConfig(source=args.source, val_size=args.val_size,
-                      **({"data_dir": args.data_dir} if args.data_dir else {}))
+    data = config_from_args(DataConfig, args)
     rec = {**record(args.run, args.machine, args.command, data),
            "train_images": args.train_images}
     model = rec["model"]

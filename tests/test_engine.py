@@ -92,6 +92,43 @@ def test_resume_continues_where_it_stopped(tmp_path: Path):
     assert [r["val_top1"] for r in full] == [r["val_top1"] for r in cut]
 
 
+def test_epoch_images_trains_the_first_batches_of_each_epoch_and_resumes_exactly(tmp_path: Path):
+    data = planted_data()  # 256 training images: 8 batches of 32 per whole epoch
+    cfg = TrainConfig(epochs=3, epoch_images=96, **TINY)
+    seen: list[int] = []
+    model, spec = _model()
+    fit(model, spec, data, cfg, tmp_path / "full", step_hooks=[lambda _m: seen.append(1)])
+    assert len(seen) == 3 * 3  # 96 images = 3 batches per epoch, over 3 epochs
+    rows = _rows(tmp_path / "full" / "metrics.csv")
+    # the schedule spans the 9 steps taken, not the 24 of whole epochs
+    assert float(rows[-1]["lr"]) == pytest.approx(lr_at(8, 9, cfg), abs=1e-6)
+    assert abs(lr_at(8, 9, cfg) - lr_at(8, 24, cfg)) > 1e-3
+    # each epoch draws its own order: epoch 2 does not repeat epoch 1's first batches
+    train, _ = make_loaders(data, cfg)
+    firsts = []
+    for epoch in (1, 2):
+        train.set_epoch(epoch)
+        firsts.append(next(iter(train))[1])
+    assert not torch.equal(firsts[0], firsts[1])
+    # killed in epoch 2 and resumed: the same weights as the uninterrupted run
+    steps = {"n": 0}
+
+    def kill_in_epoch_2(_model):
+        steps["n"] += 1
+        if steps["n"] == 3 + 2:
+            raise _Kill
+
+    model, spec = _model()
+    with pytest.raises(_Kill):
+        fit(model, spec, data, cfg, tmp_path / "cut", step_hooks=[kill_in_epoch_2])
+    model, spec = _model()
+    fit(model, spec, data, cfg, tmp_path / "cut", resume=True)
+    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError):
+        TrainConfig(epoch_images=-1)
+
+
 def test_budgeted_epochs_fill_the_budget_within_bounds():
     cfg = TrainConfig(epochs=100, time_budget=100.0)
     assert budgeted_epochs(cfg, 2, elapsed=10.0, epoch_seconds=5.0) == 20  # 2 + 90 // 5

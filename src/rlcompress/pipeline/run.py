@@ -36,6 +36,8 @@ from rlcompress.search import DDPGConfig, SearchConfig, check_budget
 from rlcompress.search.budget import parse_target_size
 from rlcompress.search.joint import prunes_nothing
 
+QUICK_EPOCH_IMAGES = 10_000
+
 
 @dataclass
 class PipelineConfig:
@@ -72,6 +74,8 @@ class PipelineConfig:
         refine: extra evaluations for a hill-climbing walk from the search's best policy
             (``SearchConfig.refine``; 0: none).
         share_epochs: trained-quantization epochs after weight sharing.
+        epoch_images: training images per epoch of the pruning and sharing fine-tunings (0:
+            the whole train split; ``TrainConfig.epoch_images``).
         lr: peak learning rate of baseline and pruning fine-tuning.
         share_lr: peak learning rate of the shared model's fine-tuning (trained quantization).
         share_distill: weight of distillation from the pruned model in trained quantization
@@ -79,7 +83,8 @@ class PipelineConfig:
         seed: seed of training order and of the search.
         val_images: validation images that score each policy during the search.
         threads: CPU threads (0: one per core).
-        quick: small budgets everywhere, to see the whole flow in minutes.
+        quick: small budgets everywhere, to see the whole flow in minutes: no refinement of
+            the search, one fine-tuning epoch of ``QUICK_EPOCH_IMAGES`` images per stage.
     """
 
     model: str = "resnet20"
@@ -95,6 +100,7 @@ class PipelineConfig:
     allocator_demos: str = ""
     refine: int = 0
     share_epochs: int = 4
+    epoch_images: int = 0
     lr: float = 0.05
     share_lr: float = 0.01
     share_distill: float = 0.9
@@ -107,12 +113,16 @@ class PipelineConfig:
         """The config with ``quick`` applied."""
         if not self.quick:
             return self
+        # one epoch of each fine-tuning over 10,000 of the 45,000 training images: the
+        # search, the evaluations and the file stay as in a full run (issue #13: 5 minutes)
         return PipelineConfig(**{**asdict(self), "baseline_epochs": 0, "prune_epochs": 1,
-                                 "episodes": 30, "share_epochs": 1, "val_images": 500})
+                                 "episodes": 30, "share_epochs": 1, "val_images": 500,
+                                 "epoch_images": QUICK_EPOCH_IMAGES})
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("baseline_epochs", "prune_epochs", "target_ratio", "episodes",
-                                "share_epochs", "lr", "share_lr", "seed", "val_images", "threads"),
+                                "share_epochs", "lr", "share_lr", "seed", "val_images", "threads",
+                                "epoch_images"),
                      unit=("share_distill",))
         if not 0 <= self.prune_rate < 1:
             raise ValueError(f"PipelineConfig.prune_rate must be in [0, 1), got {self.prune_rate}")
@@ -123,8 +133,8 @@ class PipelineConfig:
 def saved_config(path: Path) -> dict:
     """The settings a run directory's ``pipeline.json`` holds; runs saved before the joint
     search existed were prune-first runs (``prune_rates`` ""), before allocator demonstrations
-    had none, before refinement none refined."""
-    return {"prune_rates": "", "allocator_demos": "", "refine": 0,
+    had none, before refinement none refined, before ``epoch_images`` trained whole epochs."""
+    return {"prune_rates": "", "allocator_demos": "", "refine": 0, "epoch_images": 0,
             **json.loads(Path(path).read_text())}
 
 
@@ -187,7 +197,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, out: str = "runs/pipeline",
 
     def tcfg(epochs: int, lr: float, **kw: object) -> TrainConfig:
         return TrainConfig(epochs=epochs, lr=lr, seed=cfg.seed, threads=cfg.threads,
-                           progress=progress, **kw)
+                           progress=progress, epoch_images=cfg.epoch_images, **kw)
 
     start = run / "baseline" / "best.safetensors"
     say(1, "baseline", _done(run / "baseline"), f"{cfg.baseline_epochs} epochs from {cfg.model}")
