@@ -284,3 +284,29 @@ def test_devdata_keeps_every_training_image_and_the_splits(image_tar: Path, tmp_
     classes = {n.split("/")[1] for n in full if n.startswith("test/")}
     assert sorted(n.split("/")[1] for n in kept if n.startswith("test/")) == sorted(classes)
     assert devdata.split_hashes(image_tar, 3) == devdata.split_hashes(small, 3)
+
+
+def test_data_digest_follows_the_data_and_reads_loaders_alike_twice(planted):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from conftest import planted_data
+    from rlcompress.data import LoaderData, data_digest
+
+    assert data_digest(planted) == data_digest(planted_data())
+    changed = planted_data()
+    changed.val.images[3, 0, 0, 0] ^= 1  # one bit of one validation pixel
+    assert data_digest(changed) != data_digest(planted)
+    assert data_digest(planted_data(seed=1)) != data_digest(planted)
+
+    def loaders(shift: float = 0.0) -> LoaderData:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(40, 3, 8, 8, generator=g) + shift, torch.arange(40) % 4
+        ds = TensorDataset(x, y)
+        # a shuffling validation loader yields the same order under the digest's seeded pass
+        return LoaderData(DataLoader(ds, batch_size=8, shuffle=True),
+                          DataLoader(ds, batch_size=8, shuffle=True), DataLoader(ds, batch_size=8))
+
+    first = data_digest(loaders())
+    torch.manual_seed(123)  # the caller's RNG state does not matter
+    assert data_digest(loaders()) == first
+    assert data_digest(loaders(shift=0.5)) != first

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import rlcompress
+from conftest import planted_data
 from rlcompress.clustering import share_model
 from rlcompress.codec.format import CodecError
 from rlcompress.data.loaders import LoaderData
@@ -596,7 +597,7 @@ def test_per_channel_prelu_and_instance_norm_are_recorded_and_load_back(planted,
     torch.testing.assert_close(loaded(x), decoded.eval()(x), rtol=0, atol=1e-6)
 
 
-def test_compress_refuses_a_folder_made_with_another_model_or_settings(planted, tmp_path: Path):
+def test_compress_refuses_a_folder_made_with_another_model_settings_or_data(planted, tmp_path: Path):
     torch.manual_seed(0)
     model = PlainNet()
     kw = {"data": planted, "strategy": "uniform", "prune_epochs": 0, "share_epochs": 0,
@@ -608,6 +609,8 @@ def test_compress_refuses_a_folder_made_with_another_model_or_settings(planted, 
         rlcompress.compress(model, target_size="3000", **kw)
     with pytest.raises(ValueError, match="another model"):
         rlcompress.compress(PlainNet(), target_size="4500", **kw)
+    with pytest.raises(ValueError, match="other data"):  # would have reused its fine-tunes
+        rlcompress.compress(model, target_size="4500", **{**kw, "data": planted_data(seed=1)})
     _, other = rlcompress.compress(model, target_size="3000", **{**kw, "out": tmp_path / "d"})
     assert other["file_bytes"] <= 3000
 

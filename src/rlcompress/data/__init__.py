@@ -12,6 +12,7 @@ from rlcompress.data.dataset import (
     resolve_source,
     stratified_split,
 )
+from rlcompress.data.digest import data_digest
 from rlcompress.data.loader import BatchLoader, random_crop_flip, to_model_input
 from rlcompress.data.loaders import EpochSeeded, LoaderData
 from rlcompress.data.sources import (
@@ -35,6 +36,7 @@ __all__ = [
     "LoaderData",
     "ImageData",
     "SplitData",
+    "data_digest",
     "describe",
     "download_cifar10",
     "load_data",

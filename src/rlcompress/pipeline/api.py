@@ -24,7 +24,7 @@ from rlcompress.clustering.quantize import hard_bn_hook, quantize, sharing_spec
 from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec import float_state_bytes, layer_weight_count, load_compressed, save_compressed
 from rlcompress.codec.sizes import size_report
-from rlcompress.data import DataConfig, ImageData, load_data
+from rlcompress.data import DataConfig, ImageData, data_digest, load_data
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.engine.train import PRUNE_SELECT
@@ -203,15 +203,18 @@ def _check_args(target_size: object, target_ratio: object, out: Path, **counts: 
         raise ValueError(f"out must be a folder; {out} is a file")
 
 
-def _claim_out(out: Path, model: nn.Module, settings: dict) -> None:
-    """Every stage of ``compress`` resumes from ``out``, so a second call with another model or
-    other settings (a smaller budget) would silently reuse the first call's search and
-    fine-tunes. Record both there and refuse others."""
+def _claim_out(out: Path, model: nn.Module, settings: dict, data: ImageData | LoaderData) -> None:
+    """Every stage of ``compress`` resumes from ``out``, so a second call with another model,
+    other settings (a smaller budget) or other data would silently reuse the first call's
+    search and fine-tunes. Record all three there and refuse others (a folder made before the
+    data was recorded takes this call's)."""
     text = json.dumps(settings, sort_keys=True, default=repr)
     marker, advice = out / "compress.json", "choose another out, or delete it to start again"
     claim(marker, "model", weights_digest(model), f"{out} holds the compression of another model: {advice}")
     claim(marker, "settings", hashlib.sha256(text.encode()).hexdigest()[:16],
           f"{out} holds a compression made with other settings: {advice}")
+    claim(marker, "data", data_digest(data),
+          f"{out} holds a compression made on other data: {advice}")
 
 
 def compress(
@@ -311,7 +314,7 @@ def compress(
                                                        _example(data), protect)
         check_budget(small, small_spec, scfg)
     # claimed only now, so a refused call leaves nothing that would refuse the corrected one
-    _claim_out(out, original, settings)
+    _claim_out(out, original, settings, data)
     has_test = not isinstance(data, LoaderData) or data.test_loader is not None
     before = {s: evaluate_model(copy.deepcopy(original), data, s, precision)["top1"]
               for s in (("val", "test") if has_test else ("val",))}
