@@ -273,8 +273,9 @@ def compress(
     ``uniform``; one policy from measured sensitivities, minutes instead of an hour). At
     ResNet-20's 16x file budget ``greedy`` ended about one validation point above DDPG.
     Every stage resumes from ``out``: calling again continues an interrupted call, and a call
-    with another model or other settings there is a ValueError (``out/compress.json`` records
-    both; the data loaders are not recorded).
+    with another model, other settings or other data there is a ValueError
+    (``out/compress.json`` records the three digests; :func:`rlcompress.data.data_digest`
+    says what it reads of a user's loaders).
     """
     threads = threads or torch.get_num_threads()
     _check_args(target_size, target_ratio, Path(out), prune_epochs=prune_epochs,
