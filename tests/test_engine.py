@@ -63,22 +63,27 @@ class _Kill(Exception):
     pass
 
 
+def _killed_at_step(data: object, cfg: TrainConfig, run: Path, step: int) -> None:
+    """Train a fresh model into ``run``, killed (an exception) at global step ``step``."""
+    steps = {"n": 0}
+
+    def kill(_model: torch.nn.Module) -> None:
+        steps["n"] += 1
+        if steps["n"] == step:
+            raise _Kill
+
+    model, spec = _model()
+    with pytest.raises(_Kill):
+        fit(model, spec, data, cfg, run, step_hooks=[kill])
+
+
 def test_resume_continues_where_it_stopped(tmp_path: Path):
     data = planted_data()
     cfg = TrainConfig(epochs=3, **TINY)
     model, spec = _model()
     fit(model, spec, data, cfg, tmp_path / "full")
 
-    steps = {"n": 0}
-
-    def kill_in_epoch_3(_model):
-        steps["n"] += 1
-        if steps["n"] == 2 * 8 + 3:  # 8 steps per epoch: dies inside epoch 3
-            raise _Kill
-
-    model, spec = _model()
-    with pytest.raises(_Kill):
-        fit(model, spec, data, cfg, tmp_path / "cut", step_hooks=[kill_in_epoch_3])
+    _killed_at_step(data, cfg, tmp_path / "cut", 2 * 8 + 3)  # 8 steps an epoch: in epoch 3
     rows = (_rows(tmp_path / "cut" / "metrics.csv"))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     with pytest.raises(FileExistsError):
@@ -111,16 +116,7 @@ def test_epoch_images_trains_the_first_batches_of_each_epoch_and_resumes_exactly
         firsts.append(next(iter(train))[1])
     assert not torch.equal(firsts[0], firsts[1])
     # killed in epoch 2 and resumed: the same weights as the uninterrupted run
-    steps = {"n": 0}
-
-    def kill_in_epoch_2(_model):
-        steps["n"] += 1
-        if steps["n"] == 3 + 2:
-            raise _Kill
-
-    model, spec = _model()
-    with pytest.raises(_Kill):
-        fit(model, spec, data, cfg, tmp_path / "cut", step_hooks=[kill_in_epoch_2])
+    _killed_at_step(data, cfg, tmp_path / "cut", 3 + 2)
     model, spec = _model()
     fit(model, spec, data, cfg, tmp_path / "cut", resume=True)
     wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
