@@ -48,6 +48,19 @@ def test_compress_refuses_ambiguous_budget():
         rlcompress.compress(torch.nn.Conv2d(3, 3, 1), [], [], target_size="1KB", target_ratio=4.0)
 
 
+def test_quick_shrinks_the_budgets_left_at_their_defaults_only():
+    from rlcompress.pipeline.run import QUICK, PipelineConfig
+
+    quick = PipelineConfig(quick=True).resolved()
+    assert {k: getattr(quick, k) for k in QUICK} == QUICK
+    assert quick.epoch_images < 45000 and quick.target_size == PipelineConfig().target_size
+    # (a setting given at its default value cannot be told from one not given: quick's wins)
+    mine = PipelineConfig(quick=True, share_epochs=2, epoch_images=20000).resolved()
+    assert mine.share_epochs == 2 and mine.epoch_images == 20000 and mine.prune_epochs == 1
+    assert mine.resolved() == mine  # a resumed run's saved settings resolve to themselves
+    assert PipelineConfig(share_epochs=2).resolved() == PipelineConfig(share_epochs=2)
+
+
 def test_run_refuses_an_unreadable_size_before_any_work(tmp_path: Path, capsys):
     from rlcompress.cli import main
     from rlcompress.pipeline.run import PipelineConfig
