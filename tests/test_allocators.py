@@ -154,6 +154,11 @@ def test_frontier_cli_tiny_writes_points_and_resumes(small_tar: Path, tmp_path: 
     assert (tmp_path / "res" / "m.md").is_file() and (tmp_path / "res" / "m.png").is_file()
     assert main(args) == 0  # every point done: read back, nothing recomputed
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
+    capsys.readouterr()
+    # a process running a share of the seeds writes no tables that would pass for the whole
+    assert main([*args, "--strategies", "random", "--only-seeds", "1"]) == 0
+    assert "writes no tables" in capsys.readouterr().err
+    assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
     shutil.rmtree(tmp_path / "run")  # a fresh clone: only the committed records are left
     assert main(args) == 0 and not (tmp_path / "run").exists()
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]

@@ -73,7 +73,9 @@ class FrontierConfig:
         random_seeds: seeds of the random-search baseline (0: ``seeds``); fewer saves CPU
             hours where random search is far behind the rest.
         only_seeds: run only these seeds of the searched strategies (empty: all), so that
-            processes can share one budget's seeds; not part of any record's key.
+            processes can share one budget's seeds; not part of any record's key. Such a
+            process writes no tables (they would hold its share of the points only): a
+            ``collect_only`` run with the whole plan's settings writes them.
         episodes: episodes of the searched strategies.
         share_epochs: trained-quantization epochs of every point.
         share_lr: their peak learning rate.
@@ -204,6 +206,13 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
               "command": "rlcompress " + " ".join(sys.argv[1:]), "finished": finished,
               "rows": table, "verdicts": calls, "points": points}
+    if cfg.only_seeds and not cfg.collect_only:
+        # session 24: a seed-2 process that finished its share wrote resnet32.json, a
+        # "finished" frontier of one seed's points
+        print(f"frontier {name}: this process ran its share of the points (only_seeds "
+              f"{list(cfg.only_seeds)}) and writes no tables: rerun with the whole plan's "
+              "options and --collect-only for them", file=sys.stderr)
+        return result
     base = Path(results) / (f"{name}.partial" if cfg.collect_only else name)
     write_json(Path(f"{base}.json"), result)
     write_text(Path(f"{base}.md"), markdown(table) + "\n" + verdict_markdown(calls))
