@@ -28,7 +28,15 @@ import torch
 from rlcompress.data import DataConfig, load_data
 from rlcompress.fileio import write_json
 from rlcompress.jobs.share import evaluate_file
-from rlcompress.pipeline.run import PipelineConfig, run_pipeline
+from rlcompress.pipeline.run import QUICK, PipelineConfig, run_pipeline
+
+
+def _equivalent(cfg: PipelineConfig, quick: bool) -> str:
+    """The ``rlcompress run`` command that runs ``cfg``: quick's settings spelled out where
+    ``--epoch-images`` replaced quick itself."""
+    if cfg.quick or not quick:
+        return f"rlcompress run{' --quick' if quick else ''}"
+    return "rlcompress run" + "".join(f" --{k.replace('_', '-')} {getattr(cfg, k)}" for k in QUICK)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,9 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "command": "python benchmarks/pipeline_time.py"
                    + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
-        "equivalent": f"rlcompress run{' --quick' if args.quick else ''}" if cfg.quick or not
-                      args.quick else "rlcompress run --prune-epochs 1 --share-epochs 1 --episodes 30 "
-                      f"--val-images 500 --epoch-images {args.epoch_images}",
+        "equivalent": _equivalent(cfg, args.quick),
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "stages": report["seconds"],
         "load_average_before": [round(x, 2) for x in load],
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

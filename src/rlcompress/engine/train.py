@@ -213,13 +213,12 @@ def make_loaders(data: ImageData | LoaderData, cfg: TrainConfig,
 
 
 class _FirstBatches:
-    """The first ``n`` batches of a loader's current epoch (``len``, ``global_size``,
-    ``batch_size`` and ``set_epoch`` kept)."""
+    """The first ``n`` batches of a loader's current epoch (``len``, ``global_size`` and
+    ``set_epoch`` kept)."""
 
     def __init__(self, loader: object, n: int) -> None:
         self.loader, self.n = loader, min(n, len(loader))
         self.global_size = getattr(loader, "global_size", None)
-        self.batch_size = getattr(loader, "batch_size", None)
 
     def __len__(self) -> int:
         return self.n
