@@ -158,6 +158,10 @@ def test_frontier_cli_tiny_writes_points_and_resumes(small_tar: Path, tmp_path: 
     # a process running a share of the seeds writes no tables that would pass for the whole
     assert main([*args, "--strategies", "random", "--only-seeds", "1"]) == 0
     assert "writes no tables" in capsys.readouterr().err
+    # so does one given fewer strategies (or ratios) than the frontier its records hold
+    assert main([*args, "--strategies", "uniform"]) == 0
+    err = capsys.readouterr().err
+    assert "writes no tables" in err and "10x-random-s0, 10x-random-s1" in err
     assert json.loads((tmp_path / "res" / "m.json").read_text())["points"] == result["points"]
     shutil.rmtree(tmp_path / "run")  # a fresh clone: only the committed records are left
     assert main(args) == 0 and not (tmp_path / "run").exists()
@@ -335,6 +339,36 @@ def test_frontier_plan_only_seeds_splits_searched_seeds_only():
     assert [(s, seed) for _, _, s, seed, _ in plan] == [("greedy", 0), ("ddpg", 2)]
     full = frontier_plan(FrontierConfig(ratios=(24.0,), strategies=("ddpg",)), {24.0: 100}, 2400)
     assert [seed for *_, seed, _ in full] == [0, 1, 2]
+
+
+def test_points_outside_plan_names_this_models_other_finished_points(tmp_path: Path):
+    from rlcompress.jobs.frontier import (
+        FrontierConfig,
+        frontier_plan,
+        point_tag,
+        points_outside_plan,
+    )
+
+    assert point_tag(24.0, "ddpg", 1) == "24x-ddpg-s1"
+    assert point_tag(0.0, "/32", 0) == "rules-d32-s0"
+    for tag, model, mode in (("24x-ddpg-s0", "abc", "dkm0.04-bn"), ("8x-greedy-s0", "abc",
+                             "dkm0.04-bn"), ("8x-uniform-s0", "other", "dkm0.04-bn"),
+                             ("8x-hessian-s0", "abc", "hard")):
+        (tmp_path / f"{tag}.{mode}.json").write_text(json.dumps({"key": {
+            "model": model, "search": {"seed": 0}, "train": {"share_lr": 0.01}}}))
+    (tmp_path / "24x-greedy-s0.dkm0.04-bn.json").write_text(json.dumps({"key": {
+        "model": "abc", "train": {"share_lr": 0.02}}}))  # trained otherwise: another frontier
+    (tmp_path / "8x-random-s0.dkm0.04-bn.json").write_text("not json")
+    (tmp_path / "8x-greedy-s0.search.json").write_text(json.dumps({"key": {"model": "abc"}}))
+    cfg = FrontierConfig(ratios=(24.0,), strategies=("ddpg",), seeds=1)
+    plan = frontier_plan(cfg, {24.0: 100}, 2400)
+    key = {"model": "abc", "train": {"share_lr": 0.01}}
+    # other weights, another training mode, a search record and a broken file are not points
+    assert points_outside_plan(tmp_path, "dkm0.04-bn", key, plan) == ["8x-greedy-s0"]
+    cfg = FrontierConfig(ratios=(24.0, 8.0), strategies=("ddpg", "greedy"), seeds=1)
+    assert points_outside_plan(tmp_path, "dkm0.04-bn", key,
+                               frontier_plan(cfg, {24.0: 100, 8.0: 300}, 2400)) == []
+    assert points_outside_plan(tmp_path / "none", "dkm0.04-bn", key, plan) == []
 
 
 def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():

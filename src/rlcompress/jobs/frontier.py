@@ -206,12 +206,18 @@ def frontier(model: str, out: str = "runs/frontier", cfg: FrontierConfig | None 
     result = {"model": model, "name": name, "dense_bytes": dense, "config": asdict(cfg),
               "command": "rlcompress " + " ".join(sys.argv[1:]), "finished": finished,
               "rows": table, "verdicts": calls, "points": points}
-    if cfg.only_seeds and not cfg.collect_only:
+    others = [] if cfg.collect_only else points_outside_plan(
+        keep[0] / "points" / name, _share_mode(cfg), {"model": keep[2], **_train_key(cfg)}, plan)
+    if (cfg.only_seeds or others) and not cfg.collect_only:
         # session 24: a seed-2 process that finished its share wrote resnet32.json, a
-        # "finished" frontier of one seed's points
-        print(f"frontier {name}: this process ran its share of the points (only_seeds "
-              f"{list(cfg.only_seeds)}) and writes no tables: rerun with the whole plan's "
-              "options and --collect-only for them", file=sys.stderr)
+        # "finished" frontier of one seed's points; a process given fewer --ratios or
+        # --strategies than the frontier it continues would do the same
+        why = (f"only_seeds {list(cfg.only_seeds)}" if cfg.only_seeds else
+               f"finished points outside its plan: {', '.join(others[:4])}"
+               + (", ..." if len(others) > 4 else ""))
+        print(f"frontier {name}: this process ran a share of the points ({why}) and writes "
+              "no tables: rerun with the whole plan's options and --collect-only for them",
+              file=sys.stderr)
         return result
     base = Path(results) / (f"{name}.partial" if cfg.collect_only else name)
     write_json(Path(f"{base}.json"), result)
@@ -240,6 +246,33 @@ def frontier_plan(cfg: FrontierConfig, budgets: dict[float, int],
     return plan + [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
 
 
+def point_tag(ratio: float, strategy: str, seed: int) -> str:
+    """A point's name in records and files (``24x-ddpg-s1``, ``rules-k16-s0``); its run folder
+    is the same with the first ``-`` a ``/``."""
+    folder = "rules" if strategy in RULE_POLICIES else f"{ratio:g}x"
+    return f"{folder}-{strategy.replace('/', 'd')}-s{seed}"
+
+
+def points_outside_plan(records: Path, mode: str, key: dict,
+                        plan: list[tuple[float, int, str, int, int]]) -> list[str]:
+    """The finished points recorded in ``records`` in training ``mode`` whose key holds ``key``
+    (the model's digest and the training settings) that ``plan`` does not hold: a process that
+    ran such a plan ran a share of a larger frontier."""
+    planned = {point_tag(r, strategy, seed) for r, _, strategy, seed, _ in plan}
+    suffix = f".{mode}.json"
+    found = []
+    for path in sorted(records.glob(f"*{suffix}")) if records.is_dir() else []:
+        tag = path.name[: -len(suffix)]
+        try:
+            recorded = json.loads(path.read_text())["key"]
+            same = all(recorded.get(name) == value for name, value in key.items())
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue  # not a point record
+        if tag not in planned and same:
+            found.append(tag)
+    return found
+
+
 def _seeds(cfg: FrontierConfig, strategy: str) -> int:
     """How many seeds a strategy runs at each budget."""
     if strategy == "random" and cfg.random_seeds:
@@ -264,7 +297,7 @@ def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, rat
     run directory or from the committed records in ``keep`` (results folder, frontier name,
     digest of the model's weights)."""
     rule = strategy in RULE_POLICIES
-    run = out / ("rules" if rule else f"{ratio:g}x") / f"{strategy.replace('/', 'd')}-s{seed}"
+    run = out / point_tag(ratio, strategy, seed).replace("-", "/", 1)
     # each training mode has its own share folder: a frontier retrained in another mode reuses
     # the searches and pruning fine-tunes of its finished points
     mode = _share_mode(cfg)
