@@ -6,8 +6,10 @@ For each budget (file ratio R: limit = dense float32 bytes / R) of the joint fro
 at the largest rate, k = 2 in every layer, plus the fixed bytes (float parameters, header,
 manifest). ``room`` = (limit - floor) / limit is the share of the budget an allocator can
 actually allocate; where it is small every allocator is pushed into the same corner and no
-allocation, learned or not, can differ much. The same is given for wider spaces (a larger
-largest rate, batch norms stored as scale and shift) to show what would give the search room.
+allocation, learned or not, can differ much. The same is given for other spaces (pruned
+channels' floats credited, session 25's default; a larger largest rate; batch norms stored as
+scale and shift) to show what gives the search room. ``fixed`` is the space's fixed part (with
+the credit, the chains' floats are in the layers' costs instead).
 
 From the frontier's committed records (``results/frontier/points/<name>/``), each budget's
 points: the share of chains at the largest rate, of layers at k = 2, and the spread of final
@@ -38,24 +40,30 @@ from rlcompress.search.joint import JointSpace, parse_rates  # noqa: E402
 from rlcompress.search.runner import make_budget  # noqa: E402
 
 FRONTIER_RATES = "0,0.1,0.2,0.3,0.4,0.5,0.6"
-SPACES = {  # name -> (prune rates, compact batch norm)
-    "frontier": (FRONTIER_RATES, False),
-    "rates to 0.8": (FRONTIER_RATES + ",0.7,0.8", False),
-    "compact batch norm": (FRONTIER_RATES, True),
-    "rates to 0.8, compact batch norm": (FRONTIER_RATES + ",0.7,0.8", True),
+WIDE_RATES = FRONTIER_RATES + ",0.7,0.8"
+SPACES = {  # name -> (prune rates, compact batch norm, pruned channels' floats credited)
+    "frontier": (FRONTIER_RATES, False, False),
+    "pruned floats credited": (FRONTIER_RATES, False, True),
+    "rates to 0.8": (WIDE_RATES, False, False),
+    "compact batch norm": (FRONTIER_RATES, True, False),
+    "rates to 0.8, compact batch norm": (WIDE_RATES, True, False),
+    "rates to 0.8, compact batch norm, credited": (WIDE_RATES, True, True),
 }
 
 
 def room(net: object, spec: dict, names: list[str], limit: int, rates: str,
-         compact_bn: bool) -> dict:
+         compact_bn: bool, credit: bool) -> dict:
     """Limit, fixed bytes, floor (largest rates, k = 2 everywhere), the floor without pruning,
-    and the share of the limit above the floor, for one budget and one space."""
+    and the share of the limit above the floor, for one budget and one space (``credit``: the
+    budget charges pruned chains' floats for their kept channels only, session 25's default;
+    the committed frontiers were searched without)."""
     cfg = SearchConfig(target_size=str(limit), prune_rates=rates, compact_bn=compact_bn)
     budget = make_budget(net, spec, names, cfg, ShareConfig())
-    space = JointSpace(net, names, budget, parse_rates(rates))
+    space = JointSpace(net, names, budget, parse_rates(rates), credit_floats=credit,
+                       compact_bn=compact_bn)
     floor = space.budget_for(space.max_rates()).min_total()
     whole = space.budget_for([0.0] * len(names)).min_total()
-    return {"limit": int(budget.limit), "fixed": int(budget.fixed), "floor": int(floor),
+    return {"limit": int(budget.limit), "fixed": int(space.budget.fixed), "floor": int(floor),
             "floor_unpruned": int(whole), "room": round((budget.limit - floor) / budget.limit, 4)}
 
 
@@ -93,11 +101,14 @@ def measure(model: str, name: str, mode: str, ratios: list[float], points_dir: s
         rows.append(row)
         print(f"{name} {r:g}x: {limit:,} bytes, fixed {row['spaces']['frontier']['fixed']:,}, "
               f"floor {row['spaces']['frontier']['floor']:,}, room "
-              f"{row['spaces']['frontier']['room']:.0%} (rates to 0.8 + compact BN: "
-              f"{row['spaces']['rates to 0.8, compact batch norm']['room']:.0%}); points "
+              f"{row['spaces']['frontier']['room']:.0%} (credited: "
+              f"{row['spaces']['pruned floats credited']['room']:.0%}; rates to 0.8, compact BN, "
+              f"credited: {row['spaces']['rates to 0.8, compact batch norm, credited']['room']:.0%}"
+              "); points "
               f"{row['frontier_points']}", flush=True)
     return {"model": path, "name": name, "mode": mode, "dense_bytes": dense,
-            "spaces": {s: {"prune_rates": v[0], "compact_bn": v[1]} for s, v in SPACES.items()},
+            "spaces": {s: {"prune_rates": v[0], "compact_bn": v[1], "pruned_float_credit": v[2]}
+                       for s, v in SPACES.items()},
             "rows": rows}
 
 

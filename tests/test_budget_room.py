@@ -37,6 +37,9 @@ def test_budget_room_shrinks_with_the_budget_and_grows_with_the_space(tmp_path: 
         assert spaces["rates to 0.8"]["floor"] < f["floor"]
         assert spaces["compact batch norm"]["fixed"] < f["fixed"]
         assert spaces["rates to 0.8, compact batch norm"]["room"] > spaces["rates to 0.8"]["room"]
+        # crediting pruned chains' floats lowers the floor (fewer batch-norm channels)
+        assert spaces["pruned floats credited"]["floor"] < f["floor"]
+        assert spaces["pruned floats credited"]["floor_unpruned"] == f["floor_unpruned"]
     assert r16["frontier"]["floor"] == r40["frontier"]["floor"]  # the floor is the model's
     assert 0 < r40["frontier"]["room"] < r16["frontier"]["room"] < 1
     assert report["rows"][0]["frontier_points"] == {}

@@ -174,7 +174,7 @@ def _scores_and_outputs_agree(joint: JointEvaluator, plain: PolicyEvaluator, ks:
 def _space(model: nn.Module, spec: dict, limit: float) -> JointSpace:
     names = list(clusterable_layers(model))
     budget = make_budget(model, spec, names, SearchConfig(target_size=str(int(limit))), ShareConfig())
-    return JointSpace(model, names, budget, RATES)
+    return JointSpace(model, names, budget, RATES, credit_floats=True)  # SearchConfig's default
 
 
 def test_masked_scoring_equals_the_physically_pruned_model():
@@ -504,3 +504,68 @@ def test_walk_starts_from_the_best_rescored_policy():
     rescored = [{"episode": 2, "val_top1_rescored": 71.0, "cost": 10.0},
                 {"episode": 3, "val_top1_rescored": 73.5, "cost": 10.0}]
     assert _walk_start(rows, rescored)["episode"] == "3"
+
+
+@pytest.mark.parametrize("compact_bn", [False, True])
+@pytest.mark.parametrize("net", ["resnet", _MlpHead])
+def test_budget_credits_pruned_channels_floats_and_stays_an_upper_bound(tmp_path: Path, net,
+                                                                        compact_bn: bool):
+    """Charged for its kept channels' floats only, a joint policy's estimate is still at least
+    its real file, and lower than the dense-floats estimate by exactly the floats removed."""
+    from rlcompress.clustering.sharing import share_model
+    from rlcompress.codec import save_compressed
+    from rlcompress.pruning.groups import GroupPruneConfig, prune_groups
+
+    model = _tiny()[0] if net == "resnet" else net().eval()
+    names = list(clusterable_layers(model))
+    spec = {"arch": "user", "shapes": layer_shapes(model)}
+    cfg = SearchConfig(target_size="1000000", compact_bn=compact_bn)
+    budget = make_budget(model, spec, names, cfg, ShareConfig())
+    credited = JointSpace(model, names, budget, RATES, credit_floats=True, compact_bn=compact_bn)
+    dense = JointSpace(model, names, budget, RATES)
+    assert credited.channel_bytes and not dense.channel_bytes
+    rng = np.random.default_rng(0)
+    freed_any = 0.0
+    for trial in range(3):
+        rates = [float(rng.choice(RATES if trial == 0 else (0.0, *RATES)))
+                 if i in credited.chain_at else 0.0 for i in range(len(names))]
+        ks = [int(rng.choice((2, 4, 16))) for _ in names]
+        rate_map = {names[i]: rates[i] for i in credited.prunable if rates[i] > 0}
+        small = copy.deepcopy(model)
+        if rate_map:
+            small, _ = prune_groups(small, torch.zeros(1, 3, 16, 16), GroupPruneConfig(rate=0.0),
+                                    rates=rate_map)
+        share_model(small, dict(zip(names, ks, strict=True)))
+        path = tmp_path / f"{trial}.rlc"
+        save_compressed(small, {"arch": "user", "shapes": layer_shapes(small)}, path,
+                        compact_bn=compact_bn)
+        real = path.stat().st_size
+        estimate = credited.budget_for(rates).total(ks)
+        assert real <= estimate <= dense.budget_for(rates).total(ks)
+        freed = sum(credited.channel_bytes[i] * (credited.weights[i].shape[0]
+                                                 - credited.kept_channels(i, rates[i]))
+                    for i in credited.chain_at)
+        assert dense.budget_for(rates).total(ks) - estimate == pytest.approx(freed)
+        freed_any += freed
+        # the per-layer costs the knapsack adds up give the same total
+        layer_sum = sum(credited.layer_cost(i, k, rates[i], credited.in_rate(i, rates))
+                        for i, k in enumerate(ks))
+        assert credited.budget.fixed + layer_sum == pytest.approx(estimate)
+    assert freed_any > 0
+    unpruned = [0.0] * len(names)  # at rate 0 the two accountings agree
+    assert credited.budget_for(unpruned).total([2] * len(names)) == pytest.approx(
+        dense.budget_for(unpruned).total([2] * len(names)))
+
+
+def test_a_search_recorded_before_the_float_credit_resumes_without_it():
+    from dataclasses import asdict
+
+    from rlcompress.jobs.search import saved_search_config
+
+    old = asdict(SearchConfig(prune_rates="0,0.5", target_size="5KB"))
+    del old["pruned_float_credit"]  # what a config.json written before session 25 holds
+    assert saved_search_config(old).pruned_float_credit is False
+    new = asdict(SearchConfig(prune_rates="0,0.5", target_size="5KB"))
+    assert saved_search_config(new, progress=False) == SearchConfig(
+        prune_rates="0,0.5", target_size="5KB", progress=False)
+    assert SearchConfig().pruned_float_credit  # new searches credit pruned channels' floats

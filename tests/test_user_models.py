@@ -280,7 +280,9 @@ def test_a_searched_chain_the_pruner_keeps_whole_is_a_warning(planted, tmp_path:
 
     monkeypatch.setattr(api, "_prune", keeps_whole)
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match=r"pruned c1, c2, but the pruner kept them whole \(a reason; a reason\)"):
+    # which chains the search prunes depends on the budget's accounting: any of them warns
+    with pytest.warns(UserWarning, match=r"pruned c\d(, c\d)*, but the pruner kept them whole "
+                      r"\(a reason(; a reason)*\)"):
         _, report = rlcompress.compress(
             PlainNet(), data=planted, target_size="2000", prune_rates="0.25,0.5", strategy="greedy",
             prune_epochs=0, share_epochs=0, val_images=32, out=tmp_path / "k", progress=False,

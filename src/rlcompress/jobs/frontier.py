@@ -107,6 +107,9 @@ class FrontierConfig:
             allocators stay one-shot, so they remain the baselines the search must beat.
         rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
             (no budget; the same training as every other point).
+        pruned_float_credit: joint searches charge pruned channels' float parameters only for
+            the kept channels (``SearchConfig.pruned_float_credit``); the committed ResNet-20
+            and ResNet-32 frontiers were searched without (``--no-pruned-float-credit``).
         collect_only: run nothing; write the points already finished (with their files) as
             ``<name>.partial.json/.md/.png``: safe beside a running frontier, so a frontier
             that spans sessions can commit what it has.
@@ -136,6 +139,7 @@ class FrontierConfig:
     refine: int = 0
     rules: tuple[str, ...] = ()
     collect_only: bool = False
+    pruned_float_credit: bool = True
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -286,7 +290,8 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
                         reward_bn_images=cfg.reward_bn_images, threads=cfg.threads,
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
                         prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
-                        refine=cfg.refine if strategy in SEARCHED else 0)
+                        refine=cfg.refine if strategy in SEARCHED else 0,
+                        pruned_float_credit=cfg.pruned_float_credit)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
@@ -347,6 +352,8 @@ def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size
     search_cfg = asdict(_search_cfg(cfg, strategy, seed, size))
     for volatile in ("threads", "progress"):
         search_cfg.pop(volatile, None)
+    if not search_cfg["pruned_float_credit"]:  # how every search before session 25 was made
+        del search_cfg["pruned_float_credit"]
     return {"model": digest, "search": search_cfg}
 
 

@@ -43,9 +43,16 @@ def search_resume(run_dir: str, data: object = None, progress: bool = True) -> d
     if not saved.is_file():
         raise FileNotFoundError(f"{saved}: not a search run directory")
     c = json.loads(saved.read_text())
-    cfg = SearchConfig(**{**c["search"], "progress": progress})
+    cfg = saved_search_config(c["search"], progress)
     src = c.get("source") or {}
     if "model" not in src:
         raise ValueError(f"{saved} does not record its model; resume with --model ... --out")
     return search(src["model"], run_dir, cfg, ShareConfig(**c["share"]), DDPGConfig(**c["ddpg"]),
                   data, resume=True, init=src.get("init"))
+
+
+def saved_search_config(saved: dict, progress: bool = True) -> SearchConfig:
+    """The :class:`SearchConfig` a search directory's ``config.json`` recorded. A search
+    recorded before session 25 charged the dense model's floats at every pruning rate, so it
+    goes on that way (``pruned_float_credit`` off) rather than switch budgets halfway."""
+    return SearchConfig(**{"pruned_float_credit": False, **saved, "progress": progress})

@@ -259,5 +259,6 @@ def _hessian_joint(ctx: AllocContext, opts: list[int],
         err = ((ev.joint_weight(i, k, r_out, r_in).float() - space.weights[i].float()) ** 2).sum()
         return max(traces[i], 0.0) * float(err)
 
+    # the space's fixed part: where it credits pruned channels' floats, they are in the costs
     return joint_knapsack(len(ctx.names), space.producer_of, space.prunable, space.rates, opts,
-                          cost, value, budget.limit - budget.fixed)
+                          cost, value, budget.limit - space.budget.fixed)

@@ -73,15 +73,18 @@ class Budget:
     k_min: int = 2
     k_max: int = 256
     groups: list[int] | None = None
+    extra: list[float] | None = None
 
     def cost(self, layer: int, k: int) -> float:
         """Cost of giving ``layer`` k clusters (a file budget charges every codebook of a
-        grouped layer: ``groups[layer]`` x 4k bytes)."""
+        grouped layer: ``groups[layer]`` x 4k bytes, and ``extra[layer]`` bytes whatever k is:
+        in a joint space, the float parameters of the layer's kept output channels)."""
         bits = bits_for(k)
         if self.kind == "paper":
             return float(self.kept[layer] * bits)
         books = self.groups[layer] if self.groups else 1
-        return math.ceil(self.kept[layer] * bits / 8) + 4 * k * books + MANIFEST_BYTES_PER_LAYER
+        return (math.ceil(self.kept[layer] * bits / 8) + 4 * k * books + MANIFEST_BYTES_PER_LAYER
+                + self._extra(layer))
 
     def total(self, ks: list[int]) -> float:
         """Cost of a whole policy (including the fixed part)."""
@@ -130,9 +133,13 @@ class Budget:
             options = [i for i, k in enumerate(ks) if k > self.k_min]
             if not options:
                 break  # cannot happen after check()
-            i = max(options, key=lambda i: (self.cost(i, ks[i]), -i))
+            # the bytes k decides, not the layer's float parameters, which no k changes
+            i = max(options, key=lambda i: (self.cost(i, ks[i]) - self._extra(i), -i))
             ks[i] = max(ks[i] // 2, self.k_min)
         return ks
+
+    def _extra(self, layer: int) -> float:
+        return self.extra[layer] if self.extra else 0.0
 
     def _largest_k(self, layer: int, lo: int, room: float) -> int:
         hi = self.k_max

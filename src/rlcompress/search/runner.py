@@ -118,6 +118,11 @@ class SearchConfig:
             ``rescore`` > 0 (else on the subset); logged as further rows of the search (their
             ``val_top1`` on those images), and its best competes in the final choice.
             0 (default): none.
+        pruned_float_credit: joint search with a file budget: charge each prunable chain's
+            float parameters (bias, batch norm) for its kept channels only, so the bytes a
+            pruning frees are spent on clusters (:class:`~rlcompress.search.joint.JointSpace`);
+            off: the dense model's floats are charged at every rate, as before session 25 (the
+            committed frontiers were searched that way).
     """
 
     strategy: str = "ddpg"
@@ -144,6 +149,7 @@ class SearchConfig:
     prune_rates: str = ""
     protect: tuple[str, ...] = ()
     refine: int = 0
+    pruned_float_credit: bool = True
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
@@ -170,6 +176,12 @@ class SearchConfig:
     def demo_allocators(self) -> list[str]:
         """The allocators of ``allocator_demos``, in order."""
         return [a.strip() for a in self.allocator_demos.split(",") if a.strip()]
+
+
+def joint_options(cfg: SearchConfig) -> dict:
+    """The :class:`JointSpace` options that ``cfg`` sets."""
+    return {"protect": cfg.protect, "credit_floats": cfg.pruned_float_credit,
+            "compact_bn": cfg.compact_bn}
 
 
 def make_budget(model: nn.Module, spec: dict, names: list[str], cfg: SearchConfig,
@@ -268,7 +280,7 @@ def check_budget(model: nn.Module, spec: dict, cfg: SearchConfig,
     names = list(clusterable_layers(model, share_cfg.first, share_cfg.last))
     budget = make_budget(model.eval(), spec, names, cfg, share_cfg)
     if cfg.prune_rates:
-        JointSpace(model, names, budget, parse_rates(cfg.prune_rates), protect=cfg.protect)
+        JointSpace(model, names, budget, parse_rates(cfg.prune_rates), **joint_options(cfg))
     else:
         budget.check()
     return budget
@@ -298,7 +310,7 @@ def run_search(
     layers = clusterable_layers(model, share_cfg.first, share_cfg.last)
     names = list(layers)
     budget = make_budget(model, spec, names, cfg, share_cfg)
-    space = (JointSpace(model, names, budget, parse_rates(cfg.prune_rates), protect=cfg.protect)
+    space = (JointSpace(model, names, budget, parse_rates(cfg.prune_rates), **joint_options(cfg))
              if cfg.prune_rates else None)
     if space is None:
         budget.check()
