@@ -234,11 +234,8 @@ class JointSpace:
         """The budget's cost of ``layer`` at ``k`` with these output and input rates."""
         kept = list(self.budget.kept)
         kept[layer] = self.kept_at(layer, r_out, r_in)
-        extra = None
-        if self.channel_bytes:
-            extra = [0.0] * len(self.names)
-            extra[layer] = self.channel_bytes.get(layer, 0.0) * self.kept_channels(layer, r_out)
-        return dataclasses.replace(self.budget, kept=kept, extra=extra).cost(layer, k)
+        floats = self.channel_bytes.get(layer, 0.0) * self.kept_channels(layer, r_out)
+        return dataclasses.replace(self.budget, kept=kept, extra=None).cost(layer, k) + floats
 
     def max_rates(self) -> list[float]:
         """The largest offered rate at every chain, 0 elsewhere."""
