@@ -18,7 +18,7 @@ from rlcompress.clustering import ShareConfig, freeze_qat
 from rlcompress.clustering.quantize import quantize
 from rlcompress.data import DataConfig
 from rlcompress.engine import TrainConfig, calibration_batches, recalibrate_bn, short_finetune
-from rlcompress.jobs.frontier import model_digest
+from rlcompress.jobs.frontier import model_digest, point_records
 from rlcompress.jobs.prune import prune_model
 from rlcompress.pruning import PruneConfig
 from rlcompress.search.evaluator import PolicyEvaluator
@@ -78,11 +78,9 @@ def frontier_records(folder: Path, mode: str, model: str) -> dict[str, dict]:
     (``found``)."""
     digest = model_digest(model)
     out = {}
-    for row_file in sorted(folder.glob(f"*.{mode}.json")):
-        saved = json.loads(row_file.read_text())
+    for tag, saved in point_records(folder, mode, strict=True).items():
         if saved["key"]["model"] != digest:
             continue
-        tag = row_file.name[: -len(f".{mode}.json")]
-        found = json.loads(row_file.with_name(f"{tag}.search.json").read_text())["value"]
+        found = json.loads((folder / f"{tag}.search.json").read_text())["value"]
         out[tag] = {**saved["value"], "key": saved["key"], "found": found}
     return out

@@ -23,6 +23,7 @@ No data, no training: seconds on one core. Writes results/ablations/budget_room_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs.train import default_init, resolve_model  # noqa: E402
 from rlcompress.paths import baseline_path  # noqa: E402
 from rlcompress.search import SearchConfig  # noqa: E402
+from rlcompress.search.budget import Budget  # noqa: E402
 from rlcompress.search.joint import JointSpace, parse_rates  # noqa: E402
 from rlcompress.search.runner import make_budget  # noqa: E402
 
@@ -51,14 +53,14 @@ SPACES = {  # name -> (prune rates, compact batch norm, pruned channels' floats 
 }
 
 
-def room(net: object, spec: dict, names: list[str], limit: int, rates: str,
+def room(net: object, names: list[str], probe: Budget, limit: int, rates: str,
          compact_bn: bool, credit: bool) -> dict:
     """Limit, fixed bytes, floor (largest rates, k = 2 everywhere), the floor without pruning,
     and the share of the limit above the floor, for one budget and one space (``credit``: the
     budget charges pruned chains' floats for their kept channels only, session 25's default;
-    the committed frontiers were searched without)."""
-    cfg = SearchConfig(target_size=str(limit), prune_rates=rates, compact_bn=compact_bn)
-    budget = make_budget(net, spec, names, cfg, ShareConfig())
+    the committed frontiers were searched without). ``probe``: a budget of the same batch-norm
+    layout, whose fixed bytes were measured once; only its limit changes."""
+    budget = dataclasses.replace(probe, limit=float(limit))
     space = JointSpace(net, names, budget, parse_rates(rates), credit_floats=credit,
                        compact_bn=compact_bn)
     floor = space.budget_for(space.max_rates()).min_total()
@@ -92,11 +94,16 @@ def measure(model: str, name: str, mode: str, ratios: list[float], points_dir: s
     folder = Path(points_dir or f"results/frontier/points/{name}")
     points = frontier_records(folder, mode, path) if folder.is_dir() else {}
     top_rate = max(parse_rates(FRONTIER_RATES))
+    # the fixed bytes depend on the batch-norm layout only: one probe export for each
+    probes = {c: make_budget(net, spec, names, SearchConfig(target_size=str(dense),
+                                                            compact_bn=c), ShareConfig())
+              for c in (False, True)}
     rows = []
     for r in ratios:
         limit = int(dense / r)
         row = {"file_ratio": r, "budget_bytes": limit,
-               "spaces": {s: room(net, spec, names, limit, *v) for s, v in SPACES.items()},
+               "spaces": {s: room(net, names, probes[v[1]], limit, *v)
+                          for s, v in SPACES.items()},
                "frontier_points": corner(points, r, top_rate)}
         rows.append(row)
         print(f"{name} {r:g}x: {limit:,} bytes, fixed {row['spaces']['frontier']['fixed']:,}, "

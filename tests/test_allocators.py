@@ -369,6 +369,12 @@ def test_points_outside_plan_names_this_models_other_finished_points(tmp_path: P
     assert points_outside_plan(tmp_path, "dkm0.04-bn", key,
                                frontier_plan(cfg, {24.0: 100, 8.0: 300}, 2400)) == []
     assert points_outside_plan(tmp_path / "none", "dkm0.04-bn", key, plan) == []
+    # the benchmarks read the same records strictly: a broken record is an error there
+    from rlcompress.jobs.frontier import point_records
+
+    assert set(point_records(tmp_path, "hard")) == {"8x-hessian-s0"}
+    with pytest.raises(ValueError):
+        point_records(tmp_path, "dkm0.04-bn", strict=True)
 
 
 def test_frontier_verdicts_need_two_standard_errors_and_count_fitting_peers():

@@ -257,24 +257,34 @@ def point_tag(ratio: float, strategy: str, seed: int) -> str:
     return f"{folder}-{strategy.replace('/', 'd')}-s{seed}"
 
 
+def point_records(records: Path, mode: str, strict: bool = False) -> dict[str, dict]:
+    """The point records in folder ``records`` trained in ``mode``: tag -> the saved JSON
+    (``key`` and ``value``). A file that is not a point record raises with ``strict``, else it
+    is skipped (a missing folder holds none)."""
+    suffix = f".{mode}.json"
+    found = {}
+    for path in sorted(records.glob(f"*{suffix}")) if records.is_dir() else []:
+        try:
+            saved = json.loads(path.read_text())
+            if not isinstance(saved["key"], dict):
+                raise TypeError(f"{path}: key is not a mapping")
+        except (OSError, ValueError, KeyError, TypeError):
+            if strict:
+                raise
+            continue
+        found[path.name[: -len(suffix)]] = saved
+    return found
+
+
 def points_outside_plan(records: Path, mode: str, key: dict,
                         plan: list[tuple[float, int, str, int, int]]) -> list[str]:
     """The finished points recorded in ``records`` in training ``mode`` whose key holds ``key``
     (the model's digest and the training settings) that ``plan`` does not hold: a process that
     ran such a plan ran a share of a larger frontier."""
     planned = {point_tag(r, strategy, seed) for r, _, strategy, seed, _ in plan}
-    suffix = f".{mode}.json"
-    found = []
-    for path in sorted(records.glob(f"*{suffix}")) if records.is_dir() else []:
-        tag = path.name[: -len(suffix)]
-        try:
-            recorded = json.loads(path.read_text())["key"]
-            same = all(recorded.get(name) == value for name, value in key.items())
-        except (OSError, ValueError, KeyError, AttributeError):
-            continue  # not a point record
-        if tag not in planned and same:
-            found.append(tag)
-    return found
+    return [tag for tag, saved in point_records(records, mode).items()
+            if tag not in planned
+            and all(saved["key"].get(name) == value for name, value in key.items())]
 
 
 def _seeds(cfg: FrontierConfig, strategy: str) -> int:
