@@ -107,8 +107,9 @@ def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
     """Train ``point``'s policy again from ``model`` with the frontier's settings and ``seed``;
     returns its sharing summary (test and validation top-1)."""
     # the record's training key holds FrontierConfig fields (its _train_key), and names
-    # share_dkm_bn only where it was on
-    cfg = FrontierConfig(**{"share_dkm_bn": False, **point["key"]["train"]},
+    # share_dkm_bn only where it was on and prune_select only where it was not "best"
+    old = {"share_dkm_bn": False, "prune_select": "best"}
+    cfg = FrontierConfig(**{**old, **point["key"]["train"]},
                          prune_rates=point["key"]["search"].get("prune_rates", ""),
                          threads=threads, progress=False)
     return prune_and_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)

@@ -45,7 +45,7 @@ from rlcompress.clustering.sharing import ShareConfig
 from rlcompress.codec.sizes import reference_sizes
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine import TrainConfig
-from rlcompress.engine.train import SELECT
+from rlcompress.engine.train import PRUNE_SELECT, SELECT
 from rlcompress.fileio import save_figure, write_json, write_text
 from rlcompress.jobs.prune import prune
 from rlcompress.jobs.search import search
@@ -98,9 +98,10 @@ class FrontierConfig:
             only, on an already pruned model).
         prune_epochs: joint only: fine-tuning epochs after pruning at the searched rates.
         prune_lr: their peak learning rate.
-        prune_select: which of them the sharing starts from (``TrainConfig.select``): ``best``
-            (the committed ResNet-20 frontier's setting) or ``start-or-best`` (the pruned
-            model before fine-tuning competes; the setting of ``run`` and ``compress``).
+        prune_select: which of them the sharing starts from (``TrainConfig.select``):
+            ``start-or-best`` (the default, as in ``run`` and ``compress``: the pruned model
+            before fine-tuning competes, so a light pruning whose fine-tune only loses keeps
+            the model as it was) or ``best`` (the committed frontiers' setting).
         allocator_demos: DDPG: allocators whose policies lead its warm-up demonstrations.
         refine: searched strategies only (ddpg, random): extra evaluations of a hill-climbing
             walk from the search's best policy (``SearchConfig.refine``); the one-shot
@@ -134,7 +135,7 @@ class FrontierConfig:
     prune_rates: str = ""
     prune_epochs: int = 4
     prune_lr: float = 0.05
-    prune_select: str = "best"
+    prune_select: str = PRUNE_SELECT
     allocator_demos: str = ""
     refine: int = 0
     rules: tuple[str, ...] = ()
