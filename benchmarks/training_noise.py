@@ -44,7 +44,7 @@ from rlcompress.data import DataConfig  # noqa: E402
 from rlcompress.engine import set_threads  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs.frontier import (  # noqa: E402
-    FrontierConfig,
+    config_from_record,
     prune_and_share,
     verdicts,
 )
@@ -106,12 +106,7 @@ def retrain(model: str, point: dict, seed: int, run: Path, data_cfg: DataConfig,
             threads: int) -> dict:
     """Train ``point``'s policy again from ``model`` with the frontier's settings and ``seed``;
     returns its sharing summary (test and validation top-1)."""
-    # the record's training key holds FrontierConfig fields (its _train_key), and names
-    # share_dkm_bn only where it was on and prune_select only where it was not "best"
-    old = {"share_dkm_bn": False, "prune_select": "best"}
-    cfg = FrontierConfig(**{**old, **point["key"]["train"]},
-                         prune_rates=point["key"]["search"].get("prune_rates", ""),
-                         threads=threads, progress=False)
+    cfg = config_from_record(point["key"], threads=threads, progress=False)
     return prune_and_share(model, run, run / "share", cfg, data_cfg, point["found"], seed)
 
 

@@ -331,6 +331,24 @@ def test_frontier_seeds_per_strategy():
     assert _seeds(FrontierConfig(seeds=2), "random") == 2
 
 
+def test_record_keys_give_back_the_settings_they_were_trained_with():
+    from rlcompress.jobs.frontier import FrontierConfig, _train_key, config_from_record
+
+    # a committed record made before prune_select and share_dkm_bn were named in keys
+    root = Path(__file__).resolve().parents[1] / "results" / "frontier" / "points" / "resnet20"
+    old = json.loads((root / "8x-greedy-s0.dkm0.04.json").read_text())["key"]
+    assert "prune_select" not in old["train"] and "share_dkm_bn" not in old["train"]
+    cfg = config_from_record(old, threads=1)
+    assert cfg.prune_select == "best" and not cfg.share_dkm_bn and cfg.threads == 1
+    assert cfg.prune_rates == old["search"]["prune_rates"]
+    assert _train_key(cfg)["train"] == old["train"]  # it would find its own record again
+    # today's defaults name them, and come back unchanged
+    new = FrontierConfig(prune_rates="0,0.5")
+    assert new.prune_select == "start-or-best" and new.share_dkm_bn
+    back = config_from_record({**_train_key(new), "search": {"prune_rates": "0,0.5"}})
+    assert back == new
+
+
 def test_frontier_plan_only_seeds_splits_searched_seeds_only():
     from rlcompress.jobs.frontier import FrontierConfig, frontier_plan
 

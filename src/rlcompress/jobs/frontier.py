@@ -390,11 +390,24 @@ def _train_key(cfg: FrontierConfig) -> dict:
     train = {f: getattr(cfg, f) for f in (
         "share_epochs", "share_lr", "share_distill", "share_dkm_tau", "prune_epochs",
         "prune_lr", "compact_bn")}
-    if cfg.prune_select != "best":
+    if cfg.prune_select != _TRAIN_KEY_OMITTED["prune_select"]:
         train["prune_select"] = cfg.prune_select
     if cfg.share_dkm_tau > 0 and cfg.share_dkm_bn:  # records made before it existed: off
         train["share_dkm_bn"] = True
     return {"train": train}
+
+
+# what a record's training key means where it omits a setting (see _train_key)
+_TRAIN_KEY_OMITTED = {"prune_select": "best", "share_dkm_bn": False}
+
+
+def config_from_record(key: dict, **overrides) -> FrontierConfig:
+    """The frontier settings a point record was trained with (its ``key``: ``_train_key``'s
+    training part and the search's pruning rates), so that the point can be trained again
+    exactly; settings the key omits take the values they had when it was written, not today's
+    defaults. ``overrides`` sets the fields that do not change the result (threads, progress)."""
+    train = {**_TRAIN_KEY_OMITTED, **key["train"]}
+    return FrontierConfig(**train, prune_rates=key["search"].get("prune_rates", ""), **overrides)
 
 
 def _reuse(path: Path, key: dict) -> dict | None:
