@@ -29,7 +29,7 @@ fi
 if [ -f "$peers" ]; then extra_args+=(--peers "$peers" --peers-model "$model")
 else echo "frontier.sh: no $peers yet; the tables will lack coremltools' points" >&2; fi
 # both frontiers were searched before session 25's budget credited pruned channels' floats,
-# and trained before session 26 let the pruned model before its fine-tune compete
+# and trained before session 27 let the pruned model before its fine-tune compete
 extra_args+=(--no-pruned-float-credit --prune-select best)
 rlcompress frontier --model "$start" --prune-rates 0,0.1,0.2,0.3,0.4,0.5,0.6 --prune-epochs 4 \
     --ratios 32 16 40 24 8 --strategies uniform greedy hessian random ddpg --seeds 3 \
