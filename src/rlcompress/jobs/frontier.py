@@ -384,6 +384,10 @@ def _share_mode(cfg: FrontierConfig) -> str:
     return f"dkm{cfg.share_dkm_tau:g}" + ("-bn" if cfg.share_dkm_bn else "")
 
 
+# what a record's training key means where it omits a setting (see _train_key)
+_TRAIN_KEY_OMITTED = {"prune_select": "best", "share_dkm_bn": False}
+
+
 def _train_key(cfg: FrontierConfig) -> dict:
     """The settings a point's pruning fine-tune and sharing depend on (settings added later
     only where they differ from their default, so that older records still match)."""
@@ -395,10 +399,6 @@ def _train_key(cfg: FrontierConfig) -> dict:
     if cfg.share_dkm_tau > 0 and cfg.share_dkm_bn:  # records made before it existed: off
         train["share_dkm_bn"] = True
     return {"train": train}
-
-
-# what a record's training key means where it omits a setting (see _train_key)
-_TRAIN_KEY_OMITTED = {"prune_select": "best", "share_dkm_bn": False}
 
 
 def config_from_record(key: dict, **overrides) -> FrontierConfig:
