@@ -484,3 +484,18 @@ def test_training_noise_verdicts_use_the_retrained_rivals_own_spread(tmp_path: P
     assert not call["wins_with_rival_noise"]
     assert bench._rival_verdicts(argparse.Namespace(frontier=str(tmp_path / "none.json"),
                                                     name="x"), points, groups, 0.2) == {}
+
+
+def test_prune_start_reads_each_pruned_point(tmp_path: Path):
+    mod = load_benchmark("prune_start", "scripts")
+    prune = tmp_path / "run" / "8x" / "greedy-s0" / "prune"
+    (prune / "finetune").mkdir(parents=True)
+    (tmp_path / "run" / "8x" / "uniform-s0" / "share").mkdir(parents=True)  # pruned nothing
+    (prune / "summary.json").write_text(json.dumps(
+        {"val_top1_before_finetune": 91.5, "best_epoch": 0, "val_top1": 91.5, "top1": 90.9,
+         "weights_kept": 90, "weights_dense": 100}))
+    (prune / "finetune" / "metrics.csv").write_text("epoch,val_top1\n1,79.2\n2,89.1\n")
+    report = mod.main([str(tmp_path / "run"), "--out", str(tmp_path / "o.json")])
+    (row,) = report["rows"]
+    assert row["point"] == "8x-greedy-s0" and row["val_per_epoch"] == [79.2, 89.1]
+    assert row["chosen_epoch"] == 0 and json.loads((tmp_path / "o.json").read_text()) == report
