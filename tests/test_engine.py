@@ -97,6 +97,19 @@ def test_resume_continues_where_it_stopped(tmp_path: Path):
     assert [r["val_top1"] for r in full] == [r["val_top1"] for r in cut]
 
 
+def test_resume_refuses_other_training_settings(tmp_path: Path):
+    data = planted_data()
+    cfg = TrainConfig(epochs=1, **TINY)
+    first = fit(*_model(), data, cfg, tmp_path / "run")
+    for changed in (dict(lr=0.01), dict(epochs=2), dict(seed=1), dict(select="start-or-best")):
+        with pytest.raises(ValueError, match=next(iter(changed))):
+            fit(*_model(), data, replace(cfg, **changed), tmp_path / "run", resume=True)
+    # threads, progress and a re-selection of the last epoch change nothing trained
+    again = fit(*_model(), data, replace(cfg, threads=1, select="last"), tmp_path / "run",
+                resume=True)
+    assert again["best_val_top1"] == pytest.approx(first["best_val_top1"], abs=1e-3)
+
+
 def test_epoch_images_trains_the_first_batches_of_each_epoch_and_resumes_exactly(tmp_path: Path):
     data = planted_data()  # 256 training images: 8 batches of 32 per whole epoch
     cfg = TrainConfig(epochs=3, epoch_images=96, **TINY)

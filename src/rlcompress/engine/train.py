@@ -374,6 +374,8 @@ def fit(
     cfg = replace(cfg, progress=cfg.progress and dist.is_main())
     run_dir = open_run_dir(run_dir, resume)
     state_path = run_dir / "state.pt"
+    if resume:
+        check_resumable(run_dir, cfg)
     if resume and (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())
     set_threads(cfg.threads)
@@ -480,6 +482,36 @@ def fit(
         "final_val_top1": float(rows[-1]["val_top1"]) if rows else None,
         "seconds": round(elapsed, 1),
     }
+
+
+# settings a resumed run may change: they do not change what is trained (``time_budget``
+# rewrites ``epochs``; ``select`` may change to ``last``, which re-picks a finished run's last
+# epoch, see ``fit``)
+RESUME_FREE = frozenset({"threads", "progress", "device", "eval_batch_size", "compile",
+                         "compile_mode", "time_budget"})
+
+
+def check_resumable(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume ``run_dir`` with training settings other than those it recorded.
+
+    A resumed run that finished returns its summary, and an unfinished one continues its
+    learning-rate schedule, so resuming with another learning rate or epoch count would
+    silently report (or continue) a training made with the old settings: session 28's
+    frontier reran a point with another pruning learning rate in the same folder and would
+    have reused the old fine-tune under the new record. Settings in ``RESUME_FREE`` and those
+    a run recorded before they existed are not compared."""
+    saved_file = run_dir / "config.json"
+    if not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text()).get("train", {})
+    free = (RESUME_FREE | ({"epochs"} if cfg.time_budget > 0 else set())
+            | ({"select"} if cfg.select == "last" else set()))
+    now = json.loads(json.dumps(asdict(cfg)))  # as recorded: tuples become lists
+    changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
+               if k in saved and k not in free and saved[k] != now[k]]
+    if changed:
+        raise ValueError(f"{run_dir} was trained with other settings ({'; '.join(changed)}): "
+                         "resume it with its own, or train into another folder")
 
 
 def _say(cfg: TrainConfig, text: str) -> None:
