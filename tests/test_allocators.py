@@ -499,3 +499,17 @@ def test_prune_start_reads_each_pruned_point(tmp_path: Path):
     (row,) = report["rows"]
     assert row["point"] == "8x-greedy-s0" and row["val_per_epoch"] == [79.2, 89.1]
     assert row["chosen_epoch"] == 0 and json.loads((tmp_path / "o.json").read_text()) == report
+
+
+def test_compare_points_pairs_the_committed_8x_retraining(tmp_path: Path):
+    mod = load_benchmark("compare_points", "scripts")
+    report = mod.main(["--base", "resnet32", "--new", "resnet32-8x-start",
+                       "--out", str(tmp_path / "c.json")])
+    rows = {r["point"]: r for r in report["rows"]}
+    # uniform and DDPG seed 1 prune nothing: only their searches were copied, so no pair
+    assert set(rows) == {"8x-ddpg-s0", "8x-ddpg-s2", "8x-greedy-s0", "8x-hessian-s0",
+                         "8x-random-s0"}
+    assert rows["8x-hessian-s0"]["changed"] == {"prune_select": ["best", "start-or-best"]}
+    assert rows["8x-random-s0"]["test_change"] == 0.0  # the fine-tune won: the same point
+    assert report["test_changes_positive"] == 4
+    assert json.loads((tmp_path / "c.json").read_text()) == report
