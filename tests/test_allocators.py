@@ -513,3 +513,18 @@ def test_compare_points_pairs_the_committed_8x_retraining(tmp_path: Path):
     assert rows["8x-random-s0"]["test_change"] == 0.0  # the fine-tune won: the same point
     assert report["test_changes_positive"] == 4
     assert json.loads((tmp_path / "c.json").read_text()) == report
+
+
+def test_paired_test_counts_discordant_images_and_mcnemar_is_exact():
+    mod = load_benchmark("paired_test", "scripts")
+    a = torch.tensor([1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 1, 1, 1], dtype=torch.bool)
+    row = mod.paired(a, b)
+    assert (row["only_a_right"], row["only_b_right"]) == (1, 2)
+    assert row["difference"] == pytest.approx(100 / 6, abs=1e-3)
+    # per-image differences (0, -1, 1, 1, 0, 0): population variance over n, as a percentage
+    d = torch.tensor([0.0, -1, 1, 1, 0, 0])
+    assert row["difference_se"] == pytest.approx(100 * (d.var(unbiased=False) / 6).sqrt().item(),
+                                                 abs=1e-3)
+    assert mod.mcnemar_p(3, 12) == pytest.approx(2 * 576 / 2**15)  # binomial(15, 1/2) tail
+    assert mod.mcnemar_p(7, 7) == 1.0 and mod.mcnemar_p(0, 0) == 1.0
