@@ -18,7 +18,7 @@ import torch
 from rlcompress.codec import load_compressed
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine.batches import split_loader
-from rlcompress.engine.runtime import autocast, set_threads
+from rlcompress.engine.runtime import autocast, set_threads, to_channels_last
 from rlcompress.fileio import write_json
 
 
@@ -26,11 +26,13 @@ from rlcompress.fileio import write_json
 def correct(path: str, data: object, split: str, precision: str) -> torch.Tensor:
     """Per image of ``split``: does the decoded file's model classify it right?"""
     model, _ = load_compressed(path)
-    model.eval()
+    # as evaluate_model runs it: bf16 convolutions in another memory layout round differently
+    to_channels_last(model.eval())
     hits = []
     for x, y in split_loader(data, split):
         with autocast(torch.device("cpu"), precision):
-            hits.append(model(x).float().argmax(1) == y)
+            # topk as evaluate() takes it: bf16 logits tie, and argmax breaks ties otherwise
+            hits.append(model(x).float().topk(1, dim=1).indices[:, 0] == y)
     return torch.cat(hits)
 
 
