@@ -152,8 +152,12 @@ def test_tampered_state_is_a_one_line_error(tmp_path: Path, capsys):
     (out / "summary.json").unlink()  # as if killed before the end
     (out / "state.pt").write_bytes(b"\x80\x04garbage that is not a torch file")
     msg = _error(["train", "--model", "resnet20", "--out", str(out), "--resume", *common,
-                  "--epochs", "2"], capsys)
+                  "--epochs", "1"], capsys)
     assert "state.pt: cannot resume" in msg
+    # resuming with another epoch count is refused before the state is read
+    msg = _error(["train", "--model", "resnet20", "--out", str(out), "--resume", *common,
+                  "--epochs", "2"], capsys)
+    assert "trained with other settings (epochs 1 -> 2)" in msg
 
 
 def test_help_defaults_are_the_defaults_used():
