@@ -528,3 +528,18 @@ def test_paired_test_counts_discordant_images_and_mcnemar_is_exact():
                                                  abs=1e-3)
     assert mod.mcnemar_p(3, 12) == pytest.approx(2 * 576 / 2**15)  # binomial(15, 1/2) tail
     assert mod.mcnemar_p(7, 7) == 1.0 and mod.mcnemar_p(0, 0) == 1.0
+
+
+def test_reward_vs_point_pairs_each_search_with_its_record(tmp_path: Path):
+    mod = load_benchmark("reward_vs_point", "scripts")
+    search = tmp_path / "run" / "16x" / "ddpg-s1" / "search"
+    search.mkdir(parents=True)
+    (search / "summary.json").write_text(json.dumps(
+        {"best": {"val_top1": 76.5, "val_top1_rescored": 76.5}}))
+    (tmp_path / "run" / "16x" / "greedy-s0" / "search").mkdir(parents=True)  # no record: skipped
+    records = tmp_path / "points"
+    records.mkdir()
+    (records / "16x-ddpg-s1.dkm0.04-bn.json").write_text(json.dumps(
+        {"key": {}, "value": {"val_top1": 76.06, "top1": 76.01}}))
+    (row,) = mod.rows(tmp_path / "run", records, "dkm0.04-bn")
+    assert row["point"] == "16x-ddpg-s1" and row["overrated"] == 0.44

@@ -1,0 +1,51 @@
+"""What each frontier point's search scored its policy at, against what the point measured:
+the reward on the search's validation subset, the rescored value (all validation images, where
+the search rescored), and the finished point's validation and test top-1. A search that picks
+the best of many noisy rewards overrates its choice (the winner's curse); this shows by how much.
+
+    python scripts/reward_vs_point.py runs/frontier/resnet20-posttrain --name resnet20-posttrain \
+        --out results/ablations/posttrain_reward_vs_point_resnet20.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rlcompress.fileio import write_json
+
+
+def rows(run: Path, records: Path, mode: str) -> list[dict]:
+    """One row per point that has both a search summary and a finished record."""
+    out = []
+    for summary in sorted(run.glob("*x/*/search/summary.json")):
+        tag = f"{summary.parents[2].name}-{summary.parents[1].name}"
+        record = records / f"{tag}.{mode}.json"
+        if not record.is_file():
+            continue
+        best, point = json.loads(summary.read_text())["best"], json.loads(record.read_text())["value"]
+        rescored = best.get("val_top1_rescored", best["val_top1"])
+        out.append({"point": tag, "reward": best["val_top1"], "rescored": rescored,
+                    "val_top1": point["val_top1"], "top1": point["top1"],
+                    "overrated": round(rescored - point["val_top1"], 2)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Collect the rows and write them."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a frontier run folder")
+    ap.add_argument("--name", required=True, help="the frontier's name (its records)")
+    ap.add_argument("--mode", default="dkm0.04-bn", help="the records' training mode")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    report = {"run": args.run, "rows": rows(Path(args.run),
+                                             Path("results/frontier/points") / args.name, args.mode)}
+    write_json(Path(args.out), report)
+    return report
+
+
+if __name__ == "__main__":
+    for r in main()["rows"]:
+        print(r)
