@@ -9,23 +9,12 @@ training settings that differ, and the mean change of test and validation top-1.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from dataclasses import asdict
 from pathlib import Path
 
 from rlcompress.fileio import write_json
-from rlcompress.jobs.frontier import config_from_record
-
-
-def records(folder: Path) -> dict[str, dict]:
-    """A frontier's trained point records by point name (``24x-greedy-s0``)."""
-    out = {}
-    for path in sorted(folder.glob("*.json")):
-        tag, kind = path.name.split(".", 1)
-        if kind != "search.json":
-            out[tag] = json.loads(path.read_text())
-    return out
+from rlcompress.jobs.frontier import config_from_record, point_records
 
 
 def changed_settings(base: dict, new: dict) -> dict:
@@ -35,9 +24,9 @@ def changed_settings(base: dict, new: dict) -> dict:
     return {k: [a[k], b[k]] for k in sorted(a) if a[k] != b[k]}
 
 
-def compare(base_dir: Path, new_dir: Path) -> dict:
-    """Pair the records of two frontiers and summarise the change."""
-    base, new = records(base_dir), records(new_dir)
+def compare(base_dir: Path, new_dir: Path, mode: str) -> dict:
+    """Pair the records of two frontiers trained in ``mode`` and summarise the change."""
+    base, new = (point_records(d, mode, strict=True) for d in (base_dir, new_dir))
     rows = []
     for tag in sorted(set(base) & set(new)):
         b, n = base[tag]["value"], new[tag]["value"]
@@ -65,9 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--base", required=True, help="frontier name (results/frontier/points/NAME)")
     ap.add_argument("--new", required=True)
     ap.add_argument("--points", default="results/frontier/points")
+    ap.add_argument("--mode", default="dkm0.04-bn", help="the records' training mode")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    report = compare(Path(args.points) / args.base, Path(args.points) / args.new)
+    report = compare(Path(args.points) / args.base, Path(args.points) / args.new, args.mode)
     write_json(Path(args.out), report)
     return report
 

@@ -18,22 +18,18 @@ import torch
 from rlcompress.codec import load_compressed
 from rlcompress.data import DataConfig, load_data
 from rlcompress.engine.batches import split_loader
-from rlcompress.engine.runtime import autocast, set_threads, to_channels_last
+from rlcompress.engine.evaluate import top1_hits
+from rlcompress.engine.runtime import set_threads, to_channels_last
 from rlcompress.fileio import write_json
 
 
-@torch.no_grad()
 def correct(path: str, data: object, split: str, precision: str) -> torch.Tensor:
-    """Per image of ``split``: does the decoded file's model classify it right?"""
+    """Per image of ``split``: does the decoded file's model classify it right? (Counted as
+    ``evaluate_model`` counts the file's top-1.)"""
     model, _ = load_compressed(path)
     # as evaluate_model runs it: bf16 convolutions in another memory layout round differently
-    to_channels_last(model.eval())
-    hits = []
-    for x, y in split_loader(data, split):
-        with autocast(torch.device("cpu"), precision):
-            # topk as evaluate() takes it: bf16 logits tie, and argmax breaks ties otherwise
-            hits.append(model(x).float().topk(1, dim=1).indices[:, 0] == y)
-    return torch.cat(hits)
+    to_channels_last(model)
+    return top1_hits(model, split_loader(data, split), "cpu", precision)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

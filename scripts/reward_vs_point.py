@@ -14,17 +14,18 @@ import json
 from pathlib import Path
 
 from rlcompress.fileio import write_json
+from rlcompress.jobs.frontier import point_records
 
 
 def rows(run: Path, records: Path, mode: str) -> list[dict]:
     """One row per point that has both a search summary and a finished record."""
+    finished = point_records(records, mode, strict=True)
     out = []
     for summary in sorted(run.glob("*x/*/search/summary.json")):
         tag = f"{summary.parents[2].name}-{summary.parents[1].name}"
-        record = records / f"{tag}.{mode}.json"
-        if not record.is_file():
+        if tag not in finished:
             continue
-        best, point = json.loads(summary.read_text())["best"], json.loads(record.read_text())["value"]
+        best, point = json.loads(summary.read_text())["best"], finished[tag]["value"]
         rescored = best.get("val_top1_rescored", best["val_top1"])
         out.append({"point": tag, "reward": best["val_top1"], "rescored": rescored,
                     "val_top1": point["val_top1"], "top1": point["top1"],

@@ -169,6 +169,19 @@ def test_lr_schedules():
         lr_at(50, 100, TrainConfig(schedule="step"))
 
 
+def test_top1_hits_count_what_evaluate_counts():
+    from rlcompress.engine.evaluate import top1_hits
+
+    data = planted_data()
+    model, _ = _model()
+    for precision in ("fp32", "bf16"):
+        batches = make_loaders(data, TrainConfig(epochs=1, **TINY), torch.device("cpu"))[1]
+        hits = top1_hits(model, batches, "cpu", precision)
+        assert hits.dtype == torch.bool and hits.numel() == len(data.val)
+        top1 = evaluate(model, batches, "cpu", precision)["top1"]
+        assert 100 * hits.float().mean().item() == pytest.approx(top1)
+
+
 def test_bf16_training_runs(tmp_path: Path):
     data = planted_data(n_train=64, n_val=32)
     model, spec = _model()

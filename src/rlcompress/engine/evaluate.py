@@ -38,11 +38,8 @@ def evaluate(
         if len(y) == 0:  # a rank's share of a last batch smaller than the number of ranks
             continue
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(x)
-        logits = logits.float()
+        logits, top = _ranked(model, x, device, precision)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top.eq(y[:, None])
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
@@ -60,3 +57,25 @@ def evaluate(
         "loss": loss_sum / total,
         "n": total,
     }
+
+
+def _ranked(model: nn.Module, x: torch.Tensor, device: torch.device,
+            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float logits of one batch and its top-5 classes, best first. bf16 logits tie, and
+    ``argmax`` or a ``topk`` of another size may break a tie otherwise: ``evaluate`` and
+    ``top1_hits`` rank through this one function so that they count the same images right."""
+    with autocast(device, precision):
+        logits = model(x).float()
+    return logits, logits.topk(min(5, logits.shape[1]), dim=1).indices
+
+
+@torch.inference_mode()
+def top1_hits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+              device: torch.device | str = "cpu", precision: str = "bf16") -> torch.Tensor:
+    """Per image of ``batches`` (in order, one process): is ``model``'s top-1 class right?
+    Its mean is ``evaluate``'s top-1; paired comparisons of two models need the images."""
+    device = torch.device(device)
+    model.eval()
+    hits = [_ranked(model, x.to(device), device, precision)[1][:, 0].cpu() == y
+            for x, y in batches]
+    return torch.cat(hits)
