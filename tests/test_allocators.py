@@ -543,3 +543,64 @@ def test_reward_vs_point_pairs_each_search_with_its_record(tmp_path: Path):
         {"key": {}, "value": {"val_top1": 76.06, "top1": 76.01}}))
     (row,) = mod.rows(tmp_path / "run", records, "dkm0.04-bn")
     assert row["point"] == "16x-ddpg-s1" and row["overrated"] == 0.44
+
+
+def _briefly_trained() -> tuple:
+    """The tiny network after three SGD steps on planted data: right on some images and wrong
+    on others, so that small changes of batch norm or precision move its top-1."""
+    from rlcompress.data import to_model_input
+
+    model, spec = _tiny()
+    data = planted_data(n_train=128, n_val=400)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = to_model_input(data.train.images, data.mean, data.std), data.train.labels
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), spec, data
+
+
+def test_final_rescore_scores_the_choice_as_its_finished_point_validates(tmp_path: Path):
+    """With ``final_rescore`` the re-scored value of a policy is, to the image, the validation
+    top-1 of the model the share job builds from it (float32 batch norm on the sharing's
+    images, bf16 evaluation unfolded), not the reward's cheaper estimate of it."""
+    import copy
+
+    from rlcompress.clustering.quantize import quantize
+    from rlcompress.clustering.sharing import ShareConfig
+    from rlcompress.engine.batches import evaluate_model
+    from rlcompress.search.evaluator import PolicyEvaluator
+
+    model, spec, data = _briefly_trained()
+    share = ShareConfig(calibration_images=32, bn_images=96)
+
+    def finished(ks: dict[str, int]) -> float:
+        net = copy.deepcopy(model)
+        quantize(net, ks, data, share)
+        return evaluate_model(net, data, "val", "bf16", "cpu")["top1"]
+
+    names = list(clusterable_layers(model))
+    exact = PolicyEvaluator(model, names, data, 10**9, share, exact=True)
+    fast = PolicyEvaluator(model, names, data, 10**9, share)
+    uniform = [{n: k for n in names} for k in (2, 3, 4)]
+    vals = [finished(ks) for ks in uniform]
+    assert [exact(ks) for ks in uniform] == vals and len(set(vals)) == 3
+    assert [fast(ks) for ks in uniform] != vals  # bf16 batch norm, folded: a few images differ
+    cfg = SearchConfig(**{**CFG, "rescore": 2, "k_max": 4}, strategy="random", episodes=4, refine=3,
+                       reward_bn_images=16, final_rescore=True)
+    best = run_search(model, spec, data, tmp_path / "s", cfg, share)["best"]
+    assert best["val_top1_rescored"] == round(finished(best["k"]), 3)
+
+
+def test_final_rescore_keys_only_searched_points_and_leaves_old_keys_alone():
+    from rlcompress.jobs.frontier import FrontierConfig, _search_cfg, _search_key
+
+    old = _search_key("d", FrontierConfig(), "ddpg", 0, 1000)
+    assert "final_rescore" not in old["search"]  # the records made before it still match
+    new = FrontierConfig(final_rescore=True)
+    assert _search_key("d", new, "ddpg", 0, 1000)["search"]["final_rescore"] is True
+    assert _search_key("d", new, "greedy", 0, 1000) == _search_key("d", FrontierConfig(), "greedy",
+                                                                    0, 1000)
+    assert _search_cfg(new, "random", 0, 1000).final_rescore

@@ -38,7 +38,7 @@ def evaluate(
         if len(y) == 0:  # a rank's share of a last batch smaller than the number of ranks
             continue
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits, top = _ranked(model, x, device, precision)
+        logits, top = ranked(model, x, device, precision)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         hits = top.eq(y[:, None])
         correct1 += hits[:, 0].sum().item()
@@ -59,11 +59,12 @@ def evaluate(
     }
 
 
-def _ranked(model: nn.Module, x: torch.Tensor, device: torch.device,
-            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+def ranked(model: nn.Module, x: torch.Tensor, device: torch.device,
+           precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The float logits of one batch and its top-5 classes, best first. bf16 logits tie, and
-    ``argmax`` or a ``topk`` of another size may break a tie otherwise: ``evaluate`` and
-    ``top1_hits`` rank through this one function so that they count the same images right."""
+    ``argmax`` or a ``topk`` of another size may break a tie otherwise: ``evaluate``,
+    ``top1_hits`` and the search's exact evaluator rank through this one function so that they
+    count the same images right."""
     with autocast(device, precision):
         logits = model(x).float()
     return logits, logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -76,6 +77,6 @@ def top1_hits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     Its mean is ``evaluate``'s top-1; paired comparisons of two models need the images."""
     device = torch.device(device)
     model.eval()
-    hits = [_ranked(model, x.to(device), device, precision)[1][:, 0].cpu() == y
+    hits = [ranked(model, x.to(device), device, precision)[1][:, 0].cpu() == y
             for x, y in batches]
     return torch.cat(hits)

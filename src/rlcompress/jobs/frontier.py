@@ -111,6 +111,9 @@ class FrontierConfig:
         pruned_float_credit: joint searches charge pruned channels' float parameters only for
             the kept channels (``SearchConfig.pruned_float_credit``); the committed ResNet-20
             and ResNet-32 frontiers were searched without (``--no-pruned-float-credit``).
+        final_rescore: searched strategies re-score their best policies and walk with the
+            finished point's batch-norm re-estimation (``SearchConfig.final_rescore``); off in
+            every committed frontier.
         collect_only: run nothing; write the points already finished (with their files) as
             ``<name>.partial.json/.md/.png``: safe beside a running frontier, so a frontier
             that spans sessions can commit what it has.
@@ -141,6 +144,7 @@ class FrontierConfig:
     rules: tuple[str, ...] = ()
     collect_only: bool = False
     pruned_float_credit: bool = True
+    final_rescore: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -302,7 +306,8 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
                         prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
                         refine=cfg.refine if strategy in SEARCHED else 0,
-                        pruned_float_credit=cfg.pruned_float_credit)
+                        pruned_float_credit=cfg.pruned_float_credit,
+                        final_rescore=cfg.final_rescore and strategy in SEARCHED)
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
@@ -365,6 +370,8 @@ def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size
         search_cfg.pop(volatile, None)
     if not search_cfg["pruned_float_credit"]:  # how every search before session 25 was made
         del search_cfg["pruned_float_credit"]
+    if not search_cfg["final_rescore"]:  # how every search before session 29 was made
+        del search_cfg["final_rescore"]
     return {"model": digest, "search": search_cfg}
 
 

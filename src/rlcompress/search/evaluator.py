@@ -27,6 +27,7 @@ from rlcompress.data import ImageData, SplitData, to_model_input
 from rlcompress.data.loaders import LoaderData
 from rlcompress.engine.batches import calibration_batches
 from rlcompress.engine.bn import bn_reference, recalibrate_bn
+from rlcompress.engine.evaluate import ranked
 from rlcompress.engine.fold import FoldedCopy
 from rlcompress.engine.runtime import autocast, to_channels_last
 
@@ -46,12 +47,19 @@ class PolicyEvaluator:
         batch_size: int = 1000,
         seed: int = 0,
         importance: dict[str, torch.Tensor] | None = None,
+        exact: bool = False,
     ) -> None:
         """``importance``: per-weight Fisher importances already computed for this model and
-        sharing configuration (another evaluator's), instead of computing them again."""
+        sharing configuration (another evaluator's), instead of computing them again.
+        ``exact``: compute as the share job does (batch norm re-estimated in float32, the
+        model evaluated unfolded), so that a policy scores what its finished point will
+        validate at without fine-tuning; slower, and bf16 folding changes a few
+        near-tie predictions."""
         self.model = to_channels_last(copy.deepcopy(model).eval())
         self.modules = dict(self.model.named_modules())
-        self._folded = FoldedCopy.of(self.model)
+        self._folded = None if exact else FoldedCopy.of(self.model)
+        self.bn_precision = "fp32" if exact else precision
+        self.exact = exact
         if self._folded is not None:
             to_channels_last(self._folded.net)
         self.layers = list(layers)
@@ -80,7 +88,7 @@ class PolicyEvaluator:
             self.importance = fisher_importance(self.model, calib, self.layers)
             self.seconds["fisher"] = time.perf_counter() - t0
         self.bn_batches = calibration_batches(data, self.cfg.bn_images, seed=self.cfg.kmeans_seed + 1)
-        self.bn_reference = bn_reference(self.model, self.bn_batches, precision=precision) \
+        self.bn_reference = bn_reference(self.model, self.bn_batches, precision=self.bn_precision) \
             if self.bn_batches and self.cfg.bn_mode == "shift" else None
         self.calls = 0
         self.repeats = 0
@@ -149,7 +157,7 @@ class PolicyEvaluator:
         if self.bn_batches:
             t0 = time.perf_counter()
             with torch.inference_mode(False), torch.no_grad():
-                recalibrate_bn(self.model, self.bn_batches, precision=self.precision,
+                recalibrate_bn(self.model, self.bn_batches, precision=self.bn_precision,
                                reference=self.bn_reference)
             self.seconds["bn"] += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -157,9 +165,13 @@ class PolicyEvaluator:
         correct, div = 0, 0.0
         dev = torch.device("cpu")
         for b, (x, y) in enumerate(self.inputs):
-            with autocast(dev, self.precision):
-                logits = net(x)
-            correct += (logits.argmax(1) == y).sum().item()
+            if self.exact:
+                logits, top = ranked(net, x, dev, self.precision)
+                correct += (top[:, 0] == y).sum().item()
+            else:
+                with autocast(dev, self.precision):
+                    logits = net(x)
+                correct += (logits.argmax(1) == y).sum().item()
             if ref is not None:
                 div += F.kl_div(F.log_softmax(logits.float(), 1), ref[b], log_target=True,
                                 reduction="sum").item()

@@ -123,6 +123,16 @@ class SearchConfig:
             pruning frees are spent on clusters (:class:`~rlcompress.search.joint.JointSpace`);
             off: the dense model's floats are charged at every rate, as before session 25 (the
             committed frontiers were searched that way).
+        final_rescore: re-score the best policies (and run the ``refine`` walk) with the final
+            sharing's own settings, batch norm re-estimated on ``ShareConfig.bn_images``
+            images rather than ``reward_bn_images``, so that the choice is made on the
+            finished point's validation top-1 without fine-tuning (to the image: batch norm
+            in float32 and the model unfolded, as the share job computes) rather than on a
+            noisier estimate of it; about twice the time per re-scored policy. A walk that
+            climbs the reward's batch-norm noise picks policies that finish worse than it
+            scored them (0.44-0.48 points at 16x post-training,
+            ``results/ablations/posttrain_reward_vs_point_resnet20.json``). Off by default:
+            every committed search re-scored with the reward's settings.
     """
 
     strategy: str = "ddpg"
@@ -150,6 +160,7 @@ class SearchConfig:
     protect: tuple[str, ...] = ()
     refine: int = 0
     pruned_float_credit: bool = True
+    final_rescore: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         check_fields(self, ge0=("episodes", "seed", "target_ratio", "val_images", "size_weight",
@@ -394,8 +405,10 @@ def run_search(
     rescorer = None
     if cfg.rescore > 0:
         n_full = cfg.rescore_images or 10**9
-        rescorer = _evaluator(space, model, names, data, n_full, reward_cfg, evaluator.cache,
-                              cfg.precision, importance=evaluator.importance)
+        rescorer = _evaluator(space, model, names, data, n_full,
+                              share_cfg if cfg.final_rescore else reward_cfg, evaluator.cache,
+                              cfg.precision, importance=evaluator.importance,
+                              exact=cfg.final_rescore)
     # the search's own rows only: walk rows are scored on other images and must not crowd
     # the subset's candidates out of the re-scoring
     rescored = _rescore(rows, names, evaluator, rescorer, cfg.rescore, space) if rescorer else []

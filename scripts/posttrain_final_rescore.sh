@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The post-training frontier (scripts/posttrain_frontier.sh) with the searched strategies'
+# re-scoring and refinement walk under the finished point's own batch-norm re-estimation
+# (--final-rescore, session 29), so that DDPG's and random search's choices are not overrated
+# by the reward's 512-image batch-norm noise. The searches' 200 episodes are the committed
+# frontier's: each searched run folder is seeded with its agent and episode log (not its
+# re-scoring, walk or summary), so only the re-scoring, walk and sharing run again; the
+# one-shot allocators (unchanged by the option) are copied whole. About 8 CPU-minutes per
+# searched point; resumable. Two processes:
+#   bash scripts/posttrain_final_rescore.sh --only-seeds 0 1
+#   bash scripts/posttrain_final_rescore.sh --only-seeds 2
+# then rerun with no options to write the tables.
+set -euo pipefail
+model=${MODEL:-resnet20}
+src=runs/frontier/$model-posttrain
+dst=runs/frontier/$model-posttrain-fr
+[ -d "$src" ] || { echo "$src: run scripts/posttrain_frontier.sh first" >&2; exit 1; }
+mkdir -p "$dst"
+cp -n "$src/model.json" "$dst/"
+for point in "$src"/*x/*; do
+  tag=${point#"$src"/}
+  [ -e "$dst/$tag" ] && continue
+  case "$(basename "$point")" in
+    ddpg-*|random-*)
+      mkdir -p "$dst/$tag/search"
+      for f in agent.pt agent.json episodes.csv config.json allocation-greedy.json allocation-hessian.json; do
+        [ -f "$point/search/$f" ] && cp "$point/search/$f" "$dst/$tag/search/"
+      done ;;
+    *) mkdir -p "$dst/$(dirname "$tag")" && cp -r "$point" "$dst/$tag" ;;
+  esac
+done
+peers=results/bench/peers_posttrain_$model.json
+extra=()
+[ -f "$peers" ] && extra=(--peers "$peers" --peers-model "$model")
+rlcompress frontier --model "$model" --name "$model-posttrain-fr" --out "$dst" \
+  --ratios 8 12 16 --seeds 3 --random-seeds 1 --episodes 200 --share-epochs 0 \
+  --val-images 1000 --allocator-demos hessian,greedy --refine 60 --final-rescore \
+  --threads 1 --quiet "${extra[@]}" "$@"
