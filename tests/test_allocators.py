@@ -562,7 +562,9 @@ def _briefly_trained() -> tuple:
     return model.eval(), spec, data
 
 
-def test_final_rescore_scores_the_choice_as_its_finished_point_validates(tmp_path: Path):
+@pytest.mark.parametrize("strategy", ["random", "greedy"])
+def test_final_rescore_scores_the_choice_as_its_finished_point_validates(tmp_path: Path,
+                                                                          strategy: str):
     """With ``final_rescore`` the re-scored value of a policy is, to the image, the validation
     top-1 of the model the share job builds from it (float32 batch norm on the sharing's
     images, bf16 evaluation unfolded), not the reward's cheaper estimate of it."""
@@ -588,10 +590,13 @@ def test_final_rescore_scores_the_choice_as_its_finished_point_validates(tmp_pat
     vals = [finished(ks) for ks in uniform]
     assert [exact(ks) for ks in uniform] == vals and len(set(vals)) == 3
     assert [fast(ks) for ks in uniform] != vals  # bf16 batch norm, folded: a few images differ
-    cfg = SearchConfig(**{**CFG, "rescore": 2, "k_max": 4}, strategy="random", episodes=4, refine=3,
-                       reward_bn_images=16, final_rescore=True)
-    best = run_search(model, spec, data, tmp_path / "s", cfg, share)["best"]
+    cfg = SearchConfig(**{**CFG, "rescore": 2, "k_max": 8, "target_ratio": 50.0},
+                       strategy=strategy, episodes=4,
+                       refine=3, reward_bn_images=16, final_rescore=True)
+    summary = run_search(model, spec, data, tmp_path / "s", cfg, share)
+    best = summary["best"]
     assert best["val_top1_rescored"] == round(finished(best["k"]), 3)
+    assert summary["episodes"] > (1 if strategy == "greedy" else 4)  # an allocator walks too
 
 
 def test_final_rescore_keys_only_searched_points_and_leaves_old_keys_alone():
@@ -604,3 +609,21 @@ def test_final_rescore_keys_only_searched_points_and_leaves_old_keys_alone():
     assert _search_key("d", new, "greedy", 0, 1000) == _search_key("d", FrontierConfig(), "greedy",
                                                                     0, 1000)
     assert _search_cfg(new, "random", 0, 1000).final_rescore
+
+
+def test_walk_suffix_runs_the_allocator_then_the_searches_walk():
+    from rlcompress.jobs.frontier import FrontierConfig, _search_cfg, _search_key, _seeds
+
+    cfg = FrontierConfig(refine=12, final_rescore=True,
+                         strategies=("greedy", "greedy+walk", "ddpg"))
+    walked, plain = _search_cfg(cfg, "greedy+walk", 0, 1000), _search_cfg(cfg, "greedy", 0, 1000)
+    assert walked.strategy == plain.strategy == "greedy"
+    assert (walked.refine, walked.final_rescore) == (12, True)
+    assert (plain.refine, plain.final_rescore) == (0, False)
+    assert _search_key("d", cfg, "greedy+walk", 0, 1000) != _search_key("d", cfg, "greedy", 0, 1000)
+    assert _seeds(cfg, "greedy+walk") == 1
+    for bad in ("ddpg+walk", "nosuch+walk"):
+        with pytest.raises(ValueError, match="unknown strategies"):
+            FrontierConfig(refine=12, strategies=(bad,))
+    with pytest.raises(ValueError, match="refine > 0"):
+        FrontierConfig(strategies=("greedy+walk",))

@@ -60,6 +60,20 @@ from rlcompress.search.strategies import STRATEGIES
 from rlcompress.selection import best_by_validation
 
 SEARCHED = ("ddpg", "random")
+# an allocator's name with this suffix (``greedy+walk``): its one-shot policy followed by the
+# searched strategies' refinement walk (``refine``, ``final_rescore``), so that what the
+# searches gain over the allocators is measured apart from what the walk gains
+WALK = "+walk"
+
+
+def base_strategy(strategy: str) -> str:
+    """The search strategy a frontier method runs (``greedy+walk`` runs ``greedy``)."""
+    return strategy.removesuffix(WALK)
+
+
+def walks(strategy: str) -> bool:
+    """Does a frontier method end with the refinement walk (the searches and ``+walk``)?"""
+    return strategy in SEARCHED or strategy.endswith(WALK)
 
 
 @dataclass
@@ -68,7 +82,9 @@ class FrontierConfig:
 
     Attributes:
         ratios: file ratios (dense float32 bytes / file bytes), one budget each.
-        strategies: allocation strategies (``rlcompress search --strategy`` names).
+        strategies: allocation strategies (``rlcompress search --strategy`` names); an
+            allocator's name with ``+walk`` (``greedy+walk``) adds the searches' ``refine``
+            walk to its policy, a baseline for what the walk alone gains.
         seeds: seeds of the searched strategies (ddpg, random); allocators run once.
         random_seeds: seeds of the random-search baseline (0: ``seeds``); fewer saves CPU
             hours where random search is far behind the rest.
@@ -103,9 +119,10 @@ class FrontierConfig:
             before fine-tuning competes, so a light pruning whose fine-tune only loses keeps
             the model as it was) or ``best`` (the committed frontiers' setting).
         allocator_demos: DDPG: allocators whose policies lead its warm-up demonstrations.
-        refine: searched strategies only (ddpg, random): extra evaluations of a hill-climbing
-            walk from the search's best policy (``SearchConfig.refine``); the one-shot
-            allocators stay one-shot, so they remain the baselines the search must beat.
+        refine: searched strategies (ddpg, random) and ``+walk`` allocators: extra
+            evaluations of a hill-climbing walk from the search's best policy
+            (``SearchConfig.refine``); the plain allocators stay one-shot, so they remain the
+            baselines the search must beat.
         rules: the paper's k rules (``k16``, ``/32``, ...) as points at the sizes they define
             (no budget; the same training as every other point).
         pruned_float_credit: joint searches charge pruned channels' float parameters only for
@@ -147,9 +164,13 @@ class FrontierConfig:
     final_rescore: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        unknown = [s for s in self.strategies if base_strategy(s) not in STRATEGIES
+                   or (s.endswith(WALK) and base_strategy(s) in SEARCHED)]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
+            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}, and "
+                             f"an allocator's name with {WALK!r} (the searches always walk)")
+        if self.refine == 0 and any(s.endswith(WALK) for s in self.strategies):
+            raise ValueError(f"a {WALK!r} strategy needs a walk: refine > 0")
         if self.prune_select not in SELECT:
             raise ValueError(f"prune_select must be one of {SELECT}, got {self.prune_select!r}")
         if not self.ratios or min(self.ratios) <= 1:
@@ -300,14 +321,14 @@ def _seeds(cfg: FrontierConfig, strategy: str) -> int:
 
 
 def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
-    return SearchConfig(strategy=strategy, episodes=cfg.episodes, seed=seed,
+    return SearchConfig(strategy=base_strategy(strategy), episodes=cfg.episodes, seed=seed,
                         target_size=str(size), val_images=cfg.val_images,
                         reward_bn_images=cfg.reward_bn_images, threads=cfg.threads,
                         progress=cfg.progress, compact_bn=cfg.compact_bn,
                         prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
-                        refine=cfg.refine if strategy in SEARCHED else 0,
+                        refine=cfg.refine if walks(strategy) else 0,
                         pruned_float_credit=cfg.pruned_float_credit,
-                        final_rescore=cfg.final_rescore and strategy in SEARCHED)
+                        final_rescore=cfg.final_rescore and walks(strategy))
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
