@@ -5,10 +5,12 @@
 # by the reward's 512-image batch-norm noise. The searches' 200 episodes are the committed
 # frontier's: each searched run folder is seeded with its agent and episode log (not its
 # re-scoring, walk or summary), so only the re-scoring, walk and sharing run again; the
-# one-shot allocators (unchanged by the option) are copied whole. About 8 CPU-minutes per
-# searched point; resumable. Two processes:
+# one-shot allocators (unchanged by the option) are copied whole. greedy+walk is greedy's
+# allocation (copied) followed by the same walk: what DDPG gains beyond the walk. About 9
+# CPU-minutes per searched or walked point; resumable. Two processes:
 #   bash scripts/posttrain_final_rescore.sh --only-seeds 0 1
-#   bash scripts/posttrain_final_rescore.sh --only-seeds 2
+#   bash scripts/posttrain_final_rescore.sh --only-seeds 2   (then)
+#   bash scripts/posttrain_final_rescore.sh --strategies greedy+walk
 # then rerun with no options to write the tables.
 set -euo pipefail
 model=${MODEL:-resnet20}
@@ -29,10 +31,16 @@ for point in "$src"/*x/*; do
     *) mkdir -p "$dst/$(dirname "$tag")" && cp -r "$point" "$dst/$tag" ;;
   esac
 done
+for point in "$src"/*x/greedy-s0; do
+  walked=$dst/$(basename "$(dirname "$point")")/greedy+walk-s0/search
+  [ -e "$walked" ] && continue
+  mkdir -p "$walked" && cp "$point/search/allocation.json" "$walked/"
+done
 peers=results/bench/peers_posttrain_$model.json
 extra=()
 [ -f "$peers" ] && extra=(--peers "$peers" --peers-model "$model")
 rlcompress frontier --model "$model" --name "$model-posttrain-fr" --out "$dst" \
-  --ratios 8 12 16 --seeds 3 --random-seeds 1 --episodes 200 --share-epochs 0 \
+  --ratios 8 12 16 --strategies uniform greedy hessian random ddpg greedy+walk \
+  --seeds 3 --random-seeds 1 --episodes 200 --share-epochs 0 \
   --val-images 1000 --allocator-demos hessian,greedy --refine 60 --final-rescore \
   --threads 1 --quiet "${extra[@]}" "$@"
