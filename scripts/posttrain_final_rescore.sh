@@ -10,7 +10,8 @@
 # CPU-minutes per searched or walked point; resumable. Two processes:
 #   bash scripts/posttrain_final_rescore.sh --only-seeds 0 1
 #   bash scripts/posttrain_final_rescore.sh --only-seeds 2   (then)
-#   bash scripts/posttrain_final_rescore.sh --strategies greedy+walk
+#   bash scripts/posttrain_final_rescore.sh --strategies greedy+walk --only-seeds 0 1
+#   bash scripts/posttrain_final_rescore.sh --strategies greedy+walk --only-seeds 2
 # then rerun with no options to write the tables.
 set -euo pipefail
 model=${MODEL:-resnet20}
@@ -32,9 +33,11 @@ for point in "$src"/*x/*; do
   esac
 done
 for point in "$src"/*x/greedy-s0; do
-  walked=$dst/$(basename "$(dirname "$point")")/greedy+walk-s0/search
-  [ -e "$walked" ] && continue
-  mkdir -p "$walked" && cp "$point/search/allocation.json" "$walked/"
+  for seed in 0 1 2; do  # greedy does not depend on the seed; the walk does
+    walked=$dst/$(basename "$(dirname "$point")")/greedy+walk-s$seed/search
+    [ -e "$walked" ] && continue
+    mkdir -p "$walked" && cp "$point/search/allocation.json" "$walked/"
+  done
 done
 peers=results/bench/peers_posttrain_$model.json
 extra=()

@@ -621,7 +621,7 @@ def test_walk_suffix_runs_the_allocator_then_the_searches_walk():
     assert (walked.refine, walked.final_rescore) == (12, True)
     assert (plain.refine, plain.final_rescore) == (0, False)
     assert _search_key("d", cfg, "greedy+walk", 0, 1000) != _search_key("d", cfg, "greedy", 0, 1000)
-    assert _seeds(cfg, "greedy+walk") == 1
+    assert _seeds(cfg, "greedy+walk") == 3 and _seeds(cfg, "greedy") == 1  # the walk's seeds
     for bad in ("ddpg+walk", "nosuch+walk"):
         with pytest.raises(ValueError, match="unknown strategies"):
             FrontierConfig(refine=12, strategies=(bad,))

@@ -85,7 +85,8 @@ class FrontierConfig:
         strategies: allocation strategies (``rlcompress search --strategy`` names); an
             allocator's name with ``+walk`` (``greedy+walk``) adds the searches' ``refine``
             walk to its policy, a baseline for what the walk alone gains.
-        seeds: seeds of the searched strategies (ddpg, random); allocators run once.
+        seeds: seeds of the searched strategies (ddpg, random) and of the ``+walk`` allocators'
+            walks; plain allocators run once.
         random_seeds: seeds of the random-search baseline (0: ``seeds``); fewer saves CPU
             hours where random search is far behind the rest.
         only_seeds: run only these seeds of the searched strategies (empty: all), so that
@@ -272,7 +273,7 @@ def frontier_plan(cfg: FrontierConfig, budgets: dict[float, int],
     a rule point, else 0)."""
     plan = [(r, budgets[r], strategy, seed, 0) for r in cfg.ratios for strategy in cfg.strategies
             for seed in range(_seeds(cfg, strategy))
-            if not cfg.only_seeds or strategy not in SEARCHED or seed in cfg.only_seeds]
+            if not cfg.only_seeds or not walks(strategy) or seed in cfg.only_seeds]
     return plan + [(0.0, 0, rule, 0, dense) for rule in cfg.rules]
 
 
@@ -317,7 +318,8 @@ def _seeds(cfg: FrontierConfig, strategy: str) -> int:
     """How many seeds a strategy runs at each budget."""
     if strategy == "random" and cfg.random_seeds:
         return cfg.random_seeds
-    return cfg.seeds if strategy in SEARCHED else 1
+    # a +walk allocator's one policy is walked in a seeded order: as many seeds as a search
+    return cfg.seeds if walks(strategy) else 1
 
 
 def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> SearchConfig:
