@@ -89,8 +89,9 @@ class FrontierConfig:
             walks; plain allocators run once.
         random_seeds: seeds of the random-search baseline (0: ``seeds``); fewer saves CPU
             hours where random search is far behind the rest.
-        only_seeds: run only these seeds of the searched strategies (empty: all), so that
-            processes can share one budget's seeds; not part of any record's key. Such a
+        only_seeds: run only these seeds of the searched strategies and ``+walk`` allocators
+            (empty: all), so that processes can share one budget's seeds; not part of any
+            record's key. Such a
             process writes no tables (they would hold its share of the points only): a
             ``collect_only`` run with the whole plan's settings writes them.
         episodes: episodes of the searched strategies.
@@ -129,9 +130,10 @@ class FrontierConfig:
         pruned_float_credit: joint searches charge pruned channels' float parameters only for
             the kept channels (``SearchConfig.pruned_float_credit``); the committed ResNet-20
             and ResNet-32 frontiers were searched without (``--no-pruned-float-credit``).
-        final_rescore: searched strategies re-score their best policies and walk with the
-            finished point's batch-norm re-estimation (``SearchConfig.final_rescore``); off in
-            every committed frontier.
+        final_rescore: searched strategies and ``+walk`` allocators re-score their best
+            policies and walk with the finished point's batch-norm re-estimation
+            (``SearchConfig.final_rescore``); off in every committed frontier but
+            ``resnet20-posttrain-fr``.
         collect_only: run nothing; write the points already finished (with their files) as
             ``<name>.partial.json/.md/.png``: safe beside a running frontier, so a frontier
             that spans sessions can commit what it has.
