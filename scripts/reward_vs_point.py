@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rlcompress.fileio import write_json
 from rlcompress.jobs.frontier import point_records
+from rlcompress.search.allocators import ALLOCATORS
 
 
 def rows(run: Path, records: Path, mode: str) -> list[dict]:
@@ -25,12 +26,31 @@ def rows(run: Path, records: Path, mode: str) -> list[dict]:
         tag = f"{summary.parents[2].name}-{summary.parents[1].name}"
         if tag not in finished:
             continue
-        best, point = json.loads(summary.read_text())["best"], finished[tag]["value"]
+        saved, point = json.loads(summary.read_text()), finished[tag]["value"]
+        best = saved["best"]
         rescored = best.get("val_top1_rescored", best["val_top1"])
         out.append({"point": tag, "reward": best["val_top1"], "rescored": rescored,
                     "val_top1": point["val_top1"], "top1": point["top1"],
-                    "overrated": round(rescored - point["val_top1"], 2)})
+                    "overrated": round(rescored - point["val_top1"], 2),
+                    "chosen_episode": best.get("episode"),
+                    "walk_start_episode": walk_start(saved, summary.parent / "config.json")})
     return out
+
+
+def walk_start(summary: dict, config: Path) -> int | None:
+    """The episode a refinement walk started from: the best re-scored policy among the
+    search's own episodes (as ``run_search`` picks it; the walk's best, appended after them,
+    does not count). A search's demonstrations are its first episodes. None without a walk
+    or a re-scoring."""
+    if not config.is_file():
+        return None
+    search = json.loads(config.read_text())["search"]
+    if not search.get("refine") or not summary.get("rescored"):
+        return None
+    own = 1 if search["strategy"] in ALLOCATORS else search["episodes"]
+    first = max((r for r in summary["rescored"] if r["episode"] <= own),
+                key=lambda r: (r["val_top1_rescored"], -r["cost"]))
+    return first["episode"]
 
 
 def main(argv: list[str] | None = None) -> dict:

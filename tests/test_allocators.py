@@ -543,6 +543,26 @@ def test_reward_vs_point_pairs_each_search_with_its_record(tmp_path: Path):
         {"key": {}, "value": {"val_top1": 76.06, "top1": 76.01}}))
     (row,) = mod.rows(tmp_path / "run", records, "dkm0.04-bn")
     assert row["point"] == "16x-ddpg-s1" and row["overrated"] == 0.44
+    assert row["walk_start_episode"] is None  # no config.json: no walk known
+    # the walk starts from the best re-scored of the search's own episodes, not its own best
+    rescored = [{"episode": e, "val_top1_rescored": v, "cost": 1.0}
+                for e, v in ((2, 76.3), (44, 72.6), (246, 76.5))]
+    (search / "summary.json").write_text(json.dumps(
+        {"best": {"episode": 246, "val_top1": 76.5, "val_top1_rescored": 76.5},
+         "rescored": rescored}))
+    (search / "config.json").write_text(json.dumps(
+        {"search": {"strategy": "ddpg", "episodes": 200, "refine": 60}}))
+    (row,) = mod.rows(tmp_path / "run", records, "dkm0.04-bn")
+    assert (row["chosen_episode"], row["walk_start_episode"]) == (246, 2)
+    # an allocator's one policy is episode 1; its walk's best (here 30) comes after it
+    (search / "config.json").write_text(json.dumps(
+        {"search": {"strategy": "greedy", "episodes": 200, "refine": 60}}))
+    rescored[:] = [{"episode": 1, "val_top1_rescored": 76.3, "cost": 1.0},
+                   {"episode": 30, "val_top1_rescored": 76.7, "cost": 1.0}]
+    (search / "summary.json").write_text(json.dumps(
+        {"best": {"episode": 30, "val_top1": 76.7, "val_top1_rescored": 76.7},
+         "rescored": rescored}))
+    assert mod.rows(tmp_path / "run", records, "dkm0.04-bn")[0]["walk_start_episode"] == 1
 
 
 def _briefly_trained() -> tuple:
