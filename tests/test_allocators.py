@@ -631,6 +631,28 @@ def test_final_rescore_keys_only_searched_points_and_leaves_old_keys_alone():
     assert _search_cfg(new, "random", 0, 1000).final_rescore
 
 
+def test_ddpg_imitate_keys_only_ddpg_points_and_reaches_the_agent(tmp_path: Path, monkeypatch):
+    from rlcompress.jobs import frontier as fr
+
+    sil = fr.FrontierConfig(ddpg_imitate=10.0)
+    assert fr._search_key("d", sil, "ddpg", 0, 1000)["ddpg"] == {"imitate": 10.0}
+    assert "ddpg" not in fr._search_key("d", fr.FrontierConfig(), "ddpg", 0, 1000)
+    for other in ("random", "greedy", "greedy+walk"):  # their records still match
+        assert fr._search_key("d", sil, other, 0, 1000) == fr._search_key(
+            "d", fr.FrontierConfig(), other, 0, 1000)
+    with pytest.raises(ValueError, match="ddpg_imitate"):
+        fr.FrontierConfig(ddpg_imitate=-1.0)
+    seen = {}
+
+    def fake_search(model, out, cfg, share_cfg, ddpg_cfg, *rest, **kw):
+        seen["ddpg"] = ddpg_cfg
+        return {"best": {"k": {}}}
+
+    monkeypatch.setattr(fr, "search", fake_search)
+    fr._run_search("m", tmp_path, sil, None, "ddpg", 0, 1000)
+    assert seen["ddpg"].imitate == 10.0
+
+
 def test_walk_suffix_runs_the_allocator_then_the_searches_walk():
     from rlcompress.jobs.frontier import FrontierConfig, _search_cfg, _search_key, _seeds
 

@@ -140,6 +140,35 @@ def test_ddpg_learns_planted_problem():
     assert max(rewards) > 0.9
 
 
+def _imitation_gap(imitate: float, tmp_path: Path) -> tuple[float, DDPGAgent]:
+    """Mean |actor - best episode's actions| after a run whose one good episode is the first."""
+    env = _env(paper_budget(KEPT, sum(KEPT), target_ratio=3.0))
+    agent = DDPGAgent(env.observation_space.shape[0],
+                      DDPGConfig(warmup=0, sigma=0.3, imitate=imitate), seed=0)
+    good = [k_to_action(k, 2, 256) for k in BEST_K]
+    play_episode(env, agent, good)
+    rng = np.random.default_rng(1)
+    for _ in range(30):  # worse episodes: random policies
+        play_episode(env, agent, list(rng.random(len(KEPT))))
+    path = tmp_path / f"agent-{imitate}.pt"
+    agent.save(path)
+    restored = DDPGAgent(env.observation_space.shape[0], agent.cfg, seed=5)
+    restored.load(path)
+    assert restored.elite_reward == agent.elite_reward
+    assert np.array_equal(restored.elite_a, agent.elite_a)
+    with torch.no_grad():
+        acts = agent.actor(torch.from_numpy(agent.elite_s)).numpy()
+    return float(np.abs(acts - agent.elite_a).mean()), agent
+
+
+def test_self_imitation_pulls_the_actor_to_the_best_episode(tmp_path: Path):
+    gap_off, off = _imitation_gap(0.0, tmp_path)
+    gap_on, on = _imitation_gap(10.0, tmp_path)
+    # both remember the same best episode (the planted optimum, played first)
+    assert on.elite_reward == off.elite_reward == pytest.approx(1.0, abs=0.05)
+    assert gap_on < 0.05 < gap_off, (gap_on, gap_off)
+
+
 def test_random_strategy_is_seeded():
     a, b = RandomStrategy(11, None, seed=3), RandomStrategy(11, None, seed=3)
     s = np.zeros(11, np.float32)

@@ -134,6 +134,9 @@ class FrontierConfig:
             policies and walk with the finished point's batch-norm re-estimation
             (``SearchConfig.final_rescore``); off in every committed frontier but
             ``resnet20-posttrain-fr``.
+        ddpg_imitate: DDPG's self-imitation weight (``DDPGConfig.imitate``): the actor is
+            also pulled to the best episode so far, so exploration searches its
+            neighbourhood. 0 (default, every committed frontier): off.
         collect_only: run nothing; write the points already finished (with their files) as
             ``<name>.partial.json/.md/.png``: safe beside a running frontier, so a frontier
             that spans sessions can commit what it has.
@@ -165,8 +168,11 @@ class FrontierConfig:
     collect_only: bool = False
     pruned_float_credit: bool = True
     final_rescore: bool = False
+    ddpg_imitate: float = 0.0
 
     def __post_init__(self) -> None:  # noqa: D105
+        if self.ddpg_imitate < 0:
+            raise ValueError(f"FrontierConfig.ddpg_imitate must be >= 0 (got {self.ddpg_imitate})")
         unknown = [s for s in self.strategies if base_strategy(s) not in STRATEGIES
                    or (s.endswith(WALK) and base_strategy(s) in SEARCHED)]
         if unknown:
@@ -397,7 +403,10 @@ def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size
         del search_cfg["pruned_float_credit"]
     if not search_cfg["final_rescore"]:  # how every search before session 29 was made
         del search_cfg["final_rescore"]
-    return {"model": digest, "search": search_cfg}
+    key = {"model": digest, "search": search_cfg}
+    if cfg.ddpg_imitate and base_strategy(strategy) == "ddpg":  # off before session 30
+        key["ddpg"] = {"imitate": cfg.ddpg_imitate}
+    return key
 
 
 def model_digest(model: str) -> str:
@@ -462,7 +471,7 @@ def _found(run: Path, strategy: str) -> dict:
 def _run_search(model: str, run: Path, cfg: FrontierConfig, data_cfg: DataConfig,
                 strategy: str, seed: int, size: int) -> dict:
     """Search a point's policy; returns ``{"best": {"k": ..., "rate": ...}}``."""
-    ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)))
+    ddpg = DDPGConfig(warmup=min(30, max(1, cfg.episodes // 10)), imitate=cfg.ddpg_imitate)
     found = search(model, str(run / "search"), _search_cfg(cfg, strategy, seed, size),
                    ShareConfig(), ddpg, data_cfg, resume=True)
     return {"best": {"k": found["best"]["k"], "rate": found["best"].get("rate", {})}}

@@ -39,6 +39,14 @@ class DDPGConfig:
         sigma_min: floor of the noise std.
         buffer_size: replay capacity in transitions.
         baseline_alpha: rate of the moving-average reward baseline.
+        imitate: weight of a self-imitation term in the actor's loss: the mean squared
+            distance between the actor's actions and those of the best episode so far (any
+            episode, a demonstration included). 0 (default, AMC's agent): none. The critic
+            alone, fitted on a few hundred episodes of a 20-step problem, steers the actor
+            no closer to the best policies it has seen (post-training ResNet-20 at 16x: the
+            policy drifts from greedy's 75% demonstration to 55-70%), so exploration never
+            searches the best policy's neighbourhood (self-imitation learning, Oh et al.
+            2018; DDPG from demonstrations, Nair et al. 2018).
     """
 
     hidden: int = 300
@@ -56,9 +64,11 @@ class DDPGConfig:
     sigma_min: float = 0.05
     buffer_size: int = 100_000
     baseline_alpha: float = 0.5
+    imitate: float = 0.0
 
     def __post_init__(self) -> None:  # noqa: D105
-        check_fields(self, ge0=("lr_actor", "lr_critic", "warmup", "sigma", "sigma_min"),
+        check_fields(self, ge0=("lr_actor", "lr_critic", "warmup", "sigma", "sigma_min",
+                                "imitate"),
                      ge1=("hidden", "batch_size", "buffer_size"),
                      unit=("tau", "discount", "sigma_decay", "baseline_alpha"))
 
@@ -94,6 +104,10 @@ class DDPGAgent:
         self.sigma = self.cfg.sigma
         self.baseline: float | None = None
         self.episodes = 0
+        # the best episode so far (states, effective actions), for self-imitation
+        self.elite_reward = float("-inf")
+        self.elite_s = np.zeros((0, state_dim), np.float32)
+        self.elite_a = np.zeros((0, 1), np.float32)
 
     # -------------------------------------------------------------------- acting
     def act(self, state: np.ndarray, explore: bool = True) -> float:
@@ -124,6 +138,10 @@ class DDPGAgent:
             self.baseline = reward
         advantage = reward - self.baseline
         self.baseline += self.cfg.baseline_alpha * (reward - self.baseline)
+        if reward > self.elite_reward:
+            self.elite_reward = reward
+            self.elite_s = np.stack([t[0] for t in transitions]).astype(np.float32)
+            self.elite_a = np.asarray([[t[1]] for t in transitions], np.float32)
         for s, a, s2, done in transitions:
             i = self.ptr
             self.buf["s"][i], self.buf["a"][i, 0], self.buf["r"][i, 0] = s, a, advantage
@@ -150,6 +168,9 @@ class DDPGAgent:
         critic_loss.backward()
         self.opt_c.step()
         actor_loss = -self.critic(torch.cat([s, self.actor(s)], 1)).mean()
+        if self.cfg.imitate > 0 and len(self.elite_a):
+            es, ea = torch.from_numpy(self.elite_s), torch.from_numpy(self.elite_a)
+            actor_loss = actor_loss + self.cfg.imitate * nn.functional.mse_loss(self.actor(es), ea)
         self.opt_a.zero_grad()
         actor_loss.backward()
         self.opt_a.step()
@@ -169,6 +190,8 @@ class DDPGAgent:
             "size": self.size, "ptr": self.ptr, "sigma": self.sigma,
             "baseline": self.baseline if self.baseline is not None else float("nan"),
             "episodes": self.episodes, "rng": json.dumps(self.rng.bit_generator.state),
+            "elite_reward": self.elite_reward, "elite_s": torch.from_numpy(self.elite_s),
+            "elite_a": torch.from_numpy(self.elite_a),
             "cfg": json.dumps(asdict(self.cfg)),
         }
         with atomic_path(path) as tmp:
@@ -188,3 +211,6 @@ class DDPGAgent:
         b = float(state["baseline"])
         self.baseline = None if np.isnan(b) else b
         self.rng.bit_generator.state = json.loads(state["rng"])
+        if "elite_s" in state:  # agents saved before self-imitation have none
+            self.elite_reward = float(state["elite_reward"])
+            self.elite_s, self.elite_a = state["elite_s"].numpy(), state["elite_a"].numpy()
