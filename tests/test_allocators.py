@@ -619,6 +619,58 @@ def test_final_rescore_scores_the_choice_as_its_finished_point_validates(tmp_pat
     assert summary["episodes"] > (1 if strategy == "greedy" else 4)  # an allocator walks too
 
 
+@pytest.mark.parametrize("strategy", ["random", "greedy"])
+def test_choose_by_kl_walks_and_chooses_on_the_divergence(tmp_path: Path, strategy: str):
+    """With ``choose_by="kl"`` the walk climbs -KL on the re-scoring images (its rows' reward)
+    and the final choice is the candidate of least KL, whose recorded KL and top-1 are the
+    re-scorer's own."""
+    import csv
+
+    from rlcompress.clustering.sharing import ShareConfig
+    from rlcompress.search.evaluator import PolicyEvaluator
+
+    model, spec, data = _briefly_trained()
+    share = ShareConfig(calibration_images=32, bn_images=96)
+    cfg = SearchConfig(**{**CFG, "rescore": 3, "k_max": 8, "target_ratio": 50.0},
+                       strategy=strategy, episodes=6, refine=4, reward_bn_images=16,
+                       final_rescore=True, choose_by="kl")
+    summary = run_search(model, spec, data, tmp_path / "s", cfg, share)
+    names = list(clusterable_layers(model))
+    exact = PolicyEvaluator(model, names, data, 10**9, share, exact=True)
+    cands = summary["rescored"]
+    assert all("val_kl_rescored" in c for c in cands) and len(cands) >= 2
+    best = summary["best"]
+    assert best["val_kl_rescored"] == min(c["val_kl_rescored"] for c in cands)
+    got = exact.scores(best["k"], kl=True)
+    assert best["val_kl_rescored"] == pytest.approx(got["kl"], abs=1e-5)
+    assert best["val_top1_rescored"] == round(got["top1"], 3)
+    with open(tmp_path / "s" / "episodes.csv") as f:
+        walk = [r for r in csv.DictReader(f) if r["sigma"] == "refine"]
+    assert walk
+    for r in walk:  # reward: -KL of the row's policy; val_top1: its top-1, as ever
+        ks = dict(zip(names, map(int, r["ks"].split(";")), strict=True))
+        got = exact.scores(ks, kl=True)
+        assert float(r["reward"]) == pytest.approx(-got["kl"], abs=1e-5)
+        assert float(r["val_top1"]) == round(got["top1"], 3)
+    with pytest.raises(ValueError, match="rescore"):
+        SearchConfig(choose_by="kl", rescore=0)
+    with pytest.raises(ValueError, match="choose_by"):
+        SearchConfig(choose_by="loss")
+
+
+def test_choose_by_keys_only_when_kl():
+    from rlcompress.jobs.frontier import FrontierConfig, _search_cfg, _search_key
+
+    kl = FrontierConfig(choose_by="kl")
+    assert _search_key("d", kl, "ddpg", 0, 1000)["search"]["choose_by"] == "kl"
+    assert "choose_by" not in _search_key("d", FrontierConfig(), "ddpg", 0, 1000)["search"]
+    assert _search_key("d", kl, "greedy", 0, 1000) == _search_key("d", FrontierConfig(),
+                                                                   "greedy", 0, 1000)
+    assert _search_cfg(kl, "greedy+walk", 0, 1000).choose_by == "kl"
+    with pytest.raises(ValueError, match="choose_by"):
+        FrontierConfig(choose_by="loss")
+
+
 def test_final_rescore_keys_only_searched_points_and_leaves_old_keys_alone():
     from rlcompress.jobs.frontier import FrontierConfig, _search_cfg, _search_key
 

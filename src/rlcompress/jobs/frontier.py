@@ -134,6 +134,9 @@ class FrontierConfig:
             policies and walk with the finished point's batch-norm re-estimation
             (``SearchConfig.final_rescore``); off in every committed frontier but
             ``resnet20-posttrain-fr``.
+        choose_by: searched strategies and ``+walk`` allocators rank their re-scored
+            candidates, walk and choose by this signal (``SearchConfig.choose_by``: ``top1``,
+            every committed frontier, or ``kl``).
         ddpg_imitate: DDPG's self-imitation weight (``DDPGConfig.imitate``): the actor is
             also pulled to the best episode so far, so exploration searches its
             neighbourhood. 0 (default, every committed frontier): off.
@@ -169,8 +172,11 @@ class FrontierConfig:
     pruned_float_credit: bool = True
     final_rescore: bool = False
     ddpg_imitate: float = 0.0
+    choose_by: str = "top1"
 
     def __post_init__(self) -> None:  # noqa: D105
+        if self.choose_by not in ("top1", "kl"):
+            raise ValueError(f"FrontierConfig.choose_by must be top1 or kl (got {self.choose_by!r})")
         if self.ddpg_imitate < 0:
             raise ValueError(f"FrontierConfig.ddpg_imitate must be >= 0 (got {self.ddpg_imitate})")
         unknown = [s for s in self.strategies if base_strategy(s) not in STRATEGIES
@@ -338,7 +344,8 @@ def _search_cfg(cfg: FrontierConfig, strategy: str, seed: int, size: int) -> Sea
                         prune_rates=cfg.prune_rates, allocator_demos=cfg.allocator_demos,
                         refine=cfg.refine if walks(strategy) else 0,
                         pruned_float_credit=cfg.pruned_float_credit,
-                        final_rescore=cfg.final_rescore and walks(strategy))
+                        final_rescore=cfg.final_rescore and walks(strategy),
+                        choose_by=cfg.choose_by if walks(strategy) else "top1")
 
 
 def _point(model: str, out: Path, cfg: FrontierConfig, data_cfg: DataConfig, ratio: float,
@@ -403,6 +410,8 @@ def _search_key(digest: str, cfg: FrontierConfig, strategy: str, seed: int, size
         del search_cfg["pruned_float_credit"]
     if not search_cfg["final_rescore"]:  # how every search before session 29 was made
         del search_cfg["final_rescore"]
+    if search_cfg["choose_by"] == "top1":  # how every search before session 30 was made
+        del search_cfg["choose_by"]
     key = {"model": digest, "search": search_cfg}
     if cfg.ddpg_imitate and base_strategy(strategy) == "ddpg":  # off before session 30
         key["ddpg"] = {"imitate": cfg.ddpg_imitate}
