@@ -41,15 +41,18 @@ def walk_start(summary: dict, config: Path) -> int | None:
     """The episode a refinement walk started from: the best re-scored policy among the
     search's own episodes (as ``run_search`` picks it; the walk's best, appended after them,
     does not count). A search's demonstrations are its first episodes. None without a walk
-    or a re-scoring."""
+    or a re-scoring. A search that chose by KL (``choose_by``) ranked them by KL."""
     if not config.is_file():
         return None
     search = json.loads(config.read_text())["search"]
     if not search.get("refine") or not summary.get("rescored"):
         return None
     own = 1 if search["strategy"] in ALLOCATORS else search["episodes"]
-    first = max((r for r in summary["rescored"] if r["episode"] <= own),
-                key=lambda r: (r["val_top1_rescored"], -r["cost"]))
+    own_rows = [r for r in summary["rescored"] if r["episode"] <= own]
+    if search.get("choose_by") == "kl":  # as run_search ranks a KL search's candidates
+        first = min(own_rows, key=lambda r: (r["val_kl_rescored"], r["cost"]))
+    else:
+        first = max(own_rows, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
     return first["episode"]
 
 

@@ -563,6 +563,15 @@ def test_reward_vs_point_pairs_each_search_with_its_record(tmp_path: Path):
         {"best": {"episode": 30, "val_top1": 76.7, "val_top1_rescored": 76.7},
          "rescored": rescored}))
     assert mod.rows(tmp_path / "run", records, "dkm0.04-bn")[0]["walk_start_episode"] == 1
+    # a search that chose by KL started its walk from the own candidate of least KL
+    (search / "config.json").write_text(json.dumps(
+        {"search": {"strategy": "ddpg", "episodes": 200, "refine": 60, "choose_by": "kl"}}))
+    rescored[:] = [{"episode": e, "val_top1_rescored": v, "val_kl_rescored": kl, "cost": 1.0}
+                   for e, v, kl in ((1, 76.0, 0.41), (2, 76.3, 0.45), (150, 76.6, 0.43))]
+    (search / "summary.json").write_text(json.dumps(
+        {"best": {"episode": 1, "val_top1": 76.0, "val_top1_rescored": 76.0},
+         "rescored": rescored}))
+    assert mod.rows(tmp_path / "run", records, "dkm0.04-bn")[0]["walk_start_episode"] == 1
 
 
 def _briefly_trained() -> tuple:
