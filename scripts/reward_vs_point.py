@@ -16,6 +16,7 @@ from pathlib import Path
 from rlcompress.fileio import write_json
 from rlcompress.jobs.frontier import point_records
 from rlcompress.search.allocators import ALLOCATORS
+from rlcompress.search.runner import best_candidate
 
 
 def rows(run: Path, records: Path, mode: str) -> list[dict]:
@@ -48,11 +49,8 @@ def walk_start(summary: dict, config: Path) -> int | None:
     if not search.get("refine") or not summary.get("rescored"):
         return None
     own = 1 if search["strategy"] in ALLOCATORS else search["episodes"]
-    own_rows = [r for r in summary["rescored"] if r["episode"] <= own]
-    if search.get("choose_by") == "kl":  # as run_search ranks a KL search's candidates
-        first = min(own_rows, key=lambda r: (r["val_kl_rescored"], r["cost"]))
-    else:
-        first = max(own_rows, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
+    first = best_candidate([r for r in summary["rescored"] if r["episode"] <= own],
+                           search.get("choose_by", "top1"))
     return first["episode"]
 
 

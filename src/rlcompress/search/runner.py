@@ -449,8 +449,9 @@ def run_search(
     return summary
 
 
-def _chosen(rescored: list[dict], choose_by: str = "top1") -> dict:
-    """The best re-scored candidate by ``choose_by`` (ties: the smaller file)."""
+def best_candidate(rescored: list[dict], choose_by: str = "top1") -> dict:
+    """The best re-scored candidate by ``choose_by`` (ties: the smaller file), as a search
+    picks its walk's start and its final policy."""
     if choose_by == "kl":
         return min(rescored, key=lambda r: (r["val_kl_rescored"], r["cost"]))
     return max(rescored, key=lambda r: (r["val_top1_rescored"], -r["cost"]))
@@ -459,7 +460,7 @@ def _chosen(rescored: list[dict], choose_by: str = "top1") -> dict:
 def _walk_start(rows: list[dict], rescored: list[dict], choose_by: str = "top1") -> dict:
     """The row a refinement walk starts from: the best re-scored policy, else the subset's best."""
     if rescored:
-        top = _chosen(rescored, choose_by)
+        top = best_candidate(rescored, choose_by)
         return next(r for r in rows if int(r["episode"]) == top["episode"])
     return max(rows, key=lambda r: (float(r["val_top1"]), -float(r["cost"])))
 
@@ -475,12 +476,9 @@ def _refine(best: dict, done: int, names: list[str], budget: Budget, space: Join
             rates[i] = float(r)
 
     def scores(p: tuple) -> dict[str, float]:
-        policy = dict(zip(names, p[1], strict=True))
-        kl = cfg.choose_by == "kl"
-        if space is None:
-            return evaluator.scores(policy, kl=kl)
-        rate_map = {names[i]: p[0][i] for i in space.prunable}
-        return evaluator.joint_scores(policy, rate_map, kl=kl)
+        rec = {"k": dict(zip(names, p[1], strict=True)),
+               "rate": {names[i]: p[0][i] for i in space.prunable} if space else {}}
+        return _score(evaluator, rec, kl=cfg.choose_by == "kl")
 
     def evaluate(p: tuple) -> float:  # the walk climbs this
         got = scores(p)
@@ -631,7 +629,7 @@ def _finish(run: Path, rows: list[dict], names: list[str], budget: Budget,
                                    **({"val_kl_rescored": -float(top["reward"])}
                                       if cfg.choose_by == "kl" else {})})
     if rescored:
-        best = _chosen(rescored, cfg.choose_by)
+        best = best_candidate(rescored, cfg.choose_by)
         write_json(run / "best_policy.json", best)
     summary = {
         "strategy": cfg.strategy, "episodes": len(rows), "seed": cfg.seed,
