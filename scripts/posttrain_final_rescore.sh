@@ -17,19 +17,15 @@ set -euo pipefail
 model=${MODEL:-resnet20}
 src=runs/frontier/$model-posttrain
 dst=runs/frontier/$model-posttrain-fr
-[ -d "$src" ] || { echo "$src: run scripts/posttrain_frontier.sh first" >&2; exit 1; }
-mkdir -p "$dst"
-cp -n "$src/model.json" "$dst/"
+source "$(dirname "$0")/seed_runs.sh"
+seed_folder "$src" "$dst" scripts/posttrain_frontier.sh
 for point in "$src"/*x/*; do
   tag=${point#"$src"/}
-  [ -e "$dst/$tag" ] && continue
   case "$(basename "$point")" in
     ddpg-*|random-*)
-      mkdir -p "$dst/$tag/search"
-      for f in agent.pt agent.json episodes.csv config.json allocation-greedy.json allocation-hessian.json; do
-        [ -f "$point/search/$f" ] && cp "$point/search/$f" "$dst/$tag/search/"
-      done ;;
-    *) mkdir -p "$dst/$(dirname "$tag")" && cp -r "$point" "$dst/$tag" ;;
+      copy_search "$src" "$dst" "$tag" agent.pt agent.json episodes.csv config.json \
+        allocation-greedy.json allocation-hessian.json ;;
+    *) copy_point "$src" "$dst" "$tag" ;;
   esac
 done
 for point in "$src"/*x/greedy-s0; do

@@ -12,23 +12,18 @@ set -euo pipefail
 model=${MODEL:-resnet20}
 src=runs/frontier/$model-posttrain-fr
 dst=runs/frontier/$model-posttrain-kl
-[ -d "$src" ] || { echo "$src: run scripts/posttrain_final_rescore.sh first" >&2; exit 1; }
-mkdir -p "$dst"
-cp -n "$src/model.json" "$dst/"
+source "$(dirname "$0")/seed_runs.sh"
+seed_folder "$src" "$dst" scripts/posttrain_final_rescore.sh
 for point in "$src"/*x/*; do
   tag=${point#"$src"/}
-  [ -e "$dst/$tag" ] && continue
   case "$(basename "$point")" in
     ddpg-*|random-*|greedy+walk-*)
-      mkdir -p "$dst/$tag/search"
-      for f in agent.pt agent.json episodes.csv allocation.json allocation-greedy.json allocation-hessian.json; do
-        [ -f "$point/search/$f" ] && cp "$point/search/$f" "$dst/$tag/search/"
-      done ;;
-    greedy-s0) mkdir -p "$dst/$(dirname "$tag")" && cp -r "$point" "$dst/$tag" ;;
+      copy_search "$src" "$dst" "$tag" agent.pt agent.json episodes.csv allocation.json \
+        allocation-greedy.json allocation-hessian.json ;;
+    greedy-s0) copy_point "$src" "$dst" "$tag" ;;
   esac
 done
-ratios=(--ratios 8 12 16)
-for a in "$@"; do [ "$a" = --ratios ] && ratios=(); done
+default_ratios "$@"
 rlcompress frontier --model "$model" --name "$model-posttrain-kl" --out "$dst" \
   "${ratios[@]}" --strategies greedy random ddpg greedy+walk \
   --seeds 3 --random-seeds 1 --episodes 200 --share-epochs 0 \

@@ -11,21 +11,15 @@ set -euo pipefail
 model=${MODEL:-resnet20}
 src=runs/frontier/$model-posttrain-fr
 dst=runs/frontier/$model-posttrain-sil
-[ -d "$src" ] || { echo "$src: run scripts/posttrain_final_rescore.sh first" >&2; exit 1; }
-mkdir -p "$dst"
-cp -n "$src/model.json" "$dst/"
+source "$(dirname "$0")/seed_runs.sh"
+seed_folder "$src" "$dst" scripts/posttrain_final_rescore.sh
 for point in "$src"/*x/greedy-s0 "$src"/*x/random-s0 "$src"/*x/greedy+walk-s*; do
-  tag=${point#"$src"/}
-  [ -e "$dst/$tag" ] || { mkdir -p "$dst/$(dirname "$tag")" && cp -r "$point" "$dst/$tag"; }
+  copy_point "$src" "$dst" "${point#"$src"/}"
 done
 for point in "$src"/*x/ddpg-s*; do  # the allocators' demonstrations, computed once
-  tag=${point#"$src"/}
-  [ -e "$dst/$tag" ] && continue
-  mkdir -p "$dst/$tag/search"
-  cp "$point"/search/allocation-*.json "$dst/$tag/search/"
+  copy_search "$src" "$dst" "${point#"$src"/}" allocation-greedy.json allocation-hessian.json
 done
-ratios=(--ratios 8 12 16)
-for a in "$@"; do [ "$a" = --ratios ] && ratios=(); done
+default_ratios "$@"
 rlcompress frontier --model "$model" --name "$model-posttrain-sil" --out "$dst" \
   "${ratios[@]}" --strategies greedy random ddpg greedy+walk \
   --seeds 3 --random-seeds 1 --episodes 200 --share-epochs 0 \

@@ -270,6 +270,26 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     assert again["noise"] == report["noise"]  # a reproduction is no repeat
     with pytest.raises(SystemExit):
         noise.main([*argv, "--seeds", "0"])  # the point's own seed is no repeat
+    # a point trained again with more epochs of trained quantization, its own seed and policy
+    long = load_benchmark("long_training")
+    argv = ["--name", "dense", "--model", str(tmp_path / "dense.safetensors"), "--points",
+            str(tmp_path / "res" / "points" / "dense"), "--train", "24x-greedy-s0",
+            "--share-epochs", "1", "--baseline-top1", "50", "--work", str(tmp_path / "long"),
+            "--mode", "dkm0.04-bn", "--source", str(small_tar), "--data-dir", str(tmp_path / "d"),
+            "--val-size", "3", *SMALL_ARGS, "--threads", "1", "--out", str(tmp_path / "long.json")]
+    report = long.main(argv)
+    row = report["points"]["24x-greedy-s0/e1"]
+    first = {p["method"]: p for p in result["points"]}["greedy"]
+    assert row["short_top1"] == first["top1"] and row["share_epochs"] == 1
+    assert row["loss"] == round(50 - row["top1"], 2)
+    share = json.loads((tmp_path / "long" / "e1" / "24x-greedy-s0" / "share" / "summary.json").read_text())
+    assert share["epochs"] == 1 and share["k"] == first["k"]
+    assert round(evaluate_file(row["file"], data)["test"]["top1"], 2) == row["top1"]
+    (summary,) = report["summary"]
+    assert summary["n"] == 1 and summary["top1"] == row["top1"] and summary["top1_std"] is None
+    assert long.main(argv)["points"] == report["points"]  # resumed, not retrained
+    with pytest.raises(SystemExit):
+        long.main([*argv, "--train", "8x-greedy-s0"])  # no such point
     # points made elsewhere (scripts/gpu_frontier.sh) come back measured on this machine's data
     (tmp_path / "res" / "files" / "dense" / "24x-hessian-s0.rlc").write_bytes(b"RLC1 cut off")
     moved = load_benchmark("remeasure_points", "scripts").main(

@@ -1,0 +1,147 @@
+"""Does a longer final training meet the accuracy targets, and does it keep or erase the
+differences between allocators? Frontier points trained again with more epochs.
+
+Usage: python benchmarks/long_training.py --train 16x-ddpg-s0 16x-greedy-s0 [--share-epochs 15]
+       [--threads 1]
+
+Each point named by ``--train`` (a committed record of ``rlcompress frontier`` under
+``results/frontier/points/<name>/``) is trained again from the same baseline with its own
+policy, its own seed and the frontier's settings, except the trained quantization, which runs
+``--share-epochs`` epochs instead of the frontier's (the pruning fine-tune is unchanged, so the
+pruned model is the frontier's own). Run folders ``runs/long-training/<name>/e<N>/<tag>/``
+resume; each finished point is saved at once to
+``results/ablations/long_training_<name>.json`` (several processes may share it) and its file
+to ``results/ablations/files/long_training_<name>/e<N>/<tag>.rlc``. The report gives each
+point's test and validation top-1 short (the frontier's) and long, its loss against the
+baseline's test top-1, and per budget and method the mean and standard deviation over seeds.
+Choices inside the training (the best epoch) use validation images only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import frontier_args, frontier_data, frontier_records  # noqa: E402
+
+from rlcompress.engine import set_threads  # noqa: E402
+from rlcompress.fileio import write_json  # noqa: E402
+from rlcompress.jobs.frontier import config_from_record, prune_and_share  # noqa: E402
+
+
+def baseline_top1(model: str, given: float | None = None) -> float:
+    """The baseline's test top-1: ``given``, else from the ``summary.json`` beside its weights
+    (a training run's folder)."""
+    if given is not None:
+        return given
+    summary = Path(model).parent / "summary.json"
+    if not summary.is_file():
+        raise SystemExit(f"{summary}: missing; give the baseline's test top-1 (--baseline-top1)")
+    return float(json.loads(summary.read_text())["test"]["top1"])
+
+
+def train_long(model: str, point: dict, epochs: int, run: Path, args: argparse.Namespace) -> dict:
+    """``point``'s policy trained again from ``model`` with ``epochs`` epochs of trained
+    quantization and otherwise the frontier's settings and seed; its sharing summary."""
+    cfg = replace(config_from_record(point["key"], threads=args.threads, progress=False),
+                  share_epochs=epochs)
+    return prune_and_share(model, run, run / "share", cfg, frontier_data(args), point["found"],
+                           point["seed"])
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (budget, method, epochs): mean and standard deviation of the long trainings'
+    test and validation top-1 and loss, with the same points' short (frontier) means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["target_ratio"], r["method"], r["share_epochs"]), []).append(r)
+    out = []
+    for (ratio, method, epochs), rs in sorted(groups.items()):
+        row = {"target_ratio": ratio, "method": method, "share_epochs": epochs, "n": len(rs),
+               "file_ratio": round(statistics.fmean(r["file_ratio"] for r in rs), 3)}
+        for key in ("top1", "val_top1", "loss", "short_top1", "short_val_top1"):
+            vals = [r[key] for r in rs]
+            row[key] = round(statistics.fmean(vals), 2)
+            row[f"{key}_std"] = round(statistics.stdev(vals), 2) if len(vals) > 1 else None
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train the named points longer, save each at once, write and return the report."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    frontier_args(ap)
+    ap.add_argument("--train", nargs="+", required=True, help="points to train again (tags)")
+    ap.add_argument("--share-epochs", type=int, default=15,
+                    help="epochs of trained quantization (the frontier's: 5)")
+    ap.add_argument("--baseline-top1", type=float, default=None, help="the baseline's test "
+                    "top-1 (default: from summary.json beside --model)")
+    ap.add_argument("--work", default="", help="run folder (default runs/long-training/<name>)")
+    ap.add_argument("--out", default="", help="default results/ablations/long_training_<name>.json")
+    args = ap.parse_args(argv)
+    if args.share_epochs < 1:
+        raise SystemExit("--share-epochs must be at least 1")
+    set_threads(args.threads)
+    points = frontier_records(Path(args.points or f"results/frontier/points/{args.name}"),
+                              args.mode, args.model)
+    unknown = [t for t in args.train if t not in points]
+    if unknown:
+        raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
+    base = baseline_top1(args.model, args.baseline_top1)
+    out = Path(args.out or f"results/ablations/long_training_{args.name}.json")
+    files = out.parent / "files" / out.stem / f"e{args.share_epochs}"
+    work = Path(args.work or f"runs/long-training/{args.name}") / f"e{args.share_epochs}"
+    for tag in args.train:
+        key = f"{tag}/e{args.share_epochs}"
+        if key in _saved(out):
+            continue
+        t0 = time.perf_counter()
+        s = train_long(args.model, points[tag], args.share_epochs, work / tag, args)
+        files.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / tag / "share" / "model.rlc", files / f"{tag}.rlc")
+        p = points[tag]
+        row = {"point": tag, "method": p["method"], "seed": p["seed"],
+               "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
+               "file_bytes": s["file_bytes"], "file_ratio": p["file_ratio"],
+               "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
+               "short_top1": p["top1"], "short_val_top1": p["val_top1"],
+               "file": str(files / f"{tag}.rlc"), "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{key}: {row['top1']:.2f}% test ({row['loss']:+.2f} below {base}), "
+              f"{row['val_top1']:.2f}% val (frontier: {p['top1']:.2f}%, {p['val_top1']:.2f}%)",
+              file=sys.stderr, flush=True)
+        _save(out, {key: row}, base, args, argv)
+    report = _save(out, {}, base, args, argv)
+    print(json.dumps(report["summary"], indent=1))
+    return report
+
+
+def _saved(out: Path) -> dict:
+    """The points already trained and saved in ``out`` (by any process)."""
+    return json.loads(out.read_text())["points"] if out.is_file() else {}
+
+
+def _save(out: Path, new: dict, base: float, args: argparse.Namespace,
+          argv: list[str] | None) -> dict:
+    """Merge ``new`` into what ``out`` holds now (other processes may have added points),
+    rewrite the summary and the commands, and return the report."""
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    merged = {**old.get("points", {}), **new}
+    command = "python benchmarks/long_training.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    commands = [c for c in old.get("commands", []) if c != command] + [command]
+    report = {"baseline": args.model, "baseline_test_top1": base, "frontier": args.name,
+              "summary": summarise(list(merged.values())), "points": merged,
+              "commands": commands}
+    write_json(out, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
