@@ -102,12 +102,19 @@ def main(argv: list[str] | None = None) -> dict:
         key = f"{tag}/e{args.share_epochs}"
         if key in _saved(out):
             continue
+        p = points[tag]
+        twin = _twin(_saved(out), points, tag, args.share_epochs)
+        if twin:  # training is deterministic: the same policy and seed is the same training
+            row = {**twin, "point": tag, "method": p["method"], "short_top1": p["top1"],
+                   "short_val_top1": p["val_top1"], "same_training_as": twin["point"]}
+            _save(out, {key: row}, base, args, argv)
+            continue
         t0 = time.perf_counter()
         s = train_long(args.model, points[tag], args.share_epochs, work / tag, args)
         files.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / tag / "share" / "model.rlc", files / f"{tag}.rlc")
-        p = points[tag]
         row = {"point": tag, "method": p["method"], "seed": p["seed"],
+               "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
                "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
                "file_bytes": s["file_bytes"], "file_ratio": p["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
@@ -120,6 +127,22 @@ def main(argv: list[str] | None = None) -> dict:
     report = _save(out, {}, base, args, argv)
     print(json.dumps(report["summary"], indent=1))
     return report
+
+
+def _policy(point: dict) -> tuple:
+    """A frontier point's policy (k and rates), comparable through JSON."""
+    best = point["found"]["best"]
+    return json.dumps([best["k"], best.get("rate", {})], sort_keys=True), point["seed"]
+
+
+def _twin(saved: dict, points: dict[str, dict], tag: str, epochs: int) -> dict | None:
+    """A saved row trained with ``tag``'s policy and seed for ``epochs`` epochs (another
+    method's point whose search found the same policy), or None."""
+    for row in saved.values():
+        if (row["share_epochs"] == epochs and row["point"] in points
+                and _policy(points[row["point"]]) == _policy(points[tag])):
+            return row
+    return None
 
 
 def _saved(out: Path) -> dict:

@@ -304,6 +304,21 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     assert (tmp_path / "here" / "points" / "dense" / "24x-hessian-s0.search.json").is_file()
 
 
+def test_long_training_reuses_a_twin_training_only():
+    bench = load_benchmark("long_training")
+
+    def point(k: int, seed: int) -> dict:
+        return {"seed": seed, "found": {"best": {"k": {"a": k}, "rate": {"c": 0.1}}}}
+
+    points = {"16x-greedy-s0": point(4, 0), "16x-ddpg-s0": point(4, 0),
+              "16x-ddpg-s1": point(4, 1), "16x-ddpg-s2": point(8, 0)}
+    saved = {"16x-greedy-s0/e15": {"point": "16x-greedy-s0", "share_epochs": 15}}
+    assert bench._twin(saved, points, "16x-ddpg-s0", 15)["point"] == "16x-greedy-s0"
+    assert bench._twin(saved, points, "16x-ddpg-s0", 10) is None  # other epochs
+    assert bench._twin(saved, points, "16x-ddpg-s1", 15) is None  # another training seed
+    assert bench._twin(saved, points, "16x-ddpg-s2", 15) is None  # another policy
+
+
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
     from rlcompress.models import model_spec, save_checkpoint
 
