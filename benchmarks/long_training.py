@@ -2,16 +2,19 @@
 differences between allocators? Frontier points trained again with more epochs.
 
 Usage: python benchmarks/long_training.py --train 16x-ddpg-s0 16x-greedy-s0 [--share-epochs 15]
-       [--threads 1]
+       [--teacher checkpoints/scratch-resnet32/best.safetensors] [--threads 1]
 
 Each point named by ``--train`` (a committed record of ``rlcompress frontier`` under
 ``results/frontier/points/<name>/``) is trained again from the same baseline with its own
 policy, its own seed and the frontier's settings, except the trained quantization, which runs
 ``--share-epochs`` epochs instead of the frontier's (the pruning fine-tune is unchanged, so the
-pruned model is the frontier's own). Run folders ``runs/long-training/<name>/e<N>/<tag>/``
-resume; each finished point is saved at once to
-``results/ablations/long_training_<name>.json`` (several processes may share it) and its file
-to ``results/ablations/files/long_training_<name>/e<N>/<tag>.rlc``. The report gives each
+pruned model is the frontier's own), and with ``--teacher`` distils from that model (e.g. a
+larger network trained on the same train split) instead of the unshared one. Run folders
+``runs/long-training/<name>/<variant>/<tag>/`` (variant ``e<N>`` or ``e<N>-<teacher>``) resume;
+each finished point is saved at once to ``results/ablations/long_training_<name>.json``
+(several processes may share it) and its file to
+``results/ablations/files/long_training_<name>/<variant>/<tag>.rlc``. A point whose policy and
+seed another point already trained reuses that training. The report gives each
 point's test and validation top-1 short (the frontier's) and long, its loss against the
 baseline's test top-1, and per budget and method the mean and standard deviation over seeds.
 Choices inside the training (the best epoch) use validation images only.
@@ -49,11 +52,12 @@ def baseline_top1(model: str, given: float | None = None) -> float:
 
 def train_long(model: str, point: dict, epochs: int, run: Path, args: argparse.Namespace) -> dict:
     """``point``'s policy trained again from ``model`` with ``epochs`` epochs of trained
-    quantization and otherwise the frontier's settings and seed; its sharing summary."""
+    quantization (distilled from ``args.teacher`` where given) and otherwise the frontier's
+    settings and seed; its sharing summary."""
     cfg = replace(config_from_record(point["key"], threads=args.threads, progress=False),
                   share_epochs=epochs)
     return prune_and_share(model, run, run / "share", cfg, frontier_data(args), point["found"],
-                           point["seed"])
+                           point["seed"], teacher=args.teacher)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -61,10 +65,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     test and validation top-1 and loss, with the same points' short (frontier) means."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["target_ratio"], r["method"], r["share_epochs"]), []).append(r)
+        key = (r["target_ratio"], r["method"], r["share_epochs"], r.get("teacher") or "")
+        groups.setdefault(key, []).append(r)
     out = []
-    for (ratio, method, epochs), rs in sorted(groups.items()):
-        row = {"target_ratio": ratio, "method": method, "share_epochs": epochs, "n": len(rs),
+    for (ratio, method, epochs, teacher), rs in sorted(groups.items()):
+        row = {"target_ratio": ratio, "method": method, "share_epochs": epochs,
+               "teacher": teacher or None, "n": len(rs),
                "file_ratio": round(statistics.fmean(r["file_ratio"] for r in rs), 3)}
         for key in ("top1", "val_top1", "loss", "short_top1", "short_val_top1"):
             vals = [r[key] for r in rs]
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="epochs of trained quantization (the frontier's: 5)")
     ap.add_argument("--baseline-top1", type=float, default=None, help="the baseline's test "
                     "top-1 (default: from summary.json beside --model)")
+    ap.add_argument("--teacher", default=None, help="distil the trained quantization from this "
+                    "model (a checkpoint or a model name, e.g. a larger network trained on the "
+                    "same train split) instead of the unshared one")
     ap.add_argument("--work", default="", help="run folder (default runs/long-training/<name>)")
     ap.add_argument("--out", default="", help="default results/ablations/long_training_<name>.json")
     args = ap.parse_args(argv)
@@ -96,14 +105,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
     base = baseline_top1(args.model, args.baseline_top1)
     out = Path(args.out or f"results/ablations/long_training_{args.name}.json")
-    files = out.parent / "files" / out.stem / f"e{args.share_epochs}"
-    work = Path(args.work or f"runs/long-training/{args.name}") / f"e{args.share_epochs}"
+    label = variant(args.share_epochs, args.teacher)
+    files = out.parent / "files" / out.stem / label
+    work = Path(args.work or f"runs/long-training/{args.name}") / label
     for tag in args.train:
-        key = f"{tag}/e{args.share_epochs}"
+        key = f"{tag}/{label}"
         if key in _saved(out):
             continue
         p = points[tag]
-        twin = _twin(_saved(out), points, tag, args.share_epochs)
+        twin = _twin(_saved(out), points, tag, args.share_epochs, args.teacher)
         if twin:  # training is deterministic: the same policy and seed is the same training
             row = {**twin, "point": tag, "method": p["method"], "short_top1": p["top1"],
                    "short_val_top1": p["val_top1"], "same_training_as": twin["point"]}
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"point": tag, "method": p["method"], "seed": p["seed"],
                "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
                "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
+               "teacher": args.teacher,
                "file_bytes": s["file_bytes"], "file_ratio": p["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
                "short_top1": p["top1"], "short_val_top1": p["val_top1"],
@@ -135,11 +146,22 @@ def _policy(point: dict) -> tuple:
     return json.dumps([best["k"], best.get("rate", {})], sort_keys=True), point["seed"]
 
 
-def _twin(saved: dict, points: dict[str, dict], tag: str, epochs: int) -> dict | None:
-    """A saved row trained with ``tag``'s policy and seed for ``epochs`` epochs (another
-    method's point whose search found the same policy), or None."""
+def variant(epochs: int, teacher: str | None) -> str:
+    """The name of a training variant's run and file folders: ``e15``, or with a teacher
+    ``e15-<its run folder or model name>``."""
+    if not teacher:
+        return f"e{epochs}"
+    path = Path(teacher)
+    return f"e{epochs}-{path.parent.name if path.suffix == '.safetensors' else path.name}"
+
+
+def _twin(saved: dict, points: dict[str, dict], tag: str, epochs: int,
+          teacher: str | None = None) -> dict | None:
+    """A saved row trained with ``tag``'s policy and seed for ``epochs`` epochs and the same
+    teacher (another method's point whose search found the same policy), or None."""
     for row in saved.values():
-        if (row["share_epochs"] == epochs and row["point"] in points
+        if (row["share_epochs"] == epochs and row.get("teacher") == teacher
+                and row["point"] in points
                 and _policy(points[row["point"]]) == _policy(points[tag])):
             return row
     return None

@@ -317,6 +317,10 @@ def test_long_training_reuses_a_twin_training_only():
     assert bench._twin(saved, points, "16x-ddpg-s0", 10) is None  # other epochs
     assert bench._twin(saved, points, "16x-ddpg-s1", 15) is None  # another training seed
     assert bench._twin(saved, points, "16x-ddpg-s2", 15) is None  # another policy
+    assert bench._twin(saved, points, "16x-ddpg-s0", 15, "resnet32") is None  # another teacher
+    assert bench.variant(15, None) == "e15"
+    assert bench.variant(15, "checkpoints/scratch-resnet32/best.safetensors") == "e15-scratch-resnet32"
+    assert bench.variant(15, "resnet32") == "e15-resnet32"
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):

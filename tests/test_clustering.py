@@ -206,3 +206,38 @@ def test_share_job_end_to_end(image_tar: Path, tmp_path: Path, capsys):
     assert main(["share", "--model", str(tmp_path / "dense.safetensors"), "--policy", "/16",
                  "--out", str(out), "--epochs", "1", "--batch-size", "4", "--resume", *data]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == summary["top1"]
+
+
+def test_share_distils_from_a_given_teacher(image_tar: Path, tmp_path: Path):
+    import json
+
+    from rlcompress.data import DataConfig
+    from rlcompress.engine import TrainConfig
+    from rlcompress.jobs.share import share
+    from rlcompress.models import load_checkpoint, model_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("resnet20", num_classes=3), model_spec("resnet20", num_classes=3),
+                    tmp_path, "dense")
+    torch.manual_seed(1)
+    save_checkpoint(build_model("resnet32", num_classes=3), model_spec("resnet32", num_classes=3),
+                    tmp_path, "big")
+    data = DataConfig(source=str(image_tar), data_dir=str(tmp_path / "d"), val_size=3)
+    cfg = TrainConfig(epochs=1, batch_size=4, distill=1.0, precision="fp32", progress=False)
+    dense, big = str(tmp_path / "dense.safetensors"), str(tmp_path / "big.safetensors")
+    own = share(dense, str(tmp_path / "own"), "k4", data=data, cfg=cfg)
+    taught = share(dense, str(tmp_path / "big-taught"), "k4", data=data, cfg=cfg, teacher=big)
+    assert own["teacher"] is None and taught["teacher"] == big
+    saved = json.loads((tmp_path / "big-taught" / "finetune" / "config.json").read_text())
+    assert saved["teacher"] == big
+    # with the teacher's soft labels alone, another teacher trains other weights
+    a, _ = load_checkpoint(tmp_path / "own" / "finetune" / "last.safetensors")
+    b, _ = load_checkpoint(tmp_path / "big-taught" / "finetune" / "last.safetensors")
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                     b.state_dict().values(), strict=True))
+    # a resumed fine-tuning keeps its teacher; a teacher needs distillation
+    with pytest.raises(ValueError, match="distilled from"):
+        share(dense, str(tmp_path / "big-taught"), "k4", data=data, cfg=cfg, resume=True)
+    with pytest.raises(ValueError, match="distill"):
+        share(dense, str(tmp_path / "x"), "k4", data=data, teacher=big,
+              cfg=TrainConfig(epochs=1, distill=0.0, progress=False))

@@ -151,7 +151,7 @@ def _cmd_share(args: argparse.Namespace) -> None:
     _print(share(args.model, args.out, _policy_arg(args.policy), config_from_args(ShareConfig, args),
                  config_from_args(DataConfig, args), _train_cfg(args), args.encoding,
                  args.codebook_dtype, resume=args.resume, results=args.results,
-                 compact_bn=args.compact_bn))
+                 compact_bn=args.compact_bn, teacher=args.teacher))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -422,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     _codec_args(p)
     p.add_argument("--results", default=None, help="also write the summary JSON to this path")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--teacher", default=None,
+                   help="distil the fine-tuning from this model (a checkpoint X.safetensors, or "
+                   "a model name for its committed clean baseline; e.g. a larger network) "
+                   "instead of the unshared model, with weight --distill")
     add_config_args(p, ShareConfig)
     add_config_args(p, TrainConfig, defaults={"epochs": 5, "lr": 0.01})
     add_config_args(p, DataConfig)

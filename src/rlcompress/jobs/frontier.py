@@ -487,8 +487,10 @@ def _run_search(model: str, run: Path, cfg: FrontierConfig, data_cfg: DataConfig
 
 
 def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
-                    data_cfg: DataConfig, found: dict, seed: int) -> dict:
-    """Prune at the found rates (joint frontier), then share and fine-tune the found k."""
+                    data_cfg: DataConfig, found: dict, seed: int,
+                    teacher: str | None = None) -> dict:
+    """Prune at the found rates (joint frontier), then share and fine-tune the found k
+    (distilled from ``teacher`` where given, else from the unshared model)."""
     start = model
     if cfg.prune_rates and not prunes_nothing(found["best"]):
         # a point that prunes nothing is not fine-tuned before sharing (nothing to recover;
@@ -504,7 +506,7 @@ def prune_and_share(model: str, run: Path, share_dir: Path, cfg: FrontierConfig,
                        seed=seed, threads=cfg.threads, progress=cfg.progress)
     scfg = ShareConfig(dkm_tau=cfg.share_dkm_tau, dkm_bn=cfg.share_dkm_bn)
     return share(start, str(share_dir), found["best"]["k"], scfg,
-                 data_cfg, tcfg, resume=True, compact_bn=cfg.compact_bn)
+                 data_cfg, tcfg, resume=True, compact_bn=cfg.compact_bn, teacher=teacher)
 
 
 def peer_points(path: str, model: str, dense: int) -> list[dict]:

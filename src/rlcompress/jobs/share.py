@@ -30,7 +30,7 @@ from rlcompress.codec import load_compressed, save_compressed, size_report
 from rlcompress.data import DataConfig, ImageData, load_data
 from rlcompress.engine import TrainConfig, evaluate_model, fit
 from rlcompress.fileio import write_json
-from rlcompress.jobs.train import resolve_model
+from rlcompress.jobs.train import load_teacher, resolve_model
 from rlcompress.models import load_checkpoint, save_checkpoint
 from rlcompress.rundir import open_run_dir
 
@@ -71,6 +71,18 @@ def evaluate_file(path: str | Path, data: ImageData, precision: str = "bf16",
     }
 
 
+def _check_teacher(finetune: Path, teacher: str | None) -> None:
+    """Refuse to resume a fine-tuning distilled from another teacher (the training settings'
+    own check does not see the teacher); runs that predate the record used the unshared one."""
+    saved = finetune / "config.json"
+    if saved.is_file():
+        before = json.loads(saved.read_text()).get("teacher")
+        if before != teacher:
+            raise ValueError(f"{finetune} was distilled from {before or 'the unshared model'}, "
+                             f"not {teacher or 'the unshared model'}: resume it with its own "
+                             "teacher, or share into another folder")
+
+
 def share(
     model: str,
     out: str = "runs/share",
@@ -83,11 +95,16 @@ def share(
     resume: bool = False,
     results: str | None = None,
     compact_bn: bool = False,
+    teacher: str | None = None,
 ) -> dict:
     """Cluster every layer with the policy's k, fine-tune (``cfg.epochs``; 0 for none: trained
     quantization or centroids only, as ``share_cfg.finetune`` says), export ``model.rlc`` and
-    report the decoded file's accuracy and sizes."""
+    report the decoded file's accuracy and sizes. The fine-tuning distils (``cfg.distill``)
+    from ``teacher`` (a checkpoint or a model name, e.g. a larger network) or, by default,
+    from the unshared model."""
     scfg, data_cfg, cfg = share_cfg or ShareConfig(), data or DataConfig(), cfg or TrainConfig()
+    if teacher and cfg.distill <= 0:
+        raise ValueError("a teacher needs --distill > 0 (the weight of its soft labels)")
     run = open_run_dir(out, resume)
     dataset = load_data(data_cfg, progress=cfg.progress)
     t0 = time.perf_counter()
@@ -106,13 +123,18 @@ def share(
     best, kept_clustered = net, False
     if cfg.epochs > 0:
         extra = {"model": model, "policy": policy if isinstance(policy, str) else "custom",
-                 "share": scfg.__dict__, "argv": sys.argv}
-        # the unshared model teaches its shared copy (cfg.distill weighs it; 0 turns it off)
+                 "share": scfg.__dict__, "teacher": teacher, "argv": sys.argv}
+        # the unshared model teaches its shared copy unless another teacher is given
+        # (cfg.distill weighs it; 0 turns it off)
+        _check_teacher(run / "finetune", teacher)
         unshared = resolve_model(model, None, dataset.num_classes)[0].eval()
-        teacher = unshared if cfg.distill > 0 else None
+        teacher_net = None
+        if cfg.distill > 0:
+            teacher_net = (load_teacher(teacher, data_cfg, dataset.num_classes) if teacher
+                           else unshared)
         hook = hard_bn_hook(net, unshared, dataset, scfg, cfg.precision, cfg.device)
         tuned = fit(net, spec, dataset, cfg, run / "finetune", resume=resume,
-                    extra_config=extra, teacher=teacher, eval_hooks=[hook] if hook else None)
+                    extra_config=extra, teacher=teacher_net, eval_hooks=[hook] if hook else None)
         best, _ = load_checkpoint(run / "finetune" / "best.safetensors")
         if tuned["best_val_top1"] < before["top1"]:
             # fine-tuning never beat the clustered model on validation: keep that one, so that
@@ -131,7 +153,8 @@ def share(
         "val_top1": round(scores["val"]["top1"], 2),
         "val_top1_before_finetune": round(before["top1"], 2),
         "kept_clustered_model": kept_clustered,
-        **sizes, "epochs": cfg.epochs, "lr": cfg.lr, "distill": cfg.distill, "share": asdict(scfg),
+        **sizes, "epochs": cfg.epochs, "lr": cfg.lr, "distill": cfg.distill, "teacher": teacher,
+        "share": asdict(scfg),
         **timings,
         "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run),
         "command": "rlcompress " + " ".join(sys.argv[1:]),

@@ -129,14 +129,7 @@ def train(
         raise ValueError("distillation needs both a teacher and --distill > 0")
     dataset = load_data(data_cfg, progress=cfg.progress)
     net, spec = resolve_model(model, init, dataset.num_classes)
-    teacher_net = None
-    if teacher is not None:
-        teacher_net, _ = resolve_model(teacher, default_init(teacher, None), dataset.num_classes,
-                                       require_weights=True)
-        doubt = teacher_doubt(teacher, data_cfg)
-        if doubt:
-            warnings.warn(f"teacher {teacher}: {doubt}, so this run's validation top-1 (and the "
-                          f"epoch it selects) may not be clean", stacklevel=2)
+    teacher_net = load_teacher(teacher, data_cfg, dataset.num_classes) if teacher else None
     extra = {"model": model, "init": init, "teacher": teacher, "data": data_cfg.__dict__,
              "argv": sys.argv}
     result = fit(net, spec, dataset, cfg, out, resume=resume, extra_config=extra,
@@ -230,6 +223,17 @@ def baseline_record(run: Path, summary: dict | None = None, machine: str | None 
                               f"thread(s) of {os.cpu_count()} cores, torch {torch.__version__}",
         "run_dir": str(run),
     }
+
+
+def load_teacher(teacher: str, data: DataConfig, num_classes: int) -> nn.Module:
+    """A teacher for distillation (a checkpoint, or a model name for its committed clean
+    baseline), in eval mode; warns where it may have trained on ``data``'s validation split."""
+    net, _ = resolve_model(teacher, default_init(teacher, None), num_classes, require_weights=True)
+    doubt = teacher_doubt(teacher, data)
+    if doubt:
+        warnings.warn(f"teacher {teacher}: {doubt}, so this run's validation top-1 (and the "
+                      f"epoch it selects) may not be clean", stacklevel=3)
+    return net.eval()
 
 
 def teacher_doubt(teacher: str, data: DataConfig, depth: int = 0) -> str:
