@@ -9,8 +9,10 @@ Each point named by ``--train`` (a committed record of ``rlcompress frontier`` u
 policy, its own seed and the frontier's settings, except the trained quantization, which runs
 ``--share-epochs`` epochs instead of the frontier's (the pruning fine-tune is unchanged, so the
 pruned model is the frontier's own), and with ``--teacher`` distils from that model (e.g. a
-larger network trained on the same train split) instead of the unshared one. Run folders
-``runs/long-training/<name>/<variant>/<tag>/`` (variant ``e<N>`` or ``e<N>-<teacher>``) resume;
+larger network trained on the same train split) instead of the unshared one; with
+``--prune-select start-or-best`` the pruned model before its fine-tune competes (the
+frontier's default since session 27; the ResNet-20 frontier pinned ``best``). Run folders
+``runs/long-training/<name>/<variant>/<tag>/`` (variant ``e<N>[-select-<S>][-<teacher>]``) resume;
 each finished point is saved at once to ``results/ablations/long_training_<name>.json``
 (several processes may share it) and its file to
 ``results/ablations/files/long_training_<name>/<variant>/<tag>.rlc``. A point whose policy and
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import frontier_args, frontier_data, frontier_records  # noqa: E402
 
 from rlcompress.engine import set_threads  # noqa: E402
+from rlcompress.engine.train import SELECT  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
 from rlcompress.jobs.frontier import config_from_record, prune_and_share  # noqa: E402
 
@@ -56,6 +59,8 @@ def train_long(model: str, point: dict, epochs: int, run: Path, args: argparse.N
     settings and seed; its sharing summary."""
     cfg = replace(config_from_record(point["key"], threads=args.threads, progress=False),
                   share_epochs=epochs)
+    if args.prune_select:
+        cfg = replace(cfg, prune_select=args.prune_select)
     return prune_and_share(model, run, run / "share", cfg, frontier_data(args), point["found"],
                            point["seed"], teacher=args.teacher)
 
@@ -65,12 +70,13 @@ def summarise(rows: list[dict]) -> list[dict]:
     test and validation top-1 and loss, with the same points' short (frontier) means."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["target_ratio"], r["method"], r["share_epochs"], r.get("teacher") or "")
+        key = (r["target_ratio"], r["method"], r["share_epochs"], r.get("teacher") or "",
+               r.get("prune_select") or "best")
         groups.setdefault(key, []).append(r)
     out = []
-    for (ratio, method, epochs, teacher), rs in sorted(groups.items()):
+    for (ratio, method, epochs, teacher, select), rs in sorted(groups.items()):
         row = {"target_ratio": ratio, "method": method, "share_epochs": epochs,
-               "teacher": teacher or None, "n": len(rs),
+               "teacher": teacher or None, "prune_select": select, "n": len(rs),
                "file_ratio": round(statistics.fmean(r["file_ratio"] for r in rs), 3)}
         for key in ("top1", "val_top1", "loss", "short_top1", "short_val_top1"):
             vals = [r[key] for r in rs]
@@ -92,6 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--teacher", default=None, help="distil the trained quantization from this "
                     "model (a checkpoint or a model name, e.g. a larger network trained on the "
                     "same train split) instead of the unshared one")
+    ap.add_argument("--prune-select", default=None, choices=SELECT,
+                    help="which pruned model the sharing starts from (default: the frontier's "
+                    "setting; start-or-best lets the pruned model before its fine-tune compete)")
     ap.add_argument("--work", default="", help="run folder (default runs/long-training/<name>)")
     ap.add_argument("--out", default="", help="default results/ablations/long_training_<name>.json")
     args = ap.parse_args(argv)
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no finished point {unknown}; known: {sorted(points)}")
     base = baseline_top1(args.model, args.baseline_top1)
     out = Path(args.out or f"results/ablations/long_training_{args.name}.json")
-    label = variant(args.share_epochs, args.teacher)
+    label = variant(args.share_epochs, args.teacher, args.prune_select)
     files = out.parent / "files" / out.stem / label
     work = Path(args.work or f"runs/long-training/{args.name}") / label
     for tag in args.train:
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         if key in _saved(out):
             continue
         p = points[tag]
-        twin = _twin(_saved(out), points, tag, args.share_epochs, args.teacher)
+        twin = _twin(_saved(out), points, tag, label)
         if twin:  # training is deterministic: the same policy and seed is the same training
             row = {**twin, "point": tag, "method": p["method"], "short_top1": p["top1"],
                    "short_val_top1": p["val_top1"], "same_training_as": twin["point"]}
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"point": tag, "method": p["method"], "seed": p["seed"],
                "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
                "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
-               "teacher": args.teacher,
+               "teacher": args.teacher, "prune_select": cfg_select(p, args),
                "file_bytes": s["file_bytes"], "file_ratio": p["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
                "short_top1": p["top1"], "short_val_top1": p["val_top1"],
@@ -146,22 +155,29 @@ def _policy(point: dict) -> tuple:
     return json.dumps([best["k"], best.get("rate", {})], sort_keys=True), point["seed"]
 
 
-def variant(epochs: int, teacher: str | None) -> str:
-    """The name of a training variant's run and file folders: ``e15``, or with a teacher
-    ``e15-<its run folder or model name>``."""
-    if not teacher:
-        return f"e{epochs}"
-    path = Path(teacher)
-    return f"e{epochs}-{path.parent.name if path.suffix == '.safetensors' else path.name}"
+def variant(epochs: int, teacher: str | None = None, prune_select: str | None = None) -> str:
+    """The name of a training variant's run and file folders: ``e15``, then
+    ``-select-<prune_select>`` where it overrides the frontier's, then ``-<teacher's run folder
+    or model name>`` with a teacher."""
+    label = f"e{epochs}"
+    if prune_select:
+        label += f"-select-{prune_select}"
+    if teacher:
+        path = Path(teacher)
+        label += f"-{path.parent.name if path.suffix == '.safetensors' else path.name}"
+    return label
 
 
-def _twin(saved: dict, points: dict[str, dict], tag: str, epochs: int,
-          teacher: str | None = None) -> dict | None:
-    """A saved row trained with ``tag``'s policy and seed for ``epochs`` epochs and the same
-    teacher (another method's point whose search found the same policy), or None."""
-    for row in saved.values():
-        if (row["share_epochs"] == epochs and row.get("teacher") == teacher
-                and row["point"] in points
+def cfg_select(point: dict, args: argparse.Namespace) -> str:
+    """The pruned-model selection a point is trained with: ``--prune-select`` or its frontier's."""
+    return args.prune_select or config_from_record(point["key"]).prune_select
+
+
+def _twin(saved: dict, points: dict[str, dict], tag: str, label: str) -> dict | None:
+    """A saved row of variant ``label`` trained with ``tag``'s policy and seed (another
+    method's point whose search found the same policy), or None."""
+    for key, row in saved.items():
+        if (key.split("/", 1)[1] == label and row["point"] in points
                 and _policy(points[row["point"]]) == _policy(points[tag])):
             return row
     return None

@@ -312,15 +312,15 @@ def test_long_training_reuses_a_twin_training_only():
 
     points = {"16x-greedy-s0": point(4, 0), "16x-ddpg-s0": point(4, 0),
               "16x-ddpg-s1": point(4, 1), "16x-ddpg-s2": point(8, 0)}
-    saved = {"16x-greedy-s0/e15": {"point": "16x-greedy-s0", "share_epochs": 15}}
-    assert bench._twin(saved, points, "16x-ddpg-s0", 15)["point"] == "16x-greedy-s0"
-    assert bench._twin(saved, points, "16x-ddpg-s0", 10) is None  # other epochs
-    assert bench._twin(saved, points, "16x-ddpg-s1", 15) is None  # another training seed
-    assert bench._twin(saved, points, "16x-ddpg-s2", 15) is None  # another policy
-    assert bench._twin(saved, points, "16x-ddpg-s0", 15, "resnet32") is None  # another teacher
+    saved = {"16x-greedy-s0/e15": {"point": "16x-greedy-s0"}}
+    assert bench._twin(saved, points, "16x-ddpg-s0", "e15")["point"] == "16x-greedy-s0"
+    assert bench._twin(saved, points, "16x-ddpg-s0", "e10") is None  # another variant
+    assert bench._twin(saved, points, "16x-ddpg-s1", "e15") is None  # another training seed
+    assert bench._twin(saved, points, "16x-ddpg-s2", "e15") is None  # another policy
     assert bench.variant(15, None) == "e15"
     assert bench.variant(15, "checkpoints/scratch-resnet32/best.safetensors") == "e15-scratch-resnet32"
     assert bench.variant(15, "resnet32") == "e15-resnet32"
+    assert bench.variant(15, None, "start-or-best") == "e15-select-start-or-best"
 
 
 def test_short_ft_rank_rebuilds_runs_and_resumes(image_tar: Path, tmp_path: Path):
