@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
                "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
                "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
                "teacher": args.teacher, "prune_select": cfg_select(p, args),
-               "file_bytes": s["file_bytes"], "file_ratio": p["file_ratio"],
+               "file_bytes": s["file_bytes"], "file_ratio": s["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
                "short_top1": p["top1"], "short_val_top1": p["val_top1"],
                "file": str(files / f"{tag}.rlc"), "seconds": round(time.perf_counter() - t0, 1)}
