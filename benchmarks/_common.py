@@ -45,6 +45,13 @@ def after_short_ft(net: torch.nn.Module, teacher: torch.nn.Module, ks: dict[str,
     return ev.top1_of(net.float().to(memory_format=torch.contiguous_format))
 
 
+def policy_key(point: dict) -> str:
+    """A frontier point's searched policy (k and rates) as comparable text: two points with
+    the same key and the same training seed are one training."""
+    best = point["found"]["best"]
+    return json.dumps([best["k"], best.get("rate", {})], sort_keys=True)
+
+
 def pruned(model: torch.nn.Module, spec: dict, rates: dict[str, float]) -> torch.nn.Module:
     """``model`` physically pruned (FPGM) at ``rates``, not fine-tuned."""
     if not any(r > 0 for r in rates.values()):

@@ -34,12 +34,16 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import frontier_args, frontier_data, frontier_records  # noqa: E402
+from _common import frontier_args, frontier_data, frontier_records, policy_key  # noqa: E402
 
 from rlcompress.engine import set_threads  # noqa: E402
 from rlcompress.engine.train import SELECT  # noqa: E402
 from rlcompress.fileio import write_json  # noqa: E402
-from rlcompress.jobs.frontier import config_from_record, prune_and_share  # noqa: E402
+from rlcompress.jobs.frontier import (  # noqa: E402
+    FrontierConfig,
+    config_from_record,
+    prune_and_share,
+)
 
 
 def baseline_top1(model: str, given: float | None = None) -> float:
@@ -53,21 +57,18 @@ def baseline_top1(model: str, given: float | None = None) -> float:
     return float(json.loads(summary.read_text())["test"]["top1"])
 
 
-def train_long(model: str, point: dict, epochs: int, run: Path, args: argparse.Namespace) -> dict:
-    """``point``'s policy trained again from ``model`` with ``epochs`` epochs of trained
-    quantization (distilled from ``args.teacher`` where given) and otherwise the frontier's
-    settings and seed; its sharing summary."""
-    cfg = replace(config_from_record(point["key"], threads=args.threads, progress=False),
-                  share_epochs=epochs)
-    if args.prune_select:
-        cfg = replace(cfg, prune_select=args.prune_select)
-    return prune_and_share(model, run, run / "share", cfg, frontier_data(args), point["found"],
-                           point["seed"], teacher=args.teacher)
+def long_config(point: dict, args: argparse.Namespace) -> FrontierConfig:
+    """The frontier settings ``point`` was trained with, but ``--share-epochs`` epochs of
+    trained quantization and, where given, ``--prune-select``."""
+    cfg = config_from_record(point["key"], threads=args.threads, progress=False)
+    return replace(cfg, share_epochs=args.share_epochs,
+                   prune_select=args.prune_select or cfg.prune_select)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per (budget, method, epochs): mean and standard deviation of the long trainings'
-    test and validation top-1 and loss, with the same points' short (frontier) means."""
+    """Per (budget, method, epochs, teacher, pruned-model selection): mean and standard
+    deviation of the long trainings' test and validation top-1 and loss, with the same points'
+    short (frontier) means."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         key = (r["target_ratio"], r["method"], r["share_epochs"], r.get("teacher") or "",
@@ -118,24 +119,26 @@ def main(argv: list[str] | None = None) -> dict:
     files = out.parent / "files" / out.stem / label
     work = Path(args.work or f"runs/long-training/{args.name}") / label
     for tag in args.train:
-        key = f"{tag}/{label}"
-        if key in _saved(out):
+        key, saved = f"{tag}/{label}", _saved(out)
+        if key in saved:
             continue
         p = points[tag]
-        twin = _twin(_saved(out), points, tag, label)
+        twin = _twin(saved, points, tag, label)
         if twin:  # training is deterministic: the same policy and seed is the same training
             row = {**twin, "point": tag, "method": p["method"], "short_top1": p["top1"],
                    "short_val_top1": p["val_top1"], "same_training_as": twin["point"]}
             _save(out, {key: row}, base, args, argv)
             continue
         t0 = time.perf_counter()
-        s = train_long(args.model, points[tag], args.share_epochs, work / tag, args)
+        cfg = long_config(p, args)
+        s = prune_and_share(args.model, work / tag, work / tag / "share", cfg, frontier_data(args),
+                            p["found"], p["seed"], teacher=args.teacher)
         files.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / tag / "share" / "model.rlc", files / f"{tag}.rlc")
         row = {"point": tag, "method": p["method"], "seed": p["seed"],
                "k": p["found"]["best"]["k"], "rate": p["found"]["best"].get("rate", {}),
                "target_ratio": p["target_ratio"], "share_epochs": args.share_epochs,
-               "teacher": args.teacher, "prune_select": cfg_select(p, args),
+               "teacher": args.teacher, "prune_select": cfg.prune_select,
                "file_bytes": s["file_bytes"], "file_ratio": s["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
                "short_top1": p["top1"], "short_val_top1": p["val_top1"],
@@ -147,12 +150,6 @@ def main(argv: list[str] | None = None) -> dict:
     report = _save(out, {}, base, args, argv)
     print(json.dumps(report["summary"], indent=1))
     return report
-
-
-def _policy(point: dict) -> tuple:
-    """A frontier point's policy (k and rates), comparable through JSON."""
-    best = point["found"]["best"]
-    return json.dumps([best["k"], best.get("rate", {})], sort_keys=True), point["seed"]
 
 
 def variant(epochs: int, teacher: str | None = None, prune_select: str | None = None) -> str:
@@ -168,17 +165,13 @@ def variant(epochs: int, teacher: str | None = None, prune_select: str | None = 
     return label
 
 
-def cfg_select(point: dict, args: argparse.Namespace) -> str:
-    """The pruned-model selection a point is trained with: ``--prune-select`` or its frontier's."""
-    return args.prune_select or config_from_record(point["key"]).prune_select
-
-
 def _twin(saved: dict, points: dict[str, dict], tag: str, label: str) -> dict | None:
     """A saved row of variant ``label`` trained with ``tag``'s policy and seed (another
     method's point whose search found the same policy), or None."""
     for key, row in saved.items():
         if (key.split("/", 1)[1] == label and row["point"] in points
-                and _policy(points[row["point"]]) == _policy(points[tag])):
+                and policy_key(points[row["point"]]) == policy_key(points[tag])
+                and points[row["point"]]["seed"] == points[tag]["seed"]):
             return row
     return None
 
@@ -191,13 +184,14 @@ def _saved(out: Path) -> dict:
 def _save(out: Path, new: dict, base: float, args: argparse.Namespace,
           argv: list[str] | None) -> dict:
     """Merge ``new`` into what ``out`` holds now (other processes may have added points),
-    rewrite the summary and the commands, and return the report."""
+    rewrite the summary and the commands (keeping fields it does not write, such as a note),
+    and return the report."""
     old = json.loads(out.read_text()) if out.is_file() else {}
     merged = {**old.get("points", {}), **new}
     command = "python benchmarks/long_training.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     commands = [c for c in old.get("commands", []) if c != command] + [command]
-    report = {"baseline": args.model, "baseline_test_top1": base, "frontier": args.name,
+    report = {**old, "baseline": args.model, "baseline_test_top1": base, "frontier": args.name,
               "summary": summarise(list(merged.values())), "points": merged,
               "commands": commands}
     write_json(out, report)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import frontier_args, frontier_data, frontier_records  # noqa: E402
+from _common import frontier_args, frontier_data, frontier_records, policy_key  # noqa: E402
 
 from rlcompress.data import DataConfig  # noqa: E402
 from rlcompress.engine import set_threads  # noqa: E402
@@ -58,9 +58,7 @@ def same_policy_groups(points: dict[str, dict]) -> list[list[str]]:
     with one seed and one policy are one training, not a repeat)."""
     groups: dict[tuple, dict[int, str]] = defaultdict(dict)
     for tag, p in sorted(points.items()):
-        best = p["found"]["best"]
-        policy = json.dumps([best["k"], best.get("rate", {})], sort_keys=True)
-        groups[(p["budget_bytes"], policy)].setdefault(p["seed"], tag)
+        groups[(p["budget_bytes"], policy_key(p))].setdefault(p["seed"], tag)
     return [list(by_seed.values()) for by_seed in groups.values() if len(by_seed) > 1]
 
 

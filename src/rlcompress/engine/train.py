@@ -375,7 +375,7 @@ def fit(
     run_dir = open_run_dir(run_dir, resume)
     state_path = run_dir / "state.pt"
     if resume:
-        check_resumable(run_dir, cfg)
+        check_resumable(run_dir, cfg, extra_config)
     if resume and (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())
     set_threads(cfg.threads)
@@ -491,8 +491,10 @@ RESUME_FREE = frozenset({"threads", "progress", "device", "eval_batch_size", "co
                          "compile_mode", "time_budget"})
 
 
-def check_resumable(run_dir: Path, cfg: TrainConfig) -> None:
-    """Refuse to resume ``run_dir`` with training settings other than those it recorded.
+def check_resumable(run_dir: Path, cfg: TrainConfig, extra: dict | None = None) -> None:
+    """Refuse to resume ``run_dir`` with training settings other than those it recorded, or
+    distilled from another teacher than it was (where ``extra``, the caller's config record,
+    names one; a record without a teacher had none, or its caller's default).
 
     A resumed run that finished returns its summary, and an unfinished one continues its
     learning-rate schedule, so resuming with another learning rate or epoch count would
@@ -503,7 +505,13 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> None:
     saved_file = run_dir / "config.json"
     if not saved_file.is_file():
         return
-    saved = json.loads(saved_file.read_text()).get("train", {})
+    record = json.loads(saved_file.read_text())
+    if extra and "teacher" in extra and record.get("teacher") != extra["teacher"]:
+        # the teacher is no training setting, so the comparison below does not see it
+        raise ValueError(f"{run_dir} was distilled from {record.get('teacher') or 'the default'}"
+                         f", not {extra['teacher'] or 'the default'}: resume it with its own "
+                         "teacher, or train into another folder")
+    saved = record.get("train", {})
     free = (RESUME_FREE | ({"epochs"} if cfg.time_budget > 0 else set())
             | ({"select"} if cfg.select == "last" else set()))
     now = json.loads(json.dumps(asdict(cfg)))  # as recorded: tuples become lists

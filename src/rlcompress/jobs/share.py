@@ -71,18 +71,6 @@ def evaluate_file(path: str | Path, data: ImageData, precision: str = "bf16",
     }
 
 
-def _check_teacher(finetune: Path, teacher: str | None) -> None:
-    """Refuse to resume a fine-tuning distilled from another teacher (the training settings'
-    own check does not see the teacher); runs that predate the record used the unshared one."""
-    saved = finetune / "config.json"
-    if saved.is_file():
-        before = json.loads(saved.read_text()).get("teacher")
-        if before != teacher:
-            raise ValueError(f"{finetune} was distilled from {before or 'the unshared model'}, "
-                             f"not {teacher or 'the unshared model'}: resume it with its own "
-                             "teacher, or share into another folder")
-
-
 def share(
     model: str,
     out: str = "runs/share",
@@ -126,7 +114,6 @@ def share(
                  "share": scfg.__dict__, "teacher": teacher, "argv": sys.argv}
         # the unshared model teaches its shared copy unless another teacher is given
         # (cfg.distill weighs it; 0 turns it off)
-        _check_teacher(run / "finetune", teacher)
         unshared = resolve_model(model, None, dataset.num_classes)[0].eval()
         teacher_net = None
         if cfg.distill > 0:
