@@ -65,6 +65,17 @@ def long_config(point: dict, args: argparse.Namespace) -> FrontierConfig:
                    prune_select=args.prune_select or cfg.prune_select)
 
 
+def pruned_summary(run: Path) -> dict | None:
+    """The pruned model a point's sharing started from: validation top-1 before and after its
+    fine-tune, and the chosen one's validation and test top-1 (None: the point prunes
+    nothing)."""
+    path = run / "prune" / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    return {k: s[k] for k in ("val_top1_before_finetune", "best_epoch", "val_top1", "top1")}
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Per (budget, method, epochs, teacher, pruned-model selection): mean and standard
     deviation of the long trainings' test and validation top-1 and loss, with the same points'
@@ -133,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = long_config(p, args)
         s = prune_and_share(args.model, work / tag, work / tag / "share", cfg, frontier_data(args),
                             p["found"], p["seed"], teacher=args.teacher)
+        row_pruned = pruned_summary(work / tag)
         files.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / tag / "share" / "model.rlc", files / f"{tag}.rlc")
         row = {"point": tag, "method": p["method"], "seed": p["seed"],
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                "file_bytes": s["file_bytes"], "file_ratio": s["file_ratio"],
                "top1": s["top1"], "val_top1": s["val_top1"], "loss": round(base - s["top1"], 2),
                "short_top1": p["top1"], "short_val_top1": p["val_top1"],
+               "pruned": row_pruned,
                "file": str(files / f"{tag}.rlc"), "seconds": round(time.perf_counter() - t0, 1)}
         print(f"{key}: {row['top1']:.2f}% test ({row['loss']:+.2f} below {base}), "
               f"{row['val_top1']:.2f}% val (frontier: {p['top1']:.2f}%, {p['val_top1']:.2f}%)",

@@ -282,6 +282,8 @@ def test_joint_frontier_tiny_prunes_each_point_and_files_decode_to_their_accurac
     first = {p["method"]: p for p in result["points"]}["greedy"]
     assert row["short_top1"] == first["top1"] and row["share_epochs"] == 1
     assert row["loss"] == round(50 - row["top1"], 2)
+    pruned = json.loads((tmp_path / "long" / "e1" / "24x-greedy-s0" / "prune" / "summary.json").read_text())
+    assert row["pruned"]["val_top1"] == pruned["val_top1"] and row["pruned"]["top1"] == pruned["top1"]
     share = json.loads((tmp_path / "long" / "e1" / "24x-greedy-s0" / "share" / "summary.json").read_text())
     assert share["epochs"] == 1 and share["k"] == first["k"]
     assert round(evaluate_file(row["file"], data)["test"]["top1"], 2) == row["top1"]
